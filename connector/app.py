@@ -1,0 +1,47 @@
+"""Builds the connector's parts from settings; the CLI and the dashboard share it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from connector.dense import load_dense_encoders
+from connector.runner import SparseTarget
+from connector.sink import QdrantSink, make_client
+from connector.sparse import load_sparse_encoder, model_spec
+
+if TYPE_CHECKING:
+    from connector.dense import SentenceTransformerEncoder
+    from connector.settings import Settings
+
+__all__ = ["dense_encoders", "open_sink", "sparse_target"]
+
+
+def open_sink(settings: Settings, collection: str | None = None) -> QdrantSink:
+    """The collection's sink, on the embedded Qdrant or the configured server."""
+    q = settings.qdrant
+    return QdrantSink(
+        make_client(settings),
+        collection or q.collection,
+        batch_size=q.upsert_batch_size,
+        queue_size=q.write_queue,
+        retries=q.retries,
+    )
+
+
+def dense_encoders(settings: Settings) -> list[SentenceTransformerEncoder]:
+    """The configured dense ensemble (models load on first use)."""
+    device = settings.dense.device
+    return load_dense_encoders(settings.dense.models, device=None if device == "auto" else device)
+
+
+def sparse_target(settings: Settings) -> SparseTarget | None:
+    """The configured sparse model and its vector, or ``None`` when sparse is off."""
+    if not settings.sparse.enabled:
+        return None
+    spec = model_spec(settings.sparse.model)
+    return SparseTarget(
+        encoder=load_sparse_encoder(settings.sparse),
+        vector_name=settings.sparse.vector_name or spec.name,
+        idf=spec.idf,
+        model_name=spec.name,
+    )

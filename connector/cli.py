@@ -1,0 +1,174 @@
+"""The ``connector`` command: ``sync`` and ``search``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from connector import __version__
+from connector.errors import ConfigError, ConnectorError
+
+__all__ = ["main"]
+
+log = logging.getLogger("connector")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="PATH", help="TOML settings file (default ./connector.toml)"
+    )
+    common.add_argument(
+        "--collection", metavar="NAME", help="Qdrant collection (qdrant.collection)"
+    )
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+    parser = argparse.ArgumentParser(
+        prog="connector", description="Embed chunks of text dense and sparse into Qdrant."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sync = commands.add_parser("sync", parents=[common], help="sync a source into Qdrant")
+    sync.add_argument("--source", metavar="PATH_OR_URL", help="JSONL file, folder, or http(s) URL")
+    sync.add_argument(
+        "--source-name", metavar="NAME", help="stable name of the source in point ids"
+    )
+    sync.add_argument("--batch-size", type=int, metavar="N", help="chunks encoded together")
+    sync.add_argument(
+        "--allow-empty", action="store_true", help="let an empty source delete its stored points"
+    )
+    toggle = sync.add_mutually_exclusive_group()
+    toggle.add_argument("--enable-sparse", dest="sparse", action="store_true", default=None)
+    toggle.add_argument("--disable-sparse", dest="sparse", action="store_false")
+
+    search = commands.add_parser("search", parents=[common], help="query a synced collection")
+    search.add_argument("query", metavar="QUERY", help="the text to look for")
+    search.add_argument("--mode", choices=["hybrid", "dense", "sparse"], default="hybrid")
+    search.add_argument("--limit", type=int, default=10, metavar="N")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """CLI flags as a nested settings dict (flags beat environment and file)."""
+    out: dict[str, Any] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            out.setdefault(section, {})[key] = value
+
+    put("qdrant", "collection", args.collection)
+    if args.command == "sync":
+        put("source", "path", args.source)
+        put("source", "name", args.source_name)
+        put("sync", "batch_size", args.batch_size)
+        put("sparse", "enabled", args.sparse)
+        if args.allow_empty:
+            put("sync", "allow_empty", True)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        from connector.settings import load_settings
+
+        settings = load_settings(args.config, _overrides(args))
+        _setup_logging(settings.log_level)
+        if args.command == "sync":
+            return _sync(settings, args)
+        return _search(settings, args)
+    except ConnectorError as exc:
+        print(f"connector: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("connector: interrupted", file=sys.stderr)
+        return 130
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # Model libraries chatter at INFO/WARNING about things the operator cannot act on.
+    for noisy in ("sentence_transformers", "transformers", "httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _sync(settings: Any, args: argparse.Namespace) -> int:
+    from connector.app import dense_encoders, open_sink, sparse_target
+    from connector.progress import NULL_PROGRESS, TerminalProgress
+    from connector.runner import Syncer
+    from connector.sources import open_source
+
+    if not settings.source.path:
+        raise ConfigError("source.path: no source given (use --source PATH_OR_URL)")
+    src = settings.source
+    source = open_source(
+        src.path,
+        name=src.name,
+        chunk_size=src.chunk_size,
+        chunk_overlap=src.chunk_overlap,
+        timeout_s=src.timeout_s,
+        retries=src.retries,
+    )
+    dense = dense_encoders(settings)
+    sparse = sparse_target(settings)
+    show_bar = sys.stderr.isatty() and not args.json
+    sink = open_sink(settings)
+    try:
+        syncer = Syncer(
+            sink,
+            dense,
+            sparse,
+            batch_size=settings.sync.batch_size,
+            allow_empty=settings.sync.allow_empty,
+            progress=TerminalProgress() if show_bar else NULL_PROGRESS,
+        )
+        report = syncer.run(source)
+    finally:
+        sink.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), sort_keys=True))
+    else:
+        print(
+            f"synced {report.source} into {report.collection}: {report.chunks_seen} chunks, "
+            f"{report.encoded} encoded, {report.skipped_unchanged} unchanged, "
+            f"{report.payload_only} metadata-only, {report.deleted} deleted "
+            f"in {report.duration_s:.1f}s (run {report.run_id})"
+        )
+    return 0
+
+
+def _search(settings: Any, args: argparse.Namespace) -> int:
+    from connector.app import dense_encoders, open_sink, sparse_target
+    from connector.search import Searcher
+
+    sink = open_sink(settings)
+    try:
+        hits = Searcher(sink, dense_encoders(settings), sparse_target(settings)).search(
+            args.query, mode=args.mode, limit=args.limit
+        )
+    finally:
+        sink.close()
+    if args.json:
+        print(json.dumps([hit.as_dict() for hit in hits], ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no hits")
+    for rank, hit in enumerate(hits, 1):
+        snippet = " ".join(hit.text.split())
+        snippet = snippet if len(snippet) <= 100 else snippet[:99] + "…"
+        print(f"{rank:>2}. {hit.score:.4f}  {hit.chunk_id}  {snippet}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The connector's exceptions, one tree rooted at :class:`ConnectorError`.
+
+::
+
+    ConnectorError                 every error the connector raises on purpose
+    ├── ConfigError                a setting is missing or has a bad value        (terminal)
+    ├── SourceError                the source cannot be read or holds bad input    (terminal)
+    │   └── SourceUnavailable      the source could not be reached in time         (transient)
+    ├── ModelError                 a model cannot be found, loaded or run          (terminal)
+    ├── SinkError                  Qdrant refused or failed a request              (terminal)
+    │   ├── SinkUnavailable        Qdrant timed out, dropped the connection, 5xx   (transient)
+    │   └── CollectionMismatch     the collection's layout does not fit the config (terminal)
+    └── UnsafeDelete               a run would delete more than it may              (terminal)
+
+Every class is also marked :class:`TransientError` or :class:`TerminalError`, so callers decide
+between retrying and stopping by type, never by reading messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CollectionMismatch",
+    "ConfigError",
+    "ConnectorError",
+    "ModelError",
+    "SinkError",
+    "SinkUnavailable",
+    "SourceError",
+    "SourceUnavailable",
+    "TerminalError",
+    "TransientError",
+    "UnsafeDelete",
+]
+
+
+class ConnectorError(Exception):
+    """Root of every error the connector raises on purpose."""
+
+
+class TransientError(ConnectorError):
+    """An error that may go away when the same request is tried again."""
+
+
+class TerminalError(ConnectorError):
+    """An error that trying again will not fix."""
+
+
+class ConfigError(TerminalError):
+    """A setting is missing or has a bad value; the message names the key."""
+
+
+class SourceError(TerminalError):
+    """The source cannot be read or holds bad input; the message names file and line, or URL."""
+
+    def __init__(self, location: str, problem: str) -> None:
+        self.location = location
+        self.problem = problem
+        super().__init__(f"{location}: {problem}")
+
+
+class SourceUnavailable(SourceError, TransientError):
+    """The source could not be reached (connection refused, timeout, server error)."""
+
+
+class ModelError(TerminalError):
+    """A model cannot be found, loaded or run."""
+
+
+class SinkError(TerminalError):
+    """Qdrant refused or failed a request."""
+
+
+class SinkUnavailable(SinkError, TransientError):
+    """Qdrant timed out, dropped the connection, or answered with a server error."""
+
+
+class CollectionMismatch(SinkError):
+    """The collection exists but its vectors do not fit the configured models."""
+
+
+class UnsafeDelete(TerminalError):
+    """A run would delete points it has no right to delete (an empty read, say)."""

@@ -1,0 +1,268 @@
+"""One settings object, read once at start and passed down.
+
+Precedence, lowest to highest: defaults, the TOML file (``--config PATH``, else ``./connector.toml``
+when present), ``CONNECTOR_*`` environment variables (nested with ``__``), then CLI flags.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from connector.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "DenseModelConfig",
+    "DenseSettings",
+    "QdrantSettings",
+    "Settings",
+    "SourceSettings",
+    "SparseSettings",
+    "SyncSettings",
+    "load_settings",
+]
+
+DEFAULT_CONFIG_FILE = Path("connector.toml")
+
+_VECTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class _Section(BaseModel):
+    # A typo in a config key must fail loudly rather than be ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class QdrantSettings(_Section):
+    """Where points go. With no ``url``, Qdrant runs embedded in a local folder."""
+
+    url: str | None = None
+    """Qdrant server URL, e.g. ``http://localhost:6333``. Unset: embedded mode in ``path``."""
+    api_key: SecretStr | None = None
+    """API key for a Qdrant server. Never logged or written anywhere."""
+    path: Path | None = None
+    """Folder of the embedded Qdrant. Default: ``qdrant/`` inside ``state_dir``."""
+    collection: str = Field(default="chunks", min_length=1, max_length=255)
+    """Collection that receives one point per chunk."""
+    prefer_grpc: bool = False
+    """Talk gRPC to the server (port ``grpc_port``) instead of REST."""
+    grpc_port: int = Field(default=6334, ge=1, le=65535)
+    """gRPC port of the server."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Timeout of one request to Qdrant, in seconds."""
+    upsert_batch_size: int = Field(default=128, ge=1, le=10_000)
+    """Points per upsert request."""
+    write_queue: int = Field(default=4, ge=1, le=64)
+    """Upsert requests waiting while the next batch is encoded (bounds memory)."""
+    retries: int = Field(default=3, ge=0, le=20)
+    """Retries of a request that failed transiently (timeout, connection lost, 5xx)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://", value):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class DenseModelConfig(_Section):
+    """One dense model of the ensemble; each gives one named vector."""
+
+    model: str = Field(min_length=1)
+    """Local path or Hugging Face hub id of a sentence-transformers model."""
+    name: str | None = None
+    """Name of the vector in Qdrant. Default: derived from the model's name."""
+    revision: str | None = None
+    """Bump this to re-encode every chunk after replacing the weights at the same path."""
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    """Texts per forward pass."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_shape(cls, value: str | None) -> str | None:
+        if value is not None and not _VECTOR_NAME.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return value
+
+
+class DenseSettings(_Section):
+    """The dense ensemble."""
+
+    models: list[DenseModelConfig] = Field(
+        default_factory=lambda: [DenseModelConfig(model="all-MiniLM-L6-v2")], min_length=1
+    )
+    """Models of the ensemble, as strings or tables (``{model=..., name=...}``)."""
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    """Where dense models run."""
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _strings_to_tables(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [{"model": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
+class Bm25Options(_Section):
+    """Options of the BM25 sparse model; the defaults equal fastembed's ``Qdrant/bm25``."""
+
+    k: float = Field(default=1.2, ge=0)
+    """Term-frequency saturation."""
+    b: float = Field(default=0.75, ge=0, le=1)
+    """Document-length normalisation."""
+    avg_len: float = Field(default=256.0, gt=0)
+    """Average document length in tokens."""
+    language: str = "english"
+    """Snowball stemmer language (stopwords are bundled for English)."""
+
+
+class SparseSettings(_Section):
+    """The sparse model."""
+
+    enabled: bool = True
+    """Compute a sparse vector for every chunk."""
+    model: str = "qdrant-bm25"
+    """Sparse model name (see ``connector.sparse.SPARSE_MODELS``)."""
+    vector_name: str | None = None
+    """Name of the sparse vector in Qdrant. Default: the model name."""
+    bm25: Bm25Options = Field(default_factory=Bm25Options)
+    """Options of ``qdrant-bm25``."""
+
+
+class SourceSettings(_Section):
+    """Where chunks come from."""
+
+    path: str | None = None
+    """Default source of ``connector sync``: JSONL file, folder, or http(s) URL."""
+    name: str | None = None
+    """Stable name of the source in point ids. Default: its absolute path or URL."""
+    chunk_size: int = Field(default=1000, ge=50, le=100_000)
+    """Characters per chunk when splitting a folder of text files."""
+    chunk_overlap: int = Field(default=200, ge=0)
+    """Characters shared by consecutive chunks of one file."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Timeout of an HTTP source, in seconds."""
+    retries: int = Field(default=3, ge=0, le=20)
+    """Retries of an HTTP source that failed to answer."""
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> SourceSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+class SyncSettings(_Section):
+    """How a sync runs."""
+
+    batch_size: int = Field(default=256, ge=1, le=100_000)
+    """Chunks read, compared and encoded together."""
+    allow_empty: bool = False
+    """Let a source that yields nothing delete every point it had."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the connector."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONNECTOR_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    state_dir: Path = Path(".connector")
+    """Folder for run manifests, leases and runtime settings (and the embedded Qdrant)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    """Level of log lines on stderr."""
+    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
+    dense: DenseSettings = Field(default_factory=DenseSettings)
+    sparse: SparseSettings = Field(default_factory=SparseSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+
+    @property
+    def qdrant_path(self) -> Path:
+        """Folder of the embedded Qdrant."""
+        return self.qdrant.path if self.qdrant.path is not None else self.state_dir / "qdrant"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def load_settings(
+    config_path: Path | str | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
+    """Build the settings from file, environment and overrides.
+
+    Args:
+        config_path: TOML file to read. ``None`` reads ``./connector.toml`` when it exists.
+        overrides: Values from CLI flags, nested like the file (``{"qdrant": {...}}``).
+
+    Raises:
+        ConfigError: The file is missing or unreadable, or a value is bad (the message names
+            the key).
+    """
+    path: Path | None
+    if config_path is None:
+        path = DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+    else:
+        path = Path(config_path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path}: not found")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    try:
+        settings = _FromFile(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    except ValueError as exc:  # a TOML syntax error surfaces as tomllib.TOMLDecodeError
+        raise ConfigError(f"config file {path}: {exc}") from None
+    # Hand back the plain class so nothing downstream depends on how it was read.
+    return Settings.model_construct(**dict(settings))
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    """One readable line per bad key, without echoing secret values."""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(root)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        lines.append(f"{key}: {message}")
+    where = f" (file {path}, environment CONNECTOR_*, flags)" if path else ""
+    return "bad configuration" + where + ": " + "; ".join(lines)

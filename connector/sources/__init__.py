@@ -1,0 +1,86 @@
+"""Where chunks come from: a JSONL file, a folder of text files, or JSONL over HTTP(S)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import httpx
+
+from connector.chunks import ChunkRecord
+from connector.errors import SourceError
+from connector.sources.folder import FolderSource, chunk_text
+from connector.sources.http import HttpJsonlSource
+from connector.sources.jsonl import JsonlFileSource, parse_line
+
+__all__ = [
+    "FolderSource",
+    "HttpJsonlSource",
+    "JsonlFileSource",
+    "Source",
+    "chunk_text",
+    "open_source",
+    "parse_line",
+]
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A stream of chunks.
+
+    Attributes:
+        name: Stable identity of the source, used in point ids and the payload.
+        total_bytes: The input's size when known, for progress and ETA.
+        bytes_read: Bytes consumed so far, updated while iterating.
+    """
+
+    name: str
+    total_bytes: int | None
+    bytes_read: int
+
+    def __iter__(self) -> Iterator[ChunkRecord]:
+        """Stream the records; each has ``chunk_id`` and ``location`` set."""
+        ...
+
+
+def open_source(
+    spec: str,
+    *,
+    name: str | None = None,
+    chunk_size: int = 1000,
+    chunk_overlap: int = 200,
+    timeout_s: float = 30.0,
+    retries: int = 3,
+    transport: httpx.BaseTransport | None = None,
+) -> Source:
+    """Open the source a user named.
+
+    Args:
+        spec: An ``http://`` or ``https://`` URL serving JSONL, a folder of ``.txt``/``.md``
+            files, or a JSONL file.
+        name: The source's identity; defaults to the resolved path, or the URL without
+            credentials and query string.
+        chunk_size: Largest chunk in characters (folders only).
+        chunk_overlap: Characters shared by consecutive chunks (folders only).
+        timeout_s: Timeout of each HTTP operation (URLs only).
+        retries: Extra tries after a failed HTTP request (URLs only).
+        transport: An httpx transport to use instead of the network, for tests.
+
+    Returns:
+        The source, not yet read.
+
+    Raises:
+        SourceError: The path does not exist or the URL is invalid.
+        ValueError: The chunking settings are invalid.
+    """
+    if spec.lower().startswith(("http://", "https://")):
+        return HttpJsonlSource(
+            spec, name=name, timeout_s=timeout_s, retries=retries, transport=transport
+        )
+    path = Path(spec)
+    if path.is_dir():
+        return FolderSource(path, name=name, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    if path.is_file():
+        return JsonlFileSource(spec, name=name)
+    raise SourceError(spec, "no such file or folder")

@@ -1,0 +1,144 @@
+"""The `connector` command end to end: real MiniLM, real BM25, embedded Qdrant."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+from qdrant_client import QdrantClient
+
+from connector.cli import main
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in list(os.environ):
+        if name.startswith("CONNECTOR_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(FIXTURES / "corpus.jsonl", tmp_path / "corpus.jsonl")
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def stored_texts(workdir: Path) -> dict[str, str]:
+    client = QdrantClient(path=str(workdir / ".connector" / "qdrant"))
+    try:
+        points, _ = client.scroll("chunks", limit=1000, with_payload=["chunk_id", "text"])
+        return {p.payload["chunk_id"]: p.payload["text"] for p in points}
+    finally:
+        client.close()
+
+
+def test_sync_then_hybrid_search_finds_the_chunk(workdir: Path, capsys) -> None:
+    code, out, err = run(capsys, "sync", "--source", "corpus.jsonl", "--json")
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["chunks_seen"] == 40
+    assert report["encoded"] == report["upserted"] == 40
+    assert report["skipped_unchanged"] == report["deleted"] == 0
+    assert report["run_id"]
+    assert err == ""  # no progress bar, no chatter in a pipe
+
+    code, out, _ = run(
+        capsys,
+        "search",
+        "wing in a propeller slipstream lift distribution",
+        "--json",
+        "--limit",
+        "3",
+    )
+    assert code == 0
+    hits = json.loads(out)
+    assert hits[0]["chunk_id"] == "1"
+    assert set(hits[0]) >= {"chunk_id", "score", "source"}
+    assert hits[0]["source"] == str(workdir / "corpus.jsonl")
+
+    for mode, query, expected in [
+        ("dense", "heating of a slab made of several layers", {"5", "6"}),
+        ("sparse", "magneto-gasdynamic channel", {"34"}),
+    ]:
+        code, out, _ = run(capsys, "search", query, "--mode", mode, "--json", "--limit", "2")
+        assert code == 0
+        assert {hit["chunk_id"] for hit in json.loads(out)} & expected
+
+    code, out, _ = run(capsys, "sync", "--source", "corpus.jsonl", "--json")
+    report = json.loads(out.strip().splitlines()[-1])
+    assert (report["encoded"], report["skipped_unchanged"], report["upserted"]) == (0, 40, 0)
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "message"),
+    [
+        (b'{"id": "x1", "text": "unterminated\n', r"corpus.jsonl:41: invalid JSON"),
+        (b'{"id": "x2", "metadata": {}}\n', r'corpus.jsonl:41: missing "text"'),
+        (
+            b'{"_id": "7", "text": "a second chunk under id 7"}\n',
+            r"corpus.jsonl:41: duplicate chunk id '7'",
+        ),
+        (b'{"id": "x3", "text": "caf\xe9 au lait"}\n', r"corpus.jsonl:41: not valid UTF-8"),
+    ],
+)
+def test_bad_line_fails_naming_file_and_line_and_keeps_what_was_stored(
+    workdir: Path, capsys, bad_line: bytes, message: str
+) -> None:
+    assert run(capsys, "sync", "--source", "corpus.jsonl")[0] == 0
+    before = stored_texts(workdir)
+    with open(workdir / "corpus.jsonl", "ab") as handle:
+        handle.write(bad_line)
+
+    code, out, err = run(capsys, "sync", "--source", "corpus.jsonl")
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("connector: error: ")
+    assert __import__("re").search(message, err), err
+    assert stored_texts(workdir) == before
+
+
+def test_unreachable_url_fails_with_the_url(workdir: Path, capsys, monkeypatch) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("CONNECTOR_SOURCE__RETRIES", "0")
+    url = f"http://127.0.0.1:{port}/corpus.jsonl"
+    code, _, err = run(capsys, "sync", "--source", url)
+    assert code == 1
+    assert url in err and "could not fetch" in err
+
+
+def test_empty_source_deletes_nothing(workdir: Path, capsys) -> None:
+    assert run(capsys, "sync", "--source", "corpus.jsonl", "--source-name", "docs")[0] == 0
+    (workdir / "empty.jsonl").write_text("")
+    code, _, err = run(capsys, "sync", "--source", "empty.jsonl", "--source-name", "docs")
+    assert code == 1 and "refusing to delete its 40 stored points" in err
+    assert len(stored_texts(workdir)) == 40
+
+
+def test_bad_config_value_fails_at_start(workdir: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("CONNECTOR_QDRANT__UPSERT_BATCH_SIZE", "0")
+    code, _, err = run(capsys, "sync", "--source", "corpus.jsonl")
+    assert code == 1
+    assert "qdrant.upsert_batch_size" in err
+
+
+def test_missing_source_and_unknown_sparse_model(workdir: Path, capsys, monkeypatch) -> None:
+    code, _, err = run(capsys, "sync", "--source", "nope.jsonl")
+    assert code == 1 and "nope.jsonl: no such file or folder" in err
+    monkeypatch.setenv("CONNECTOR_SPARSE__MODEL", "bm99")
+    code, _, err = run(capsys, "sync", "--source", "corpus.jsonl")
+    assert code == 1 and "unknown sparse model 'bm99'; known: qdrant-bm25" in err
+
+
+def test_search_before_any_sync_says_so(workdir: Path, capsys) -> None:
+    code, _, err = run(capsys, "search", "anything")
+    assert code == 1 and "does not exist (run `connector sync` first)" in err

@@ -1,0 +1,532 @@
+"""Behaviour of the sources, through the public interface of ``connector.sources``."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from connector.errors import SourceError, SourceUnavailable
+from connector.sources import (
+    FolderSource,
+    HttpJsonlSource,
+    JsonlFileSource,
+    Source,
+    chunk_text,
+    open_source,
+)
+
+URL = "https://example.com/corpus.jsonl"
+
+
+def _jsonl(*objs: Any) -> bytes:
+    return b"".join(json.dumps(obj).encode() + b"\n" for obj in objs)
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def _error(source: Source) -> SourceError:
+    with pytest.raises(SourceError) as info:
+        list(source)
+    return info.value
+
+
+# --- JSONL files ---------------------------------------------------------------------------
+
+
+def test_jsonl_file_reads_both_shapes_and_skips_blank_lines(tmp_path: Path) -> None:
+    data = (
+        _jsonl({"id": "a", "text": "alpha", "metadata": {"lang": "en"}})
+        + b"\n   \n"
+        + _jsonl({"_id": 7, "title": "Seven", "text": "seven text"})
+    )
+    path = _write(tmp_path / "c.jsonl", data)
+
+    records = list(JsonlFileSource(path))
+
+    assert [(r.chunk_id, r.text, r.metadata) for r in records] == [
+        ("a", "alpha", {"lang": "en"}),
+        ("7", "Seven\nseven text", {"title": "Seven"}),
+    ]
+    assert [r.location for r in records] == [f"{path}:1", f"{path}:4"]
+
+
+def test_jsonl_extra_keys_go_into_metadata_without_overwriting(tmp_path: Path) -> None:
+    line = {
+        "id": "x",
+        "title": "T",
+        "text": "body",
+        "metadata": {"title": "kept", "source": "kept"},
+        "source": "dropped",
+        "year": 2020,
+    }
+    path = _write(tmp_path / "c.jsonl", _jsonl(line))
+
+    (record,) = JsonlFileSource(path)
+
+    assert record.text == "T\nbody"
+    assert record.metadata == {"title": "kept", "source": "kept", "year": 2020}
+
+
+def test_jsonl_progress_counts_bytes_while_streaming(tmp_path: Path) -> None:
+    data = _jsonl(*({"id": i, "text": f"text {i}"} for i in range(100)))
+    path = _write(tmp_path / "c.jsonl", data)
+    source = JsonlFileSource(path)
+    assert source.total_bytes == len(data)
+
+    records = iter(source)
+    next(records)
+    assert 0 < source.bytes_read < len(data)
+    assert len(list(records)) == 99
+    assert source.bytes_read == len(data)
+
+
+def test_jsonl_malformed_json_names_path_and_line(tmp_path: Path) -> None:
+    data = _jsonl({"id": 1, "text": "ok"}) + b"\n" + b'{"id": 2, "text": \n'
+    path = _write(tmp_path / "c.jsonl", data)
+
+    error = _error(JsonlFileSource(path))
+
+    assert error.location == f"{path}:3"
+    assert error.problem.startswith("invalid JSON: ")
+    assert str(error).startswith(f"{path}:3: invalid JSON")
+    assert not isinstance(error, SourceUnavailable)
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ({"id": "a"}, 'missing "text"'),
+        ({"text": "t"}, 'missing "id" (or "_id")'),
+        ({"id": "a", "text": "  \n"}, 'empty "text"'),
+        ({"id": "", "text": "t"}, 'empty "id"'),
+        ({"id": "a", "text": 5}, '"text" must be a string, got number'),
+        ({"id": True, "text": "t"}, '"id" must be a string or an integer, got boolean'),
+        ({"_id": 1.5, "text": "t"}, '"_id" must be a string or an integer, got number'),
+        ({"id": "a", "text": "t", "metadata": [1]}, '"metadata" must be a JSON object, got array'),
+        ({"id": "a", "text": "t", "title": 3}, '"title" must be a string, got number'),
+        ([1, 2], "expected a JSON object, got array"),
+        ("just a string", "expected a JSON object, got string"),
+    ],
+)
+def test_jsonl_rejects_bad_records(tmp_path: Path, line: Any, problem: str) -> None:
+    path = _write(tmp_path / "c.jsonl", _jsonl({"id": "first", "text": "fine"}, line))
+
+    error = _error(JsonlFileSource(path))
+
+    assert (error.location, error.problem) == (f"{path}:2", problem)
+
+
+def test_jsonl_non_utf8_line_names_line_byte_and_column(tmp_path: Path) -> None:
+    data = _jsonl({"id": 1, "text": "ok"}) + b'{"id": 2, "text": "caf\xe9"}\n'
+    path = _write(tmp_path / "c.jsonl", data)
+
+    error = _error(JsonlFileSource(path))
+
+    assert error.location == f"{path}:2"
+    assert error.problem == "not valid UTF-8 (byte 0xE9 at column 23)"
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+
+
+class _Recorder:
+    """A MockTransport handler answering from a list, one answer per request."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class _Body(httpx.SyncByteStream):
+    """A body delivered in the given pieces, optionally breaking off with an error."""
+
+    def __init__(self, pieces: list[bytes], error: Exception | None = None) -> None:
+        self.pieces = pieces
+        self.error = error
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.pieces
+        if self.error is not None:
+            raise self.error
+
+
+def _http(
+    handler: Callable[[httpx.Request], httpx.Response], url: str = URL, retries: int = 3
+) -> tuple[HttpJsonlSource, list[float]]:
+    sleeps: list[float] = []
+    source = HttpJsonlSource(
+        url, retries=retries, transport=httpx.MockTransport(handler), sleep=sleeps.append
+    )
+    return source, sleeps
+
+
+def test_http_streams_records_split_across_network_reads() -> None:
+    data = _jsonl({"id": 1, "text": "one"}, {"_id": "b", "title": "B", "text": "two"})
+    data += b'{"id": 3, "text": "no newline at end"}'
+    pieces = [data[i : i + 5] for i in range(0, len(data), 5)]
+    headers = {"Content-Length": str(len(data))}
+    source, sleeps = _http(_Recorder(httpx.Response(200, headers=headers, stream=_Body(pieces))))
+
+    records = list(source)
+
+    assert [(r.chunk_id, r.text) for r in records] == [
+        ("1", "one"),
+        ("b", "B\ntwo"),
+        ("3", "no newline at end"),
+    ]
+    assert [r.location for r in records] == [f"{URL}:1", f"{URL}:2", f"{URL}:3"]
+    assert source.total_bytes == source.bytes_read == len(data)
+    assert sleeps == []
+
+
+def test_http_retries_server_error_then_succeeds() -> None:
+    handler = _Recorder(
+        httpx.Response(503), httpx.Response(200, content=_jsonl({"id": 1, "text": "t"}))
+    )
+    source, sleeps = _http(handler)
+
+    assert [r.chunk_id for r in source] == ["1"]
+    assert len(handler.requests) == 2
+    assert len(sleeps) == 1 and 0 < sleeps[0] <= 8
+
+
+def test_http_gives_up_after_retries_with_backoff() -> None:
+    handler = _Recorder(httpx.Response(503))
+    source, sleeps = _http(handler, retries=6)
+
+    with pytest.raises(SourceUnavailable) as info:
+        list(source)
+
+    assert (info.value.location, info.value.problem) == (URL, "could not fetch: HTTP 503")
+    assert len(handler.requests) == 7
+    assert len(sleeps) == 6
+    assert all(0 < s <= 8 for s in sleeps)
+    assert sleeps[0] <= 0.5 < sleeps[-1]  # grows exponentially, capped
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (httpx.ConnectError("[Errno 111] Connection refused"), "connection refused"),
+        (httpx.ReadTimeout("read timed out"), "timed out after 30s"),
+        (httpx.Response(429), "HTTP 429"),
+    ],
+)
+def test_http_transient_failures_become_source_unavailable(
+    exc: httpx.Response | Exception, reason: str
+) -> None:
+    handler = _Recorder(exc)
+    source, sleeps = _http(handler, retries=2)
+
+    with pytest.raises(SourceUnavailable) as info:
+        list(source)
+
+    assert info.value.problem == f"could not fetch: {reason}"
+    assert len(handler.requests) == 3 and len(sleeps) == 2
+
+
+def test_http_client_error_is_not_retried() -> None:
+    handler = _Recorder(httpx.Response(404))
+    source, sleeps = _http(handler)
+
+    error = _error(source)
+
+    assert not isinstance(error, SourceUnavailable)
+    assert (error.location, error.problem) == (URL, "HTTP 404 Not Found")
+    assert len(handler.requests) == 1 and sleeps == []
+
+
+def test_http_failure_mid_body_is_reported_not_retried() -> None:
+    body = _Body(
+        [_jsonl({"id": 1, "text": "a"}, {"id": 2, "text": "b"}) + b'{"id": 3, "te'],
+        httpx.ReadError("connection reset"),
+    )
+    handler = _Recorder(httpx.Response(200, stream=body))
+    source, sleeps = _http(handler)
+    seen: list[str] = []
+
+    with pytest.raises(SourceUnavailable) as info:
+        seen.extend(r.chunk_id or "" for r in source)
+
+    assert seen == ["1", "2"]
+    assert info.value.problem == "connection lost after line 2: connection reset"
+    assert len(handler.requests) == 1 and sleeps == []
+
+
+def test_http_bad_line_names_url_and_line() -> None:
+    data = _jsonl({"id": 1, "text": "a"}) + b"\xff\n"
+    source, _ = _http(_Recorder(httpx.Response(200, content=data)))
+
+    error = _error(source)
+
+    assert (error.location, error.problem) == (
+        f"{URL}:2",
+        "not valid UTF-8 (byte 0xFF at column 1)",
+    )
+
+
+def test_http_credentials_never_leave_the_request() -> None:
+    url = "https://alice:s3cr%40t@example.com/c.jsonl?token=abc123"
+    leaks = ("alice", "s3cr", "token", "abc123")
+    data = _jsonl({"id": 1, "text": "a"}) + b"not json\n"
+    ok = _Recorder(httpx.Response(200, content=data))
+    source, _ = _http(ok, url=url)
+
+    assert source.name == "https://example.com/c.jsonl"
+    bad_line = _error(source)
+    # The credentials are still used to authenticate.
+    sent = ok.requests[0].headers["Authorization"]
+    assert base64.b64decode(sent.split()[1]) == b"alice:s3cr@t"
+
+    refused = _Recorder(httpx.ConnectError(f"cannot reach {url} as alice:s3cr@t"))
+    source, _ = _http(refused, url=url, retries=0)
+    unreachable = _error(source)
+
+    messages = [str(bad_line), str(unreachable), source.name]
+    assert bad_line.location == "https://example.com/c.jsonl:2"
+    assert not [m for m in messages for leak in leaks if leak in m]
+
+
+def test_open_source_strips_credentials_from_url_name() -> None:
+    source = open_source("http://u:p@host:8080/x.jsonl?key=1#frag")
+    assert isinstance(source, HttpJsonlSource)
+    assert source.name == "http://host:8080/x.jsonl"
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, bytes]]:
+    data = _jsonl(*({"id": i, "text": f"document number {i} " * 5} for i in range(2000)))
+    _write(tmp_path / "corpus.jsonl", data)
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/corpus.jsonl", data
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_http_streams_from_a_real_server(served: tuple[str, bytes]) -> None:
+    url, data = served
+    source = open_source(url, timeout_s=5)
+
+    records = iter(source)
+    first = next(records)
+    assert first.chunk_id == "0" and first.location == f"{url}:1"
+    assert source.total_bytes == len(data)
+    count = 1 + sum(1 for _ in records)
+
+    assert count == 2000
+    assert source.bytes_read == len(data)
+
+
+def test_http_unreachable_server_fails_quickly() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sleeps: list[float] = []
+    source = HttpJsonlSource(f"http://127.0.0.1:{port}/x.jsonl", retries=1, sleep=sleeps.append)
+
+    started = time.monotonic()
+    with pytest.raises(SourceUnavailable) as info:
+        list(source)
+
+    assert time.monotonic() - started < 3
+    assert info.value.problem.startswith("could not fetch: ")
+    assert len(sleeps) == 1
+
+
+# --- folders and chunking ------------------------------------------------------------------
+
+
+def _words_of(chunks: list[str]) -> tuple[list[str], list[int]]:
+    """Glue chunks back together, dropping each chunk's leading overlap; unique words assumed."""
+    merged = chunks[0].split()
+    overlaps = []
+    for chunk in chunks[1:]:
+        words = chunk.split()
+        k = next(
+            k
+            for k in range(min(len(words), len(merged)), -1, -1)
+            if merged[len(merged) - k :] == words[:k]
+        )
+        overlaps.append(k)
+        merged += words[k:]
+    return merged, overlaps
+
+
+def _document(paragraphs: int, sentences: int, words: int) -> str:
+    n = iter(range(10**6))
+    return "\n\n".join(
+        " ".join(" ".join(f"w{next(n)}" for _ in range(words)) + "." for _ in range(sentences))
+        for _ in range(paragraphs)
+    )
+
+
+@pytest.mark.parametrize(("size", "overlap"), [(200, 50), (80, 20), (1000, 200), (60, 0)])
+def test_chunk_text_properties(size: int, overlap: int) -> None:
+    text = _document(paragraphs=6, sentences=9, words=7)
+
+    chunks = chunk_text(text, size, overlap)
+
+    assert len(chunks) > 1
+    assert all(0 < len(c) <= size for c in chunks)
+    merged, overlaps = _words_of(chunks)
+    assert merged == text.split()
+    if overlap:
+        assert all(k > 0 for k in overlaps)
+        for prev, nxt, k in zip(chunks, chunks[1:], overlaps, strict=False):
+            shared = " ".join(nxt.split()[:k])
+            assert len(shared) <= overlap and prev.split()[-k:] == nxt.split()[:k]
+    else:
+        assert set(overlaps) == {0}
+    assert chunk_text(text, size, overlap) == chunks
+
+
+def test_chunk_text_keeps_paragraphs_and_sentences_whole_when_they_fit() -> None:
+    paragraphs = [f"Paragraph {i} starts. It goes on. And it ends here." for i in range(6)]
+    chunks = chunk_text("\n\n".join(paragraphs), 80, 0)
+    assert chunks == paragraphs  # 49 characters each: a second would not fit whole
+
+    long_paragraph = " ".join(f"Sentence number {i} ends here." for i in range(20))
+    chunks = chunk_text(long_paragraph, 100, 0)
+    assert len(chunks) > 1 and all(c.endswith(".") for c in chunks)
+
+
+def test_chunk_text_hard_splits_only_overlong_words() -> None:
+    chunks = chunk_text(f"short {'x' * 25} tail", 10, 3)
+    assert chunks == ["short", "x" * 10, "x" * 10, "x" * 5 + " tail"]
+
+
+def test_chunk_text_edge_cases() -> None:
+    assert chunk_text("", 10, 2) == []
+    assert chunk_text(" \n\n\t\n", 10, 2) == []
+    assert chunk_text("  small  ", 10, 2) == ["small"]
+    for size, overlap in [(0, 0), (10, 10), (10, -1)]:
+        with pytest.raises(ValueError, match="chunk_"):
+            chunk_text("text", size, overlap)
+
+
+def _make_folder(root: Path) -> None:
+    _write(root / "b.txt", _document(paragraphs=4, sentences=5, words=8))
+    _write(root / "a" / "z.md", "# The Title\n\nSome text.\n")
+    _write(root / "a" / "Upper.TXT", "upper case suffix")
+    _write(root / "c.md", "no heading here\n# not first")
+    _write(root / "empty.txt", "  \n\n")
+    _write(root / "skip.rst", "not picked")
+    _write(root / ".hidden.txt", "hidden")
+    _write(root / ".git" / "notes.txt", "hidden dir")
+
+
+def test_folder_walks_in_stable_order_with_stable_ids(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    _make_folder(root)
+
+    first = list(FolderSource(root, chunk_size=120, chunk_overlap=30))
+    second = list(FolderSource(root, chunk_size=120, chunk_overlap=30))
+
+    assert [(r.chunk_id, r.text) for r in first] == [(r.chunk_id, r.text) for r in second]
+    paths = list(dict.fromkeys(r.metadata["path"] for r in first))
+    assert paths == ["a/Upper.TXT", "a/z.md", "b.txt", "c.md"]
+    b_chunks = [r for r in first if r.metadata["path"] == "b.txt"]
+    assert len(b_chunks) > 2
+    assert [r.chunk_id for r in b_chunks] == [f"b.txt#{i}" for i in range(len(b_chunks))]
+    assert {r.metadata["chunk_count"] for r in b_chunks} == {len(b_chunks)}
+    assert b_chunks[1].location == f"{root / 'b.txt'}#1"
+    # Consecutive chunks overlap.
+    for prev, nxt in zip(b_chunks, b_chunks[1:], strict=False):
+        assert prev.text.split()[-1] in nxt.text.split()[:8]
+
+
+def test_folder_metadata_and_md_title(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    _make_folder(root)
+
+    records = {r.chunk_id: r for r in FolderSource(root)}
+
+    assert records["a/z.md#0"].metadata == {
+        "path": "a/z.md",
+        "chunk_index": 0,
+        "chunk_count": 1,
+        "title": "The Title",
+    }
+    assert records["a/z.md#0"].text == "# The Title\n\nSome text."
+    assert "title" not in records["c.md#0"].metadata
+    assert not any(k.startswith("empty.txt") for k in records)
+
+
+def test_folder_progress_and_bad_utf8(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    _write(root / "a.txt", "fine")
+    _write(root / "b.txt", b"ok\n\x80bad")
+    source = FolderSource(root)
+    assert source.total_bytes == 4 + 7
+
+    records = iter(source)
+    assert next(records).text == "fine"
+    assert source.bytes_read == 4
+    with pytest.raises(SourceError) as info:
+        next(records)
+    assert info.value.location == str(root / "b.txt")
+    assert info.value.problem == "not valid UTF-8 (byte 0x80 at offset 3)"
+
+
+# --- open_source ---------------------------------------------------------------------------
+
+
+def test_open_source_dispatches_and_names(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    _write(folder / "a.txt", "hello")
+    file = _write(tmp_path / "c.jsonl", _jsonl({"id": 1, "text": "t"}))
+
+    by_folder = open_source(str(folder), chunk_size=50, chunk_overlap=5)
+    by_file = open_source(str(file))
+    by_url = open_source(
+        "https://example.com/x.jsonl", transport=httpx.MockTransport(_Recorder(httpx.Response(200)))
+    )
+    named = open_source(str(file), name="corpus")
+
+    assert isinstance(by_folder, FolderSource) and by_folder.name == str(folder.resolve())
+    assert isinstance(by_file, JsonlFileSource) and by_file.name == str(file.resolve())
+    assert isinstance(by_url, HttpJsonlSource) and list(by_url) == []
+    assert named.name == "corpus"
+    assert all(isinstance(s, Source) for s in (by_folder, by_file, by_url))
+    with pytest.raises(ValueError):
+        open_source(str(folder), chunk_size=10, chunk_overlap=10)
+
+
+def test_open_source_missing_path(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.jsonl")
+    with pytest.raises(SourceError) as info:
+        open_source(missing)
+    assert (info.value.location, info.value.problem) == (missing, "no such file or folder")
