@@ -59,13 +59,21 @@ def make_client(settings: Settings) -> QdrantClient:
     q = settings.qdrant
     with translate_errors("open Qdrant"):
         if q.url:
-            return QdrantClient(
-                url=q.url,
-                api_key=q.api_key.get_secret_value() if q.api_key else None,
-                prefer_grpc=q.prefer_grpc,
-                grpc_port=q.grpc_port,
-                timeout=int(q.timeout_s),
-            )
+            if q.api_key and q.url.startswith("http://"):
+                log.warning("the Qdrant API key is sent over plain http to %s", q.url)
+            with warnings.catch_warnings():
+                # Said once above, in our words; the client's own warning would repeat it.
+                warnings.filterwarnings("ignore", "Api key is used with an insecure connection")
+                return QdrantClient(
+                    url=q.url,
+                    api_key=q.api_key.get_secret_value() if q.api_key else None,
+                    prefer_grpc=q.prefer_grpc,
+                    grpc_port=q.grpc_port,
+                    timeout=int(q.timeout_s),
+                    # Its version probe runs in a thread that dumps a traceback when the server
+                    # is down; the first real request reports that better.
+                    check_compatibility=False,
+                )
         path = settings.qdrant_path
         path.mkdir(parents=True, exist_ok=True)
         return QdrantClient(path=str(path))

@@ -14,7 +14,7 @@ from connector.errors import ConfigError
 
 if TYPE_CHECKING:
     from connector.settings import SparseSettings
-    from connector.sparse.bm25 import SparseVec
+    from connector.sparse.vector import SparseVec
 
 __all__ = ["SPARSE_MODELS", "SparseEncoder", "SparseModelSpec", "load_sparse_encoder", "model_spec"]
 

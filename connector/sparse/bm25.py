@@ -26,12 +26,13 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mmh3
 from py_rust_stemmers import SnowballStemmer
+
+from connector.sparse.vector import SparseVec
 
 try:
     # The C helper behind Counter.update: counting into a plain dict skips Counter's
@@ -105,21 +106,6 @@ def _load_stopwords(language: str) -> frozenset[str]:
         return frozenset()
     # splitlines() like fastembed: blank lines would become "" which no token can equal.
     return frozenset(path.read_text(encoding="utf-8").splitlines())
-
-
-@dataclass(frozen=True, slots=True)
-class SparseVec:
-    """A sparse vector: parallel lists of term ids and weights.
-
-    Attributes:
-        indices: Term ids (``abs(mmh3.hash(stem))``), unique, in first-occurrence order.
-        values: Weights aligned with ``indices``.
-        tokens: The stems aligned with ``indices`` (for debugging and vocabulary dumps).
-    """
-
-    indices: list[int]
-    values: list[float]
-    tokens: list[str]
 
 
 class _StemCache(dict[str, str | None]):

@@ -142,3 +142,29 @@ def test_missing_source_and_unknown_sparse_model(workdir: Path, capsys, monkeypa
 def test_search_before_any_sync_says_so(workdir: Path, capsys) -> None:
     code, _, err = run(capsys, "search", "anything")
     assert code == 1 and "does not exist (run `connector sync` first)" in err
+
+
+def test_server_url_goes_through_the_same_path_and_hides_the_key(
+    workdir: Path, capsys, monkeypatch
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("CONNECTOR_QDRANT__URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("CONNECTOR_QDRANT__API_KEY", "key-7f3a9c-do-not-print")
+    monkeypatch.setenv("CONNECTOR_QDRANT__RETRIES", "0")
+    code, out, err = run(capsys, "sync", "--source", "corpus.jsonl")
+    assert code == 1
+    assert "no answer from Qdrant" in err or "Qdrant" in err
+    assert "key-7f3a9c" not in out + err
+    assert not (workdir / ".connector" / "qdrant").exists()  # nothing embedded was opened
+
+
+def test_embedded_folder_held_by_another_client_is_a_clear_error(workdir: Path, capsys) -> None:
+    holder = QdrantClient(path=str(workdir / ".connector" / "qdrant"))
+    try:
+        code, _, err = run(capsys, "sync", "--source", "corpus.jsonl")
+    finally:
+        holder.close()
+    assert code == 1
+    assert "in use by another process" in err

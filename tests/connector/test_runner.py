@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from connector.sparse.bm25 import Bm25
 from qdrant_client import QdrantClient
 
 from connector.chunks import point_id
 from connector.errors import CollectionMismatch, SourceError, UnsafeDelete
 from connector.runner import SparseTarget, Syncer
 from connector.sink import QdrantSink
+from connector.sparse.bm25 import Bm25
 from tests.fakes import FakeDense, ListSource, chunk
 
 CORPUS = [
