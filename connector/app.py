@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from connector.dense import load_dense_encoders
 from connector.runner import SparseTarget
 from connector.sink import QdrantSink, make_client
-from connector.sparse import load_sparse_encoder, model_spec
+from connector.sparse import generator_from_settings, model_spec
 
 if TYPE_CHECKING:
     from connector.dense import SentenceTransformerEncoder
@@ -34,14 +34,15 @@ def dense_encoders(settings: Settings) -> list[SentenceTransformerEncoder]:
     return load_dense_encoders(settings.dense.models, device=None if device == "auto" else device)
 
 
-def sparse_target(settings: Settings) -> SparseTarget | None:
-    """The configured sparse model and its vector, or ``None`` when sparse is off."""
-    if not settings.sparse.enabled:
-        return None
-    spec = model_spec(settings.sparse.model)
+def sparse_target(settings: Settings) -> SparseTarget:
+    """The configured sparse model and its vector (whether sync uses it is the switch's call)."""
+    sparse = settings.sparse
+    spec = model_spec(sparse.model)
     return SparseTarget(
-        encoder=load_sparse_encoder(settings.sparse),
-        vector_name=settings.sparse.vector_name or spec.name,
-        idf=spec.idf,
+        generator=generator_from_settings(sparse),
         model_name=spec.name,
+        vector_name=sparse.vector_name or spec.name,
+        idf=spec.idf,
+        use_gpu=sparse.use_gpu,
+        device_ids=tuple(sparse.device_ids) if sparse.device_ids is not None else None,
     )

@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     toggle.add_argument("--enable-sparse", dest="sparse", action="store_true", default=None)
     toggle.add_argument("--disable-sparse", dest="sparse", action="store_false")
 
+    sparse = commands.add_parser(
+        "sparse", parents=[common], help="switch sparse vectors on or off for the next syncs"
+    )
+    sparse.add_argument("state", choices=["on", "off", "status"])
+
     search = commands.add_parser("search", parents=[common], help="query a synced collection")
     search.add_argument("query", metavar="QUERY", help="the text to look for")
     search.add_argument("--mode", choices=["hybrid", "dense", "sparse"], default="hybrid")
@@ -67,7 +72,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         put("source", "path", args.source)
         put("source", "name", args.source_name)
         put("sync", "batch_size", args.batch_size)
-        put("sparse", "enabled", args.sparse)
         if args.allow_empty:
             put("sync", "allow_empty", True)
     return out
@@ -83,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging(settings.log_level)
         if args.command == "sync":
             return _sync(settings, args)
+        if args.command == "sparse":
+            return _sparse_switch(settings, args)
         return _search(settings, args)
     except ConnectorError as exc:
         print(f"connector: error: {exc}", file=sys.stderr)
@@ -106,6 +112,7 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
     from connector.app import dense_encoders, open_sink, sparse_target
     from connector.progress import NULL_PROGRESS, TerminalProgress
     from connector.runner import Syncer
+    from connector.runtime import sparse_enabled
     from connector.sources import open_source
 
     if not settings.source.path:
@@ -120,7 +127,8 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
         retries=src.retries,
     )
     dense = dense_encoders(settings)
-    sparse = sparse_target(settings)
+    enabled, _ = sparse_enabled(settings.state_dir, settings.sparse.enabled, args.sparse)
+    sparse = sparse_target(settings) if enabled else None
     show_bar = sys.stderr.isatty() and not args.json
     sink = open_sink(settings)
     try:
@@ -144,6 +152,21 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
             f"{report.payload_only} metadata-only, {report.deleted} deleted "
             f"in {report.duration_s:.1f}s (run {report.run_id})"
         )
+    return 0
+
+
+def _sparse_switch(settings: Any, args: argparse.Namespace) -> int:
+    from connector.runtime import load_runtime, save_runtime, sparse_enabled
+
+    state = load_runtime(settings.state_dir)
+    if args.state != "status":
+        state.sparse_enabled = args.state == "on"
+        state = save_runtime(settings.state_dir, state)
+    enabled, decided_by = sparse_enabled(settings.state_dir, settings.sparse.enabled, None)
+    if args.json:
+        print(json.dumps({"sparse_enabled": enabled, "decided_by": decided_by}))
+    else:
+        print(f"sparse is {'on' if enabled else 'off'} for the next syncs ({decided_by})")
     return 0
 
 

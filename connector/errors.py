@@ -7,6 +7,7 @@
     ├── SourceError                the source cannot be read or holds bad input    (terminal)
     │   └── SourceUnavailable      the source could not be reached in time         (transient)
     ├── ModelError                 a model cannot be found, loaded or run          (terminal)
+    ├── GpuLeaseUnavailable        no GPU could be leased in time                  (transient)
     ├── SinkError                  Qdrant refused or failed a request              (terminal)
     │   ├── SinkUnavailable        Qdrant timed out, dropped the connection, 5xx   (transient)
     │   └── CollectionMismatch     the collection's layout does not fit the config (terminal)
@@ -22,6 +23,7 @@ __all__ = [
     "CollectionMismatch",
     "ConfigError",
     "ConnectorError",
+    "GpuLeaseUnavailable",
     "ModelError",
     "SinkError",
     "SinkUnavailable",
@@ -64,6 +66,10 @@ class SourceUnavailable(SourceError, TransientError):
 
 class ModelError(TerminalError):
     """A model cannot be found, loaded or run."""
+
+
+class GpuLeaseUnavailable(TransientError):
+    """No GPU could be leased (none present, or all busy past the timeout)."""
 
 
 class SinkError(TerminalError):

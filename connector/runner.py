@@ -27,7 +27,7 @@ from connector.sink import (
 if TYPE_CHECKING:
     from connector.dense import DenseEncoder
     from connector.sources import Source
-    from connector.sparse import SparseEncoder
+    from connector.sparse.generator import SparseVectorGenerator
 
 __all__ = ["SparseTarget", "SyncReport", "Syncer"]
 
@@ -36,12 +36,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class SparseTarget:
-    """The sparse model of a run and the named vector it writes."""
+    """The sparse model of a run, the named vector it writes, and where it may run."""
 
-    encoder: SparseEncoder
+    generator: SparseVectorGenerator
+    model_name: str
     vector_name: str
     idf: bool
-    model_name: str
+    use_gpu: bool = False
+    device_ids: tuple[int, ...] | None = None
+
+    @property
+    def signature(self) -> str:
+        return self.generator.signature(self.model_name)
 
 
 @dataclass(slots=True)
@@ -64,6 +70,11 @@ class SyncReport:
     retries: int = 0
     sparse_empty: int = 0
     """Chunks whose sparse vector had no terms (every word a stopword, say)."""
+    sparse_model: str | None = None
+    sparse_device: str | None = None
+    sparse_fallbacks: int = 0
+    """Chunks whose sparse vector came from metadata (or is missing) instead of the model."""
+    sparse_latency_ms: float = 0.0
     vectors_encoded: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
 
@@ -112,7 +123,7 @@ class Syncer:
             vectors[self.sparse.vector_name] = {
                 "kind": "sparse",
                 "model": self.sparse.model_name,
-                "signature": self.sparse.encoder.signature,
+                "signature": self.sparse.signature,
                 "idf": self.sparse.idf,
             }
         return CollectionLayout(
@@ -138,7 +149,8 @@ class Syncer:
         self.sink.ensure_collection(self.layout())
         self._signatures = {e.name: e.signature for e in self.dense}
         if self.sparse is not None:
-            self._signatures[self.sparse.vector_name] = self.sparse.encoder.signature
+            self._signatures[self.sparse.vector_name] = self.sparse.signature
+            report.sparse_model = self.sparse.model_name
         seen: set[int] = set()
         self.progress.start(source.total_bytes)
         try:
@@ -183,22 +195,20 @@ class Syncer:
         states = self.sink.fetch_state([pid for _, pid in window])
         report.chunks_seen += len(window)
         needs: dict[str, list[int]] = {name: [] for name in self._signatures}
-        plans: list[tuple[str, list[str], bool]] = []  # (kind, vectors to compute, payload changed)
+        plans: list[tuple[str, list[str]]] = []  # (kind, vectors to compute)
         for index, (chunk, pid) in enumerate(window):
-            kind, missing, payload_changed = self._plan(chunk, states.get(pid))
-            plans.append((kind, missing, payload_changed))
+            kind, missing = self._plan(chunk, states.get(pid))
+            plans.append((kind, missing))
             for name in missing:
                 needs[name].append(index)
-        vectors = self._encode(window, needs, report)
+        vectors, fallbacks = self._encode(window, needs, report)
         batch = WriteBatch()
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        for index, ((chunk, pid), (kind, missing, payload_changed)) in enumerate(
-            zip(window, plans, strict=True)
-        ):
+        for index, ((chunk, pid), (kind, missing)) in enumerate(zip(window, plans, strict=True)):
             if kind == "skip":
                 report.skipped_unchanged += 1
                 continue
-            payload = self._payload(chunk, report, now)
+            payload = self._payload(chunk, report, now, fallbacks.get(index))
             if kind == "payload":
                 report.payload_only += 1
                 batch.payload_overwrites.append((pid, payload))
@@ -211,28 +221,29 @@ class Syncer:
                 continue
             if point_vectors:
                 batch.vector_updates.append(qm.PointVectors(id=pid, vector=point_vectors))
-            if payload_changed:
-                batch.payload_overwrites.append((pid, payload))
-            else:
-                fields = {"encoded_with": payload["encoded_with"], "run_id": report.run_id}
-                batch.payload_sets.append((pid, fields | {"synced_at": now}))
+            # The whole payload is rewritten so that a fallback note of an earlier run goes too.
+            batch.payload_overwrites.append((pid, payload))
         self.sink.submit(batch)
 
-    def _plan(self, chunk: ChunkRecord, state: PointState | None) -> tuple[str, list[str], bool]:
+    def _plan(self, chunk: ChunkRecord, state: PointState | None) -> tuple[str, list[str]]:
+        """``full`` (new or text changed), ``partial`` (some vectors stale: a model changed, or
+        sparse was off or fell back), ``payload`` (metadata changed) or ``skip``."""
         names = list(self._signatures)
-        chash = content_hash(chunk.text, chunk.metadata)
         if state is None or state.text_hash != text_hash(chunk.text):
-            return "full", names, True
+            return "full", names
         missing = [n for n in names if state.encoded_with.get(n) != self._signatures[n]]
-        payload_changed = state.content_hash != chash
         if missing:
-            return "partial", missing, payload_changed
-        return ("payload" if payload_changed else "skip"), [], payload_changed
+            return "partial", missing
+        if state.content_hash != content_hash(chunk.text, chunk.metadata):
+            return "payload", []
+        return "skip", []
 
     def _encode(
         self, window: list[tuple[ChunkRecord, str]], needs: dict[str, list[int]], report: SyncReport
-    ) -> dict[str, dict[int, Any]]:
+    ) -> tuple[dict[str, dict[int, Any]], dict[int, str]]:
+        """Vectors per name per window position, and why a position's sparse vector fell back."""
         out: dict[str, dict[int, Any]] = {}
+        fallbacks: dict[int, str] = {}
         for encoder in self.dense:
             indices = needs[encoder.name]
             if indices:
@@ -242,31 +253,50 @@ class Syncer:
                     encoder.name, 0
                 ) + len(indices)
         if self.sparse is not None and needs[self.sparse.vector_name]:
-            name = self.sparse.vector_name
-            indices = needs[name]
-            sparse = self.sparse.encoder.encode_documents([window[i][0].text for i in indices])
-            out[name] = {}
-            for i, vec in zip(indices, sparse, strict=True):
-                if vec.indices:
-                    out[name][i] = qm.SparseVector(
-                        indices=list(vec.indices), values=list(vec.values)
-                    )
+            target = self.sparse
+            indices = needs[target.vector_name]
+            result = target.generator.generate(
+                [window[i][0] for i in indices],
+                target.model_name,
+                target.use_gpu,
+                target.device_ids,
+            )
+            vectors: dict[int, Any] = {}
+            for position, (i, vec) in enumerate(zip(indices, result.vectors, strict=True)):
+                if position in result.fallback_reasons:
+                    fallbacks[i] = result.fallback_reasons[position]
+                if vec and vec["indices"]:
+                    vectors[i] = qm.SparseVector(indices=vec["indices"], values=vec["values"])
                 else:
                     # Qdrant has nothing to match on; the signature still records it as done.
-                    out[name][i] = None
+                    vectors[i] = None
                     report.sparse_empty += 1
-            report.vectors_encoded[name] = report.vectors_encoded.get(name, 0) + len(indices)
-        return out
+            out[target.vector_name] = vectors
+            report.sparse_device = result.device
+            report.sparse_fallbacks += result.fallback_count
+            report.sparse_latency_ms += result.latency_ms
+            count = report.vectors_encoded.get(target.vector_name, 0) + len(indices)
+            report.vectors_encoded[target.vector_name] = count
+        return out, fallbacks
 
-    def _payload(self, chunk: ChunkRecord, report: SyncReport, now: str) -> dict[str, Any]:
-        return {
+    def _payload(
+        self, chunk: ChunkRecord, report: SyncReport, now: str, fallback: str | None
+    ) -> dict[str, Any]:
+        encoded_with = dict(self._signatures)
+        extra: dict[str, Any] = {}
+        if fallback is not None and self.sparse is not None:
+            # Not the model's signature: the next sync tries the model again for this chunk.
+            name = self.sparse.vector_name
+            encoded_with[name] = f"fallback|{encoded_with[name]}"
+            extra["sparse_fallback"] = {"model": self.sparse.model_name, "reason": fallback}
+        return extra | {
             "chunk_id": chunk.chunk_id,
             "source": report.source,
             "text": chunk.text,
             "metadata": chunk.metadata,
             "text_hash": text_hash(chunk.text),
             "content_hash": content_hash(chunk.text, chunk.metadata),
-            "encoded_with": dict(self._signatures),
+            "encoded_with": encoded_with,
             "run_id": report.run_id,
             "synced_at": now,
         }

@@ -99,6 +99,12 @@ class Searcher:
             )
         return [_hit(point) for point in response.points]
 
+    def _has_sparse_vector(self) -> bool:
+        assert self.sparse is not None
+        name = self.sink.collection
+        info = self.sink._call(f"read {name!r}", lambda: self.sink.client.get_collection(name))
+        return self.sparse.vector_name in (info.config.params.sparse_vectors or {})
+
     def _branches(self, query: str, mode: Mode, depth: int) -> list[qm.Prefetch]:
         branches: list[qm.Prefetch] = []
         if mode in ("hybrid", "dense"):
@@ -110,10 +116,10 @@ class Searcher:
                 if mode == "sparse":
                     raise ConfigError("--mode sparse: sparse is off for this collection")
             else:
-                vec = self.sparse.encoder.encode_query(query)
-                if not vec.indices:
+                vec = self.sparse.generator.encode_query(query, self.sparse.model_name)
+                if not vec["indices"]:
                     return branches
-                sparse = qm.SparseVector(indices=list(vec.indices), values=list(vec.values))
+                sparse = qm.SparseVector(indices=vec["indices"], values=vec["values"])
                 branches.append(
                     qm.Prefetch(query=sparse, using=self.sparse.vector_name, limit=depth)
                 )

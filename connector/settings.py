@@ -135,17 +135,52 @@ class Bm25Options(_Section):
     """Snowball stemmer language (stopwords are bundled for English)."""
 
 
+class Bm42Options(_Section):
+    """Options of the BM42 sparse model (``qdrant-minilm-attention``)."""
+
+    model: str = "all-MiniLM-L6-v2"
+    """Model whose last-layer [CLS] attention gives the weights (local path or hub id)."""
+
+
+class SpladeOptions(_Section):
+    """Options of the ``splade`` sparse model."""
+
+    model: str | None = None
+    """SPLADE checkpoint: local path or hub id. Required when ``sparse.model = "splade"``."""
+    max_length: int | None = Field(default=None, ge=8, le=8192)
+    """Tokens per text; default: the checkpoint's own limit."""
+
+
 class SparseSettings(_Section):
     """The sparse model."""
 
     enabled: bool = True
-    """Compute a sparse vector for every chunk."""
+    """Compute a sparse vector for every chunk (the persisted switch, when set, wins)."""
     model: str = "qdrant-bm25"
     """Sparse model name (see ``connector.sparse.SPARSE_MODELS``)."""
     vector_name: str | None = None
     """Name of the sparse vector in Qdrant. Default: the model name."""
+    use_gpu: bool = False
+    """Run model-based sparse encoders (BM42, SPLADE) on a leased GPU when one is free."""
+    device_ids: list[int] | None = None
+    """GPUs the sparse stage may lease. Default: any."""
     bm25: Bm25Options = Field(default_factory=Bm25Options)
-    """Options of ``qdrant-bm25``."""
+    """Options of ``qdrant-bm25`` and ``qdrant-bm25-engine``."""
+    bm42: Bm42Options = Field(default_factory=Bm42Options)
+    """Options of ``qdrant-minilm-attention``."""
+    splade: SpladeOptions = Field(default_factory=SpladeOptions)
+    """Options of ``splade``."""
+
+    def model_options(self) -> dict[str, dict[str, Any]]:
+        """Encoder options per model kind, as the sparse registry takes them."""
+        splade = {"model": self.splade.model}
+        if self.splade.max_length is not None:
+            splade["max_length"] = self.splade.max_length
+        return {
+            "bm25": self.bm25.model_dump(),
+            "bm42": self.bm42.model_dump(),
+            "splade": splade,
+        }
 
 
 class SourceSettings(_Section):

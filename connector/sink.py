@@ -153,15 +153,11 @@ class WriteBatch:
 
     upserts: list[qm.PointStruct] = field(default_factory=list)
     vector_updates: list[qm.PointVectors] = field(default_factory=list)
-    payload_sets: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    """(point id, keys to set) for points whose other payload keys stay."""
     payload_overwrites: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     """(point id, whole new payload)."""
 
     def __bool__(self) -> bool:
-        return bool(
-            self.upserts or self.vector_updates or self.payload_sets or self.payload_overwrites
-        )
+        return bool(self.upserts or self.vector_updates or self.payload_overwrites)
 
 
 @dataclass(slots=True)
@@ -387,8 +383,6 @@ class QdrantSink:
             yield WriteBatch(upserts=batch.upserts[start : start + size])
         for start in range(0, len(batch.vector_updates), size):
             yield WriteBatch(vector_updates=batch.vector_updates[start : start + size])
-        for start in range(0, len(batch.payload_sets), size):
-            yield WriteBatch(payload_sets=batch.payload_sets[start : start + size])
         for start in range(0, len(batch.payload_overwrites), size):
             yield WriteBatch(payload_overwrites=batch.payload_overwrites[start : start + size])
 
@@ -418,12 +412,8 @@ class QdrantSink:
                 lambda: self.client.update_vectors(name, batch.vector_updates, wait=True),
             )
             self.counts.vectors_updated += len(batch.vector_updates)
-        if batch.payload_sets or batch.payload_overwrites:
+        if batch.payload_overwrites:
             operations: list[Any] = [
-                qm.SetPayloadOperation(set_payload=qm.SetPayload(payload=payload, points=[pid]))
-                for pid, payload in batch.payload_sets
-            ]
-            operations += [
                 qm.OverwritePayloadOperation(
                     overwrite_payload=qm.SetPayload(payload=payload, points=[pid])
                 )

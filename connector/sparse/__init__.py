@@ -8,15 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from connector.errors import ConfigError
 
 if TYPE_CHECKING:
     from connector.settings import SparseSettings
+    from connector.sparse.generator import SparseVectorGenerator
     from connector.sparse.vector import SparseVec
 
-__all__ = ["SPARSE_MODELS", "SparseEncoder", "SparseModelSpec", "load_sparse_encoder", "model_spec"]
+__all__ = [
+    "SPARSE_MODELS",
+    "ChunkRecord",
+    "SparseEncoder",
+    "SparseInferenceResult",
+    "SparseModelSpec",
+    "SparseVectorGenerator",
+    "build_encoder",
+    "generator_from_settings",
+    "model_spec",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +37,8 @@ class SparseModelSpec:
     name: str
     kind: str
     """Family: ``bm25``, ``attention`` (BM42) or ``splade``."""
+    flavour: str
+    """Which implementation's vectors it reproduces (``fastembed``, ``engine``, ``torch``)."""
     base_model: str | None
     """Model whose tokenizer or weights it uses, if any."""
     recommended_batch_size: int
@@ -39,10 +52,38 @@ SPARSE_MODELS: dict[str, SparseModelSpec] = {
     "qdrant-bm25": SparseModelSpec(
         name="qdrant-bm25",
         kind="bm25",
+        flavour="fastembed",
         base_model=None,
         recommended_batch_size=256,
         idf=True,
         index_space="mmh3(snowball-stem)",
+    ),
+    "qdrant-bm25-engine": SparseModelSpec(
+        name="qdrant-bm25-engine",
+        kind="bm25",
+        flavour="engine",
+        base_model=None,
+        recommended_batch_size=256,
+        idf=True,
+        index_space="qdrant-engine(word-tokenizer, snowball-stem)",
+    ),
+    "qdrant-minilm-attention": SparseModelSpec(
+        name="qdrant-minilm-attention",
+        kind="attention",
+        flavour="torch",
+        base_model="sentence-transformers/all-MiniLM-L6-v2",
+        recommended_batch_size=64,
+        idf=True,
+        index_space="mmh3(snowball-stem)",
+    ),
+    "splade": SparseModelSpec(
+        name="splade",
+        kind="splade",
+        flavour="sentence-transformers",
+        base_model=None,
+        recommended_batch_size=32,
+        idf=False,
+        index_space="vocab",
     ),
 }
 
@@ -60,7 +101,11 @@ class SparseEncoder(Protocol):
         ...
 
     def encode_query(self, text: str) -> SparseVec:
-        """The query-side vector (it differs from the document side for BM25)."""
+        """The query-side vector (it differs from the document side for BM25 and BM42)."""
+        ...
+
+    def term_ids(self, term: str) -> list[tuple[int, str]]:
+        """Where a free-form term lands in this index space (for the metadata fallback)."""
         ...
 
 
@@ -77,17 +122,54 @@ def model_spec(name: str) -> SparseModelSpec:
         raise ConfigError(f"sparse.model: unknown sparse model {name!r}; known: {known}") from None
 
 
-def load_sparse_encoder(settings: SparseSettings) -> SparseEncoder:
-    """Build the configured sparse encoder."""
-    spec = model_spec(settings.model)
-    if spec.kind == "bm25":
-        from connector.sparse.bm25 import Bm25
+def build_encoder(spec: SparseModelSpec, options: dict[str, dict[str, Any]]) -> SparseEncoder:
+    """The encoder of ``spec`` with its options (models inside load on first use).
 
-        options = settings.bm25
-        try:
-            return Bm25(
-                k=options.k, b=options.b, avg_len=options.avg_len, language=options.language
-            )
-        except ValueError as exc:
-            raise ConfigError(f"sparse.bm25: {exc}") from None
+    Raises:
+        ConfigError: An option is out of range, or a required one is missing.
+    """
+    try:
+        if spec.kind == "bm25" and spec.flavour == "fastembed":
+            from connector.sparse.bm25 import Bm25
+
+            return Bm25(**options.get("bm25", {}))
+        if spec.kind == "bm25":
+            from connector.sparse.bm25_engine import EngineBm25
+
+            return EngineBm25(**options.get("bm25", {}))
+        if spec.kind == "attention":
+            from connector.sparse.bm42 import Bm42
+
+            return Bm42(**options.get("bm42", {}))
+        if spec.kind == "splade":
+            from connector.sparse.splade import Splade
+
+            splade = dict(options.get("splade", {}))
+            if not splade.get("model"):
+                raise ConfigError(
+                    "sparse.splade.model: the splade model needs a checkpoint (path or hub id)"
+                )
+            return Splade(**splade)
+    except ValueError as exc:
+        raise ConfigError(f"sparse.{spec.kind}: {exc}") from None
     raise ConfigError(f"sparse.model: {spec.name!r} has no encoder in this version")
+
+
+def generator_from_settings(settings: SparseSettings) -> SparseVectorGenerator:
+    """A generator whose models take their options from ``settings``."""
+    from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
+
+    return SparseVectorGenerator(ModelRegistry(settings.model_options()))
+
+
+def __getattr__(name: str) -> Any:
+    # The seed's names, importable from here without loading the generator for every user.
+    if name in {"SparseVectorGenerator", "SparseInferenceResult"}:
+        from connector.sparse import generator
+
+        return getattr(generator, name)
+    if name == "ChunkRecord":
+        from connector.chunks import ChunkRecord
+
+        return ChunkRecord
+    raise AttributeError(name)

@@ -282,6 +282,18 @@ class Bm25:
         """
         return self._ids[stem]
 
+    def term_ids(self, term: str) -> list[tuple[int, str]]:
+        """The ids (and stems) a free-form term maps to in this index space.
+
+        Args:
+            term: A word or phrase, e.g. from ``metadata["sparse_features"]``.
+
+        Returns:
+            One ``(id, stem)`` per distinct kept stem; empty when every word is a stopword.
+        """
+        stems = dict.fromkeys(self.tokenize(term))
+        return [(self.term_id(stem), stem) for stem in stems]
+
     def encode_documents(self, texts: Iterable[str] | Sequence[str]) -> list[SparseVec]:
         """Encodes documents into BM25 term-frequency vectors.
 
@@ -318,7 +330,7 @@ class Bm25:
             values = [n * k_plus_1 / (n + norm) for n in counts.values()]
             if len(set(ids)) != len(ids):
                 ids, values, stems = self._merge_collisions(ids, values, stems)
-            append(SparseVec(ids, values, stems))
+            append(SparseVec(ids, values, stems, doc_len))
         return out
 
     @staticmethod

@@ -12,11 +12,14 @@ class SparseVec:
     """A sparse vector: parallel lists of term ids and weights.
 
     Attributes:
-        indices: Term ids (``abs(mmh3.hash(stem))``), unique, in first-occurrence order.
+        indices: Term ids in the model's index space, unique.
         values: Weights aligned with ``indices``.
-        tokens: The stems aligned with ``indices`` (for debugging and vocabulary dumps).
+        tokens: The terms aligned with ``indices`` (stems or word pieces; for debugging).
+        total_terms: Term occurrences the vector was built from, when the model counts them
+            (BM25's document length); ``None`` otherwise.
     """
 
     indices: list[int]
     values: list[float]
     tokens: list[str]
+    total_terms: int | None = None

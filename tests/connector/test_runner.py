@@ -12,6 +12,7 @@ from connector.errors import CollectionMismatch, SourceError, UnsafeDelete
 from connector.runner import SparseTarget, Syncer
 from connector.sink import QdrantSink
 from connector.sparse.bm25 import Bm25
+from connector.sparse.generator import SparseVectorGenerator
 from tests.fakes import FakeDense, ListSource, chunk
 
 CORPUS = [
@@ -31,7 +32,10 @@ def sink(tmp_path: Path):
 
 def bm25_target() -> SparseTarget:
     return SparseTarget(
-        encoder=Bm25(), vector_name="qdrant-bm25", idf=True, model_name="qdrant-bm25"
+        generator=SparseVectorGenerator(),
+        model_name="qdrant-bm25",
+        vector_name="qdrant-bm25",
+        idf=True,
     )
 
 

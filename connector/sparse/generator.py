@@ -1,0 +1,424 @@
+"""``SparseVectorGenerator``: sparse vectors for a batch of chunks that never fails the run.
+
+The chain, per batch: the GPU (under a lease) → the CPU → a vector derived from
+``metadata["sparse_features"]`` in the same index space as the model → ``None``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from connector.chunks import ChunkRecord
+from connector.errors import ConfigError, ConnectorError, GpuLeaseUnavailable, ModelError
+from connector.sparse import SPARSE_MODELS, SparseEncoder, SparseModelSpec, model_spec
+from connector.sparse.vector import SparseVec
+from connector.telemetry import Telemetry
+
+__all__ = [
+    "ChunkRecord",
+    "GpuLeaseUnavailable",
+    "LeasePool",
+    "ModelRegistry",
+    "SparseInferenceResult",
+    "SparseVectorGenerator",
+    "metadata_vector",
+    "vector_dict",
+]
+
+_WEIGHTING = {"bm25": "bm25-tf", "attention": "bm42-attention", "splade": "splade-max"}
+
+
+class LeasePool(Protocol):
+    """Hands out exclusive use of one GPU; the lease is a context manager yielding the device."""
+
+    def lease(self, device_ids: Sequence[int] | None, holder: str) -> AbstractContextManager[str]:
+        """Raises GpuLeaseUnavailable when no listed device can be had."""
+        ...
+
+
+class LocalCudaPool:
+    """The plainest pool: any visible CUDA device, no cross-process exclusivity."""
+
+    @contextmanager
+    def lease(self, device_ids: Sequence[int] | None, holder: str) -> Iterator[str]:
+        try:
+            import torch
+        except ImportError as exc:  # pragma: no cover - torch is a dependency
+            raise GpuLeaseUnavailable("torch is not installed") from exc
+        if not torch.cuda.is_available():
+            raise GpuLeaseUnavailable("no CUDA device is visible")
+        count = torch.cuda.device_count()
+        wanted = [i for i in (device_ids or range(count)) if 0 <= i < count]
+        if not wanted:
+            raise GpuLeaseUnavailable(f"none of the devices {list(device_ids or [])} exists")
+        yield f"cuda:{wanted[0]}"
+
+
+@dataclass(slots=True)
+class SparseInferenceResult:
+    """What one :meth:`SparseVectorGenerator.generate` call produced.
+
+    Attributes:
+        vectors: One vector dict per chunk (see :func:`vector_dict`), or ``None``.
+        fallback_count: Chunks whose vector did not come from the model.
+        fallback_indices: Their positions in the input.
+        latency_ms: Wall time of the call.
+        device: Where the model ran (``cpu``, ``cuda:0``), or ``metadata`` when it never did.
+        model_name: The sparse model asked for.
+        success: False when the model failed to load or failed on a batch.
+        error_message: What failed, without any chunk text.
+        fallback_reasons: Position → why that chunk fell back.
+    """
+
+    vectors: list[dict[str, Any] | None]
+    fallback_count: int
+    fallback_indices: list[int]
+    latency_ms: float
+    device: str
+    model_name: str
+    success: bool
+    error_message: str | None = None
+    fallback_reasons: dict[int, str] = field(default_factory=dict)
+
+
+class ModelRegistry:
+    """Builds each sparse encoder once, from the registry entry and the options given.
+
+    Args:
+        options: Options per model kind, e.g. ``{"bm25": {"k": 1.2}, "splade": {"model": ...}}``.
+        encoders: Ready encoders by model name, used instead of building them (tests, plug-ins).
+    """
+
+    def __init__(
+        self,
+        options: dict[str, dict[str, Any]] | None = None,
+        encoders: dict[str, SparseEncoder] | None = None,
+    ) -> None:
+        self.options = options or {}
+        self._encoders: dict[str, SparseEncoder] = dict(encoders or {})
+
+    def spec(self, name: str) -> SparseModelSpec:
+        return model_spec(name)
+
+    def encoder(self, name: str) -> SparseEncoder:
+        """The encoder of ``name`` (models inside load on first use).
+
+        Raises:
+            ConfigError: Unknown name or bad options.
+        """
+        if name not in self._encoders:
+            from connector.sparse import build_encoder
+
+            self._encoders[name] = build_encoder(self.spec(name), self.options)
+        return self._encoders[name]
+
+
+class SparseVectorGenerator:
+    """Sparse vectors for chunks, with the GPU → CPU → metadata fallback chain.
+
+    Args:
+        registry: Where encoders come from (default: every registered model, default options).
+        lease_pool: Where GPUs come from (default: any visible CUDA device).
+        telemetry: Spans and metrics (default: the global OpenTelemetry providers).
+        logger: Log lines (counts and reasons only, never text).
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry | None = None,
+        lease_pool: LeasePool | None = None,
+        telemetry: Telemetry | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.registry = registry or ModelRegistry()
+        self.lease_pool = lease_pool or LocalCudaPool()
+        self.telemetry = telemetry or Telemetry()
+        self.log = logger or logging.getLogger(__name__)
+
+    def signature(self, model_name: str) -> str:
+        """Identifies the index space and options of ``model_name``'s document vectors."""
+        return self.registry.encoder(model_name).signature
+
+    def encode_query(self, text: str, model_name: str) -> dict[str, Any]:
+        """The query-side vector dict of ``model_name`` (it differs from documents for BM25/BM42).
+
+        Raises:
+            ModelError: The model cannot load: a query has no metadata to fall back on.
+        """
+        spec = self.registry.spec(model_name)
+        vec = self.registry.encoder(model_name).encode_query(text)
+        return vector_dict(vec, _WEIGHTING.get(spec.kind, spec.kind))
+
+    def generate(
+        self,
+        chunks: Sequence[ChunkRecord],
+        model_name: str,
+        use_gpu: bool = False,
+        device_ids: Sequence[int] | None = None,
+    ) -> SparseInferenceResult:
+        """Sparse vectors for ``chunks``; never raises for a model or device failure.
+
+        Raises:
+            ConfigError: ``model_name`` is not a registered model (a caller's mistake, not a
+                model failure).
+        """
+        started = time.perf_counter()
+        spec = self.registry.spec(model_name)
+        run = _Run(spec, len(chunks))
+        with self.telemetry.span("sparse_inference", {"model": model_name}) as span:
+            try:
+                encoder = self.registry.encoder(model_name)
+            except ConfigError:
+                raise
+            except ConnectorError as exc:
+                run.fail(f"model unavailable: {exc}")
+                encoder = None
+            if encoder is not None:
+                self._infer(encoder, spec, chunks, run, use_gpu, device_ids)
+            self._fall_back(chunks, run, encoder)
+            latency = (time.perf_counter() - started) * 1000
+            result = run.result(model_name, latency)
+            attributes = {
+                "model": model_name,
+                "device": result.device,
+                "latency_ms": round(latency, 3),
+                "fallback_count": result.fallback_count,
+                "chunk_count": len(chunks),
+                "fallback_ratio": result.fallback_count / len(chunks) if chunks else 0.0,
+            }
+            span.set_attributes(attributes)
+        self.telemetry.record_sparse(
+            model=model_name,
+            device=result.device,
+            chunks=len(chunks),
+            fallbacks=result.fallback_count,
+            latency_ms=latency,
+        )
+        if result.fallback_count:
+            self.log.warning(
+                "sparse %s: %d of %d chunks fell back (%s)",
+                model_name,
+                result.fallback_count,
+                len(chunks),
+                result.error_message or "no model vector",
+            )
+        return result
+
+    def _infer(
+        self,
+        encoder: SparseEncoder,
+        spec: SparseModelSpec,
+        chunks: Sequence[ChunkRecord],
+        run: _Run,
+        use_gpu: bool,
+        device_ids: Sequence[int] | None,
+    ) -> None:
+        # BM25 flavours are CPU algorithms: a GPU request changes nothing for them.
+        if use_gpu and hasattr(encoder, "to"):
+            try:
+                with self.lease_pool.lease(device_ids, holder=spec.name) as device:
+                    self.telemetry.event("gpu_lease_acquired", {"device": device})
+                    try:
+                        self._on_device(encoder, spec, chunks, run, device)
+                    finally:
+                        _move(encoder, "cpu")  # staged back before the lease ends
+                    return
+            except GpuLeaseUnavailable as exc:
+                self.telemetry.event("gpu_fallback", {"reason": "lease_unavailable"})
+                self.log.info("sparse %s: no GPU (%s); using the CPU", spec.name, exc)
+        self._on_device(encoder, spec, chunks, run, "cpu")
+
+    def _on_device(
+        self,
+        encoder: SparseEncoder,
+        spec: SparseModelSpec,
+        chunks: Sequence[ChunkRecord],
+        run: _Run,
+        device: str,
+    ) -> None:
+        if hasattr(encoder, "to"):
+            _move(encoder, device)
+        run.device = device
+        size = max(1, spec.recommended_batch_size)
+        for start in range(0, len(chunks), size):
+            if run.model_broken:
+                break
+            positions = list(range(start, min(start + size, len(chunks))))
+            texts = [chunks[i].text for i in positions]
+            vectors = self._try_batch(encoder, texts, device, run)
+            if vectors is None and device != "cpu" and not run.model_broken:
+                self.telemetry.event("sparse_batch_to_cpu", {"batch_start": start})
+                _move(encoder, "cpu")
+                vectors = self._try_batch(encoder, texts, "cpu", run)
+                _move(encoder, device)
+            if vectors is None:
+                continue  # these chunks take the metadata fallback
+            for i, vec in zip(positions, vectors, strict=True):
+                run.vectors[i] = vector_dict(vec, _WEIGHTING.get(spec.kind, spec.kind))
+
+    def _try_batch(
+        self, encoder: SparseEncoder, texts: list[str], device: str, run: _Run
+    ) -> list[SparseVec] | None:
+        try:
+            return encoder.encode_documents(texts)
+        except ModelError as exc:  # it cannot load: no later batch will do better
+            run.fail(f"model unavailable: {exc}")
+            run.model_broken = True
+        except ConnectorError as exc:  # ours: the message is known to hold no text
+            run.fail(f"{type(exc).__name__} on {device}: {exc}")
+        except Exception as exc:
+            # A foreign message may quote its input; keep the type only.
+            run.fail(f"{type(exc).__name__} on {device}")
+        return None
+
+    def _fall_back(
+        self, chunks: Sequence[ChunkRecord], run: _Run, encoder: SparseEncoder | None
+    ) -> None:
+        mapper = _term_mapper(encoder, run.spec)
+        for i, chunk in enumerate(chunks):
+            if run.vectors[i] is not None:
+                continue
+            run.fallback_reasons[i] = run.error_message or "model produced no vector"
+            vec = metadata_vector(chunk.metadata, mapper)
+            run.vectors[i] = vector_dict(vec, "metadata") if vec is not None else None
+
+
+class _Run:
+    """Mutable state of one generate call."""
+
+    def __init__(self, spec: SparseModelSpec, count: int) -> None:
+        self.spec = spec
+        self.vectors: list[dict[str, Any] | None] = [None] * count
+        self.fallback_reasons: dict[int, str] = {}
+        self.error_message: str | None = None
+        self.device = "metadata"
+        self.model_broken = False
+
+    def fail(self, message: str) -> None:
+        if self.error_message is None:
+            self.error_message = message
+
+    def result(self, model_name: str, latency_ms: float) -> SparseInferenceResult:
+        indices = sorted(self.fallback_reasons)
+        return SparseInferenceResult(
+            vectors=self.vectors,
+            fallback_count=len(indices),
+            fallback_indices=indices,
+            latency_ms=latency_ms,
+            device=self.device,
+            model_name=model_name,
+            success=self.error_message is None,
+            error_message=self.error_message,
+            fallback_reasons=self.fallback_reasons,
+        )
+
+
+def _move(encoder: Any, device: str) -> None:
+    try:
+        encoder.to(device)
+    except Exception:  # moving a model that never loaded fails again at encode time
+        pass
+
+
+def _term_mapper(encoder: Any, spec: SparseModelSpec) -> Callable[[str], list[int]] | None:
+    """Maps a free-form term into the model's index space.
+
+    The model's own tokenizer is asked first. BM25 and BM42 share the stem-hash space, so when
+    BM42's tokenizer is unavailable too, BM25's stemmer and hash still land terms where queries
+    look; a vocabulary space (SPLADE) has no such stand-in.
+    """
+    from connector.sparse.bm25 import Bm25
+
+    stand_in = Bm25() if spec.index_space == SPARSE_MODELS["qdrant-bm25"].index_space else None
+
+    def mapper(term: str) -> list[int]:
+        if encoder is not None and hasattr(encoder, "term_ids"):
+            try:
+                return [term_id for term_id, _ in encoder.term_ids(term)]
+            except Exception:
+                if stand_in is None:
+                    raise
+        if stand_in is None:
+            raise LookupError("no tokenizer for this index space")
+        return [term_id for term_id, _ in stand_in.term_ids(term)]
+
+    return mapper
+
+
+def metadata_vector(
+    metadata: dict[str, Any], mapper: Callable[[str], list[int]] | None
+) -> SparseVec | None:
+    """A vector from ``metadata["sparse_features"]``, or ``None`` when there is nothing usable.
+
+    Accepts a ready ``{"indices": [...], "values": [...]}`` pair (taken as already in the model's
+    index space), or a map of term → weight whose terms go through ``mapper`` (the model's own
+    tokenizer, stemmer and hash), so queries still match. Weights of one id add up.
+    """
+    features = metadata.get("sparse_features") if isinstance(metadata, dict) else None
+    if not isinstance(features, dict) or not features:
+        return None
+    weights: dict[int, float] = {}
+    terms: dict[int, str] = {}
+    if "indices" in features and "values" in features:
+        indices, values = features["indices"], features["values"]
+        if not isinstance(indices, list) or not isinstance(values, list):
+            return None
+        if len(indices) != len(values):
+            return None
+        for index, value in zip(indices, values, strict=True):
+            if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                continue
+            if not _usable(value):
+                continue
+            weights[index] = weights.get(index, 0.0) + float(value)
+            terms.setdefault(index, str(index))
+    elif mapper is not None:
+        for term, value in features.items():
+            if not isinstance(term, str) or not _usable(value):
+                continue
+            try:
+                ids = mapper(term)
+            except Exception:
+                return None  # the model's tokenizer is unavailable too
+            for term_id in ids:
+                weights[term_id] = weights.get(term_id, 0.0) + float(value)
+                terms.setdefault(term_id, term)
+    weights = {k: v for k, v in weights.items() if v > 0}
+    if not weights:
+        return None
+    return SparseVec(list(weights), list(weights.values()), [terms[k] for k in weights])
+
+
+def _usable(value: Any) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
+def vector_dict(vec: SparseVec, weighting: str) -> dict[str, Any]:
+    """The seed's vector dict: ``indices``, ``values``, ``tokens`` and ``stats``.
+
+    Values are the model's own (not rescaled: BM25 must stay equal to fastembed's);
+    ``stats.weight_norm`` is their L2 norm.
+    """
+    norm = math.sqrt(math.fsum(v * v for v in vec.values))
+    return {
+        "indices": list(vec.indices),
+        "values": list(vec.values),
+        "tokens": list(vec.tokens),
+        "stats": {
+            "weight_norm": norm,
+            "unique_terms": len(vec.indices),
+            "total_terms": vec.total_terms if vec.total_terms is not None else len(vec.indices),
+            "weighting": weighting,
+        },
+    }
