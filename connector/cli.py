@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from connector import __version__
@@ -110,6 +111,7 @@ def _setup_logging(level: str) -> None:
 
 def _sync(settings: Any, args: argparse.Namespace) -> int:
     from connector.app import dense_encoders, open_sink, sparse_target
+    from connector.manifest import build_summary, write_summary
     from connector.progress import NULL_PROGRESS, TerminalProgress
     from connector.runner import Syncer
     from connector.runtime import sparse_enabled
@@ -131,18 +133,21 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
     sparse = sparse_target(settings) if enabled else None
     show_bar = sys.stderr.isatty() and not args.json
     sink = open_sink(settings)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    syncer = Syncer(
+        sink,
+        dense,
+        sparse,
+        batch_size=settings.sync.batch_size,
+        allow_empty=settings.sync.allow_empty,
+        progress=TerminalProgress() if show_bar else NULL_PROGRESS,
+    )
     try:
-        syncer = Syncer(
-            sink,
-            dense,
-            sparse,
-            batch_size=settings.sync.batch_size,
-            allow_empty=settings.sync.allow_empty,
-            progress=TerminalProgress() if show_bar else NULL_PROGRESS,
-        )
         report = syncer.run(source)
     finally:
         sink.close()
+        if syncer.report is not None:
+            write_summary(settings.state_dir, build_summary(syncer.report, started_at))
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
     else:

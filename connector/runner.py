@@ -71,7 +71,9 @@ class SyncReport:
     sparse_empty: int = 0
     """Chunks whose sparse vector had no terms (every word a stopword, say)."""
     sparse_model: str | None = None
+    sparse_vector_name: str | None = None
     sparse_device: str | None = None
+    sparse_fallback_reason: str | None = None
     sparse_fallbacks: int = 0
     """Chunks whose sparse vector came from metadata (or is missing) instead of the model."""
     sparse_latency_ms: float = 0.0
@@ -111,6 +113,8 @@ class Syncer:
         self.allow_empty = allow_empty
         self.progress = progress
         self._signatures: dict[str, str] = {}
+        self.report: SyncReport | None = None
+        """The report of the run in progress or last run, also when it failed."""
 
     def layout(self) -> CollectionLayout:
         """The vectors this sync needs, and what to record about them on the collection."""
@@ -145,12 +149,14 @@ class Syncer:
         report = SyncReport(
             run_id=str(uuid.uuid4()), source=source.name, collection=self.sink.collection
         )
+        self.report = report
         self.sink.counts = WriteCounts()
         self.sink.ensure_collection(self.layout())
         self._signatures = {e.name: e.signature for e in self.dense}
         if self.sparse is not None:
             self._signatures[self.sparse.vector_name] = self.sparse.signature
             report.sparse_model = self.sparse.model_name
+            report.sparse_vector_name = self.sparse.vector_name
         seen: set[int] = set()
         self.progress.start(source.total_bytes)
         try:
@@ -274,6 +280,8 @@ class Syncer:
             out[target.vector_name] = vectors
             report.sparse_device = result.device
             report.sparse_fallbacks += result.fallback_count
+            if result.error_message and report.sparse_fallback_reason is None:
+                report.sparse_fallback_reason = result.error_message
             report.sparse_latency_ms += result.latency_ms
             count = report.vectors_encoded.get(target.vector_name, 0) + len(indices)
             report.vectors_encoded[target.vector_name] = count

@@ -35,8 +35,6 @@ __all__: list[str] = []
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sentences.txt"
 
-Pairs = list[tuple[int, float]]
-
 
 def _read_sentences() -> list[str]:
     # split("\n") rather than splitlines(): the fixture holds characters (e.g. \x1c) that
@@ -402,9 +400,10 @@ def test_flavours_differ_on_real_text() -> None:
         != sorted(zip(b.indices, b.values, strict=True))
         for a, b in pairs
     )
-    nonempty = sum(bool(b.indices) for _, b in pairs)
-    assert exact == nonempty >= 0.95 * len(SENTENCES)
-    assert stored == indices >= 5
+    # Measured on the fixture: 420 of 422 lines differ exactly (the other two are empty in
+    # both flavours), 6 differ in their indices, and float32 rounding leaves exactly those 6.
+    assert exact >= 0.95 * len(SENTENCES)
+    assert 5 <= indices <= stored < 0.05 * len(SENTENCES)
     # Pure ASCII lines without an underscore or an over-long token never differ in indices.
     for text, (a, b) in zip(SENTENCES, pairs, strict=True):
         if text.isascii() and "_" not in text and all(len(w) <= 40 for w in text.split()):

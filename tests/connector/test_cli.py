@@ -168,3 +168,62 @@ def test_embedded_folder_held_by_another_client_is_a_clear_error(workdir: Path, 
         holder.close()
     assert code == 1
     assert "in use by another process" in err
+
+
+def manifest(workdir: Path, run_id: str) -> dict:
+    path = workdir / ".connector" / "runs" / run_id / "processing_summary.json"
+    return json.loads(path.read_text())
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_sparse_switch_off_then_on_backfills_sparse_only(workdir: Path, capsys) -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    class ReaderV40(BaseModel):  # what a tool written for schema 4.0 knows
+        model_config = ConfigDict(extra="ignore")
+        schema_version: str
+        run: dict
+        counts: dict[str, int]
+
+    code, out, _ = run(capsys, "sparse", "off", "--json")
+    assert code == 0 and json.loads(out) == {"sparse_enabled": False, "decided_by": "switch"}
+    code, out, _ = run(capsys, "sync", "--source", "corpus.jsonl", "--json")
+    off = last_json(out)
+    assert off["vectors_encoded"] == {"all-minilm-l6-v2": 40}
+    summary = manifest(workdir, off["run_id"])
+    assert summary["schema_version"] == "4.0" and summary["sparse_run"] is None
+    client = QdrantClient(path=str(workdir / ".connector" / "qdrant"))
+    assert not client.get_collection("chunks").config.params.sparse_vectors
+    client.close()
+
+    assert run(capsys, "sparse", "on")[1].startswith("sparse is on for the next syncs (switch)")
+    code, out, _ = run(capsys, "sync", "--source", "corpus.jsonl", "--json")
+    on = last_json(out)
+    assert on["vectors_encoded"] == {"qdrant-bm25": 40}  # no dense vector recomputed
+    assert (on["upserted"], on["vectors_updated"]) == (0, 40)
+    summary = manifest(workdir, on["run_id"])
+    assert summary["schema_version"] == "4.1"
+    sparse_run = summary["sparse_run"]
+    assert sparse_run["sparse_model"] == "qdrant-bm25" and sparse_run["fallback_used"] is False
+    assert sparse_run["coverage"] == {"total": 40, "available": 40, "coverage_ratio": 1.0}
+    assert sparse_run["devices"] == {"qdrant-bm25": "cpu"}
+    for run_id in (off["run_id"], on["run_id"]):
+        old = ReaderV40.model_validate(manifest(workdir, run_id))
+        assert old.counts["chunks_seen"] == 40 and old.run["status"] == "succeeded"
+
+    code, out, _ = run(capsys, "search", "magneto-gasdynamic channel", "--mode", "sparse", "--json")
+    assert code == 0 and json.loads(out)[0]["chunk_id"] == "34"
+
+    code, out, _ = run(capsys, "sync", "--source", "corpus.jsonl", "--disable-sparse", "--json")
+    assert manifest(workdir, last_json(out)["run_id"])["schema_version"] == "4.0"
+    assert run(capsys, "sparse", "status")[1].startswith("sparse is on")
+
+
+def test_manifests_hold_no_chunk_text(workdir: Path, capsys) -> None:
+    code, out, _ = run(capsys, "sync", "--source", "corpus.jsonl", "--json")
+    text = (workdir / "corpus.jsonl").read_text()
+    summary = json.dumps(manifest(workdir, last_json(out)["run_id"]))
+    assert "slipstream" in text and "slipstream" not in summary

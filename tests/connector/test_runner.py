@@ -209,3 +209,55 @@ def test_sparse_switched_on_later_backfills_sparse_only(sink: QdrantSink) -> Non
     assert report.vectors_encoded == {"qdrant-bm25": 4}
     assert (report.upserted, report.vectors_updated) == (0, 4)
     assert set(stored(sink)["b"]["vector"]) == {"fake", "qdrant-bm25"}
+
+
+class BrokenSparse:
+    """A sparse model whose weights cannot load; its stemmer and hash still work."""
+
+    signature = "qdrant-bm25|fastembed|english|k=1.2|b=0.75|avg_len=256|max_len=40"
+
+    def __init__(self) -> None:
+        self.inner = Bm25()
+
+    def encode_documents(self, texts):
+        from connector.errors import ModelError
+
+        raise ModelError("sparse model 'qdrant-bm25': weights missing")
+
+    def encode_query(self, text):
+        return self.inner.encode_query(text)
+
+    def term_ids(self, term):
+        return self.inner.term_ids(term)
+
+
+def test_metadata_fallback_is_searchable_recorded_and_retried(sink: QdrantSink) -> None:
+    from connector.search import Searcher
+    from connector.sparse.generator import ModelRegistry
+
+    broken = SparseTarget(
+        generator=SparseVectorGenerator(ModelRegistry(encoders={"qdrant-bm25": BrokenSparse()})),
+        model_name="qdrant-bm25",
+        vector_name="qdrant-bm25",
+        idf=True,
+    )
+    records = [
+        chunk("p", "Panel flutter at high Mach number.", sparse_features={"Turbulence": 1.5}),
+        *CORPUS,
+    ]
+    report = Syncer(sink, [FakeDense()], broken).run(ListSource(records))
+    assert report.sparse_fallbacks == 5 and "weights missing" in report.sparse_fallback_reason
+    points = stored(sink)
+    assert points["p"]["payload"]["sparse_fallback"]["reason"].startswith("model unavailable")
+    assert "qdrant-bm25" not in points["a"]["vector"]  # no metadata, no vector
+
+    hits = Searcher(sink, [FakeDense()], bm25_target()).search("turbulence", mode="sparse")
+    assert [hit.chunk_id for hit in hits] == ["p"]
+
+    dense = FakeDense()
+    report = syncer(sink, dense).run(ListSource(records))
+    assert dense.calls == 0 and report.vectors_encoded == {"qdrant-bm25": 5}
+    assert report.sparse_fallbacks == 0
+    points = stored(sink)
+    assert "sparse_fallback" not in points["p"]["payload"]
+    assert "qdrant-bm25" in points["a"]["vector"]
