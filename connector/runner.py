@@ -23,6 +23,7 @@ from connector.sink import (
     WriteCounts,
     as_uuid_int,
 )
+from connector.sparse import model_spec
 
 if TYPE_CHECKING:
     from connector.dense import DenseEncoder
@@ -124,9 +125,12 @@ class Syncer:
         sparse: dict[str, bool] = {}
         if self.sparse is not None:
             sparse[self.sparse.vector_name] = self.sparse.idf
+            spec = model_spec(self.sparse.model_name)
             vectors[self.sparse.vector_name] = {
                 "kind": "sparse",
                 "model": self.sparse.model_name,
+                "flavour": spec.flavour,
+                "index_space": spec.index_space,
                 "signature": self.sparse.signature,
                 "idf": self.sparse.idf,
             }

@@ -32,7 +32,7 @@ from typing import Any
 import mmh3
 from py_rust_stemmers import SnowballStemmer
 
-from connector.sparse.vector import SparseVec
+from connector.sparse.vector import SparseVec, stem_term_ids
 
 try:
     # The C helper behind Counter.update: counting into a plain dict skips Counter's
@@ -291,8 +291,7 @@ class Bm25:
         Returns:
             One ``(id, stem)`` per distinct kept stem; empty when every word is a stopword.
         """
-        stems = dict.fromkeys(self.tokenize(term))
-        return [(self.term_id(stem), stem) for stem in stems]
+        return stem_term_ids(self.tokenize, self.term_id, term)
 
     def encode_documents(self, texts: Iterable[str] | Sequence[str]) -> list[SparseVec]:
         """Encodes documents into BM25 term-frequency vectors.

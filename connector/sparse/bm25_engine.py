@@ -49,7 +49,7 @@ from typing import Any
 import mmh3
 from py_rust_stemmers import SnowballStemmer
 
-from connector.sparse.vector import SparseVec
+from connector.sparse.vector import SparseVec, stem_term_ids
 
 try:
     # The C helper behind Counter.update: counting into a plain dict skips Counter's
@@ -541,6 +541,10 @@ class EngineBm25:
             ``abs(mmh3.hash(stem))``: the signed 32-bit MurmurHash3 (seed 0), made non-negative.
         """
         return self._ids[stem]
+
+    def term_ids(self, term: str) -> list[tuple[int, str]]:
+        """The ids (and stems) a free-form term maps to (for the metadata fallback)."""
+        return stem_term_ids(self.tokenize, self.term_id, term)
 
     def encode_documents(self, texts: Iterable[str] | Sequence[str]) -> list[SparseVec]:
         """Encodes documents into BM25 term-frequency vectors.

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["SparseVec"]
+__all__ = ["SparseVec", "stem_term_ids"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +24,13 @@ class SparseVec:
     values: list[float]
     tokens: list[str]
     total_terms: int | None = None
+
+
+def stem_term_ids(
+    tokenize: Callable[[str], list[str]], term_id: Callable[[str], int], term: str
+) -> list[tuple[int, str]]:
+    """Where a free-form term lands in a stem-hash space: one ``(id, stem)`` per distinct stem.
+
+    Empty when every word of ``term`` is a stopword.
+    """
+    return [(term_id(stem), stem) for stem in dict.fromkeys(tokenize(term))]
