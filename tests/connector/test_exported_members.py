@@ -1,0 +1,40 @@
+"""The public surface: every name a module exports exists, and the seed's names import."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+MODULES = [
+    "connector",
+    "connector.errors",
+    "connector.chunks",
+    "connector.settings",
+    "connector.sources",
+    "connector.dense",
+    "connector.sparse",
+    "connector.sparse.generator",
+    "connector.sink",
+    "connector.runner",
+    "connector.search",
+    "connector.manifest",
+    "connector.runtime",
+    "connector.telemetry",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_exported_name_exists(name: str) -> None:
+    module = importlib.import_module(name)
+    assert module.__all__, f"{name} exports nothing"
+    for member in module.__all__:
+        assert getattr(module, member) is not None, f"{name}.{member}"
+
+
+def test_seed_names_import_from_connector_sparse() -> None:
+    from connector.sparse import ChunkRecord, SparseInferenceResult, SparseVectorGenerator
+
+    assert SparseVectorGenerator.__name__ == "SparseVectorGenerator"
+    assert SparseInferenceResult.__name__ == "SparseInferenceResult"
+    assert ChunkRecord(text="t").metadata == {}
