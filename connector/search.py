@@ -74,20 +74,20 @@ class Searcher:
         if not branches:
             return []  # e.g. a sparse-only query made entirely of stopwords
         name = self.sink.collection
-        if not self.sink._call(
+        if not self.sink.request(
             "look up collection", lambda: self.sink.client.collection_exists(name)
         ):
             raise SinkError(f"collection {name!r} does not exist (run `connector sync` first)")
         if len(branches) == 1:
             only = branches[0]
-            response = self.sink._call(
+            response = self.sink.request(
                 f"query {name!r}",
                 lambda: self.sink.client.query_points(
                     name, query=only.query, using=only.using, limit=limit, with_payload=True
                 ),
             )
         else:
-            response = self.sink._call(
+            response = self.sink.request(
                 f"query {name!r}",
                 lambda: self.sink.client.query_points(
                     name,
@@ -102,7 +102,7 @@ class Searcher:
     def _has_sparse_vector(self) -> bool:
         assert self.sparse is not None
         name = self.sink.collection
-        info = self.sink._call(f"read {name!r}", lambda: self.sink.client.get_collection(name))
+        info = self.sink.request(f"read {name!r}", lambda: self.sink.client.get_collection(name))
         return self.sparse.vector_name in (info.config.params.sparse_vectors or {})
 
     def _branches(self, query: str, mode: Mode, depth: int) -> list[qm.Prefetch]:

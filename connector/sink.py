@@ -211,7 +211,8 @@ class QdrantSink:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def _call(self, action: str, fn: Callable[[], T]) -> T:
+    def request(self, action: str, fn: Callable[[], T]) -> T:
+        """Run one client call under the lock, translating errors and retrying transient ones."""
         attempt = 0
         while True:
             try:
@@ -235,13 +236,13 @@ class QdrantSink:
             CollectionMismatch: A vector exists with another size or kind.
         """
         name = self.collection
-        exists = self._call(
+        exists = self.request(
             f"look up collection {name!r}", lambda: self.client.collection_exists(name)
         )
         if not exists:
             self._create(layout)
             return
-        info = self._call(f"read collection {name!r}", lambda: self.client.get_collection(name))
+        info = self.request(f"read collection {name!r}", lambda: self.client.get_collection(name))
         dense = info.config.params.vectors or {}
         if not isinstance(dense, dict):
             raise CollectionMismatch(
@@ -281,14 +282,14 @@ class QdrantSink:
                     f"{'needs' if idf else 'must not have'}"
                 )
         if layout.metadata:
-            self._call(
+            self.request(
                 f"record models on {name!r}",
                 lambda: self.client.update_collection(name, metadata=layout.metadata),
             )
 
     def _create(self, layout: CollectionLayout) -> None:
         name = self.collection
-        self._call(
+        self.request(
             f"create collection {name!r}",
             lambda: self.client.create_collection(
                 name,
@@ -301,7 +302,7 @@ class QdrantSink:
             with warnings.catch_warnings():
                 # The embedded mode warns that it ignores payload indexes; a server uses them.
                 warnings.simplefilter("ignore")
-                self._call(
+                self.request(
                     f"index payload key {key!r}",
                     lambda key=key: self.client.create_payload_index(
                         name, key, qm.PayloadSchemaType.KEYWORD
@@ -311,7 +312,7 @@ class QdrantSink:
 
     def _add_vector(self, vector: str, config: Any) -> None:
         log.info("adding vector %s to collection %s", vector, self.collection)
-        self._call(
+        self.request(
             f"add vector {vector!r} to {self.collection!r}",
             lambda: self.client.create_vector_name(self.collection, vector, config),
         )
@@ -319,16 +320,16 @@ class QdrantSink:
     def collection_metadata(self) -> dict[str, Any]:
         """The metadata recorded on the collection (empty when it does not exist)."""
         name = self.collection
-        if not self._call("look up collection", lambda: self.client.collection_exists(name)):
+        if not self.request("look up collection", lambda: self.client.collection_exists(name)):
             return {}
-        info = self._call(f"read collection {name!r}", lambda: self.client.get_collection(name))
+        info = self.request(f"read collection {name!r}", lambda: self.client.get_collection(name))
         return dict(info.config.metadata or {})
 
     # -- change state --------------------------------------------------------------------------
 
     def fetch_state(self, ids: Sequence[str]) -> dict[str, PointState]:
         """How each of ``ids`` that exists was made."""
-        records = self._call(
+        records = self.request(
             "read stored points",
             lambda: self.client.retrieve(self.collection, list(ids), with_payload=STATE_KEYS),
         )
@@ -401,13 +402,13 @@ class QdrantSink:
     def _write(self, batch: WriteBatch) -> None:
         name = self.collection
         if batch.upserts:
-            self._call(
+            self.request(
                 f"upsert {len(batch.upserts)} points into {name!r}",
                 lambda: self.client.upsert(name, batch.upserts, wait=True),
             )
             self.counts.upserted += len(batch.upserts)
         if batch.vector_updates:
-            self._call(
+            self.request(
                 f"update vectors of {len(batch.vector_updates)} points in {name!r}",
                 lambda: self.client.update_vectors(name, batch.vector_updates, wait=True),
             )
@@ -419,7 +420,7 @@ class QdrantSink:
                 )
                 for pid, payload in batch.payload_overwrites
             ]
-            self._call(
+            self.request(
                 f"update payload of {len(operations)} points in {name!r}",
                 lambda: self.client.batch_update_points(name, operations, wait=True),
             )
@@ -433,7 +434,7 @@ class QdrantSink:
         flt = qm.Filter(must=[qm.FieldCondition(key="source", match=qm.MatchValue(value=source))])
         offset: Any = None
         while True:
-            points, offset = self._call(
+            points, offset = self.request(
                 "list stored points",
                 lambda offset=offset: self.client.scroll(
                     self.collection, flt, limit=page, offset=offset, with_payload=False
@@ -448,7 +449,7 @@ class QdrantSink:
         """Delete ``ids`` (already flushed writes stay)."""
         for start in range(0, len(ids), self.batch_size):
             part = list(ids[start : start + self.batch_size])
-            self._call(
+            self.request(
                 f"delete {len(part)} points from {self.collection!r}",
                 lambda part=part: self.client.delete(
                     self.collection, qm.PointIdsList(points=part), wait=True

@@ -22,16 +22,15 @@ the hash per distinct stem, and from doing the per-document work in C where poss
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import mmh3
 from py_rust_stemmers import SnowballStemmer
 
+from connector.sparse._stemhash import CACHE_LIMIT, IdCache, bm25_params, format_number
 from connector.sparse.vector import SparseVec, stem_term_ids
 
 try:
@@ -50,10 +49,6 @@ __all__ = ["STOPWORDS_DIR", "Bm25", "SparseVec"]
 
 STOPWORDS_DIR: Path = Path(__file__).resolve().parent / "data"
 """Folder holding the bundled stopword lists (``<language>.txt``, one word per line)."""
-
-# Bounds the per-instance caches so a corpus full of unique tokens (hashes, ids, numbers)
-# cannot grow memory without limit; a full cache is simply dropped and refilled.
-_CACHE_LIMIT = 1 << 19
 
 # fastembed first replaces ``[^\w\s]`` with spaces *before* lowercasing. This only matters for
 # text containing a capital sigma: ``str.lower`` turns it into a final sigma depending on its
@@ -94,11 +89,6 @@ def _split_words(text: str) -> list[str]:
     return _WORD_RUN.findall(text.lower())
 
 
-def _format_number(value: float) -> str:
-    """Formats a parameter for the signature: "256" for integral values, else shortest repr."""
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
 def _load_stopwords(language: str) -> frozenset[str]:
     """Loads the bundled stopwords for a language, or an empty set when none are bundled."""
     path = STOPWORDS_DIR / f"{language}.txt"
@@ -125,7 +115,7 @@ class _StemCache(dict[str, str | None]):
 
     def __missing__(self, token: str) -> str | None:
         stem = self._compute(token)
-        if len(self) >= _CACHE_LIMIT:
+        if len(self) >= CACHE_LIMIT:
             self.clear()
         self[token] = stem
         return stem
@@ -140,19 +130,6 @@ class _StemCache(dict[str, str | None]):
         if len(token) > self._max_len:
             return None
         return self._stem_word(lower) or None
-
-
-class _IdCache(dict[str, int]):
-    """stem -> term id, filled lazily on a miss (mmh3 is cheap, but a dict hit is cheaper)."""
-
-    __slots__ = ()
-
-    def __missing__(self, stem: str) -> int:
-        term_id = abs(mmh3.hash(stem))
-        if len(self) >= _CACHE_LIMIT:
-            self.clear()
-        self[stem] = term_id
-        return term_id
 
 
 def _rebuild(options: dict[str, Any]) -> Bm25:
@@ -189,15 +166,7 @@ class Bm25:
         Raises:
             ValueError: If a parameter is out of range or the language is not supported.
         """
-        k = self._check_float("k", k)
-        b = self._check_float("b", b)
-        avg_len = self._check_float("avg_len", avg_len)
-        if k < 0:
-            raise ValueError(f"k must be >= 0, got {k!r}")
-        if not 0 <= b <= 1:
-            raise ValueError(f"b must be between 0 and 1, got {b!r}")
-        if avg_len <= 0:
-            raise ValueError(f"avg_len must be > 0, got {avg_len!r}")
+        k, b, avg_len = bm25_params(k, b, avg_len)
         if (
             isinstance(token_max_length, bool)
             or not isinstance(token_max_length, int)
@@ -218,17 +187,7 @@ class Bm25:
         self._token_max_length = token_max_length
         self._stopwords = _load_stopwords(language)
         self._stems = _StemCache(self._stopwords, token_max_length, stemmer)
-        self._ids = _IdCache()
-
-    @staticmethod
-    def _check_float(name: str, value: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{name} must be a number, got {value!r}")
-        value = float(value)
-        # NaN/inf would silently turn every value into NaN (or 0), never what the caller meant.
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        return value
+        self._ids = IdCache()
 
     def __repr__(self) -> str:
         return f"Bm25({self.signature!r})"
@@ -255,8 +214,8 @@ class Bm25:
             ``"qdrant-bm25|fastembed|english|k=1.2|b=0.75|avg_len=256|max_len=40"``.
         """
         return (
-            f"qdrant-bm25|fastembed|{self._language}|k={_format_number(self._k)}"
-            f"|b={_format_number(self._b)}|avg_len={_format_number(self._avg_len)}"
+            f"qdrant-bm25|fastembed|{self._language}|k={format_number(self._k)}"
+            f"|b={format_number(self._b)}|avg_len={format_number(self._avg_len)}"
             f"|max_len={self._token_max_length}"
         )
 

@@ -46,9 +46,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import mmh3
 from py_rust_stemmers import SnowballStemmer
 
+from connector.sparse._stemhash import CACHE_LIMIT, IdCache, bm25_params, format_number
 from connector.sparse.vector import SparseVec, stem_term_ids
 
 try:
@@ -67,10 +67,6 @@ __all__ = ["ENGINE_STOPWORDS_FILE", "EngineBm25", "SparseVec"]
 
 ENGINE_STOPWORDS_FILE: Path = Path(__file__).resolve().parent / "data" / "english.txt"
 """The engine's English stopwords: the same 179 NLTK words fastembed uses (checked by the tests)."""
-
-# Bounds the per-instance caches so a corpus full of unique tokens (hashes, ids, numbers)
-# cannot grow memory without limit; a full cache is simply dropped and refilled.
-_CACHE_LIMIT = 1 << 19
 
 # Code points for which Rust's char::is_alphanumeric() is true, as hex "first-last" ranges.
 _ALNUM_RANGES = """
@@ -347,11 +343,6 @@ def _to_float32(value: float) -> float:
         return math.copysign(math.inf, value)
 
 
-def _format_number(value: float) -> str:
-    """Formats a parameter for the signature: "256" for integral values, else shortest repr."""
-    return str(int(value)) if value.is_integer() else repr(value)
-
-
 def _load_stopwords() -> frozenset[str]:
     """Loads the engine's English stopwords."""
     return frozenset(ENGINE_STOPWORDS_FILE.read_text(encoding="utf-8").splitlines())
@@ -376,23 +367,10 @@ class _StemCache(dict[str, str | None]):
         # The engine checks stopwords on the lowercased token, before stemming, and keeps every
         # stem (no length limit, an empty stem would still be hashed).
         stem = None if lowered in self._stopwords else self._stem_word(lowered)
-        if len(self) >= _CACHE_LIMIT:
+        if len(self) >= CACHE_LIMIT:
             self.clear()
         self[token] = stem
         return stem
-
-
-class _IdCache(dict[str, int]):
-    """stem -> term id, filled lazily on a miss (mmh3 is cheap, but a dict hit is cheaper)."""
-
-    __slots__ = ()
-
-    def __missing__(self, stem: str) -> int:
-        term_id = abs(mmh3.hash(stem))
-        if len(self) >= _CACHE_LIMIT:
-            self.clear()
-        self[stem] = term_id
-        return term_id
 
 
 class _LengthValues(dict[int, float]):
@@ -430,7 +408,7 @@ class _ValueCache(dict[int, _LengthValues]):
 
     def __missing__(self, doc_len: int) -> _LengthValues:
         values = _LengthValues(self._k, self._b, self._avg_len, doc_len)
-        if len(self) >= _CACHE_LIMIT >> 8:
+        if len(self) >= CACHE_LIMIT >> 8:
             self.clear()
         self[doc_len] = values
         return values
@@ -467,15 +445,7 @@ class EngineBm25:
         Raises:
             ValueError: If a parameter is out of range or the language is not supported.
         """
-        k = self._check_float("k", k)
-        b = self._check_float("b", b)
-        avg_len = self._check_float("avg_len", avg_len)
-        if k < 0:
-            raise ValueError(f"k must be >= 0, got {k!r}")
-        if not 0 <= b <= 1:
-            raise ValueError(f"b must be between 0 and 1, got {b!r}")
-        if avg_len <= 0:
-            raise ValueError(f"avg_len must be > 0, got {avg_len!r}")
+        k, b, avg_len = bm25_params(k, b, avg_len)
         if language != "english":
             raise ValueError(f"language {language!r} is not supported; only 'english' is")
 
@@ -484,18 +454,8 @@ class EngineBm25:
         self._avg_len = avg_len
         self._language = language
         self._stems = _StemCache(_load_stopwords(), SnowballStemmer("english"))
-        self._ids = _IdCache()
+        self._ids = IdCache()
         self._values = _ValueCache(k, b, avg_len)
-
-    @staticmethod
-    def _check_float(name: str, value: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{name} must be a number, got {value!r}")
-        value = float(value)
-        # The engine rejects NaN and infinities too; they would make every value NaN or 0.
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        return value
 
     def __repr__(self) -> str:
         return f"EngineBm25({self.signature!r})"
@@ -514,8 +474,8 @@ class EngineBm25:
             A string such as ``"qdrant-bm25|engine|english|k=1.2|b=0.75|avg_len=256"``.
         """
         return (
-            f"qdrant-bm25|engine|{self._language}|k={_format_number(self._k)}"
-            f"|b={_format_number(self._b)}|avg_len={_format_number(self._avg_len)}"
+            f"qdrant-bm25|engine|{self._language}|k={format_number(self._k)}"
+            f"|b={format_number(self._b)}|avg_len={format_number(self._avg_len)}"
         )
 
     def tokenize(self, text: str) -> list[str]:

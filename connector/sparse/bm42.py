@@ -35,6 +35,7 @@ import mmh3
 from py_rust_stemmers import SnowballStemmer
 
 from connector.errors import ModelError
+from connector.sparse._stemhash import format_number
 from connector.sparse.bm25 import STOPWORDS_DIR
 from connector.sparse.vector import SparseVec
 
@@ -65,11 +66,6 @@ def _first_line(exc: BaseException) -> str:
     """The first line of an exception's message (loader errors can span many lines)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _format_number(value: float) -> str:
-    """Formats a parameter for the signature: "1" for integral values, else shortest repr."""
-    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def _rebuild(options: dict[str, Any]) -> Bm42:
@@ -154,7 +150,7 @@ class Bm42:
         Returns:
             A string such as ``"qdrant-minilm-attention|all-MiniLM-L6-v2|alpha=0.5"``.
         """
-        return f"{MODEL_NAME}|{self._model_name}|alpha={_format_number(self._alpha)}"
+        return f"{MODEL_NAME}|{self._model_name}|alpha={format_number(self._alpha)}"
 
     @property
     def device(self) -> str | None:
