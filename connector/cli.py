@@ -97,6 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("connector: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`connector search ... | head`): not an error of ours. Point
+        # stdout at nothing so the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 def _setup_logging(level: str) -> None:

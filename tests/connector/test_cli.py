@@ -227,3 +227,20 @@ def test_manifests_hold_no_chunk_text(workdir: Path, capsys) -> None:
     text = (workdir / "corpus.jsonl").read_text()
     summary = json.dumps(manifest(workdir, last_json(out)["run_id"]))
     assert "slipstream" in text and "slipstream" not in summary
+
+
+def test_a_closed_pipe_on_stdout_ends_quietly(workdir: Path) -> None:
+    import subprocess
+    import sys
+
+    script = "import sys; from connector.cli import main; sys.exit(main(['sparse', 'status']))"
+    # `head -c0` closes the pipe at once, as `| head` does after its lines.
+    done = subprocess.run(
+        f'{sys.executable} -c "{script}" | head -c0',
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        timeout=60,
+    )
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
