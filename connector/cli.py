@@ -6,8 +6,10 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,7 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--batch-size", type=int, metavar="N", help="chunks encoded together")
     sync.add_argument(
-        "--allow-empty", action="store_true", help="let an empty source delete its stored points"
+        "--strict",
+        action="store_true",
+        help="fail on the first malformed record instead of skipping and reporting it",
+    )
+    sync.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="let this run delete more than sync.max_delete_fraction of the source's points",
     )
     toggle = sync.add_mutually_exclusive_group()
     toggle.add_argument("--enable-sparse", dest="sparse", action="store_true", default=None)
@@ -73,8 +82,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         put("source", "path", args.source)
         put("source", "name", args.source_name)
         put("sync", "batch_size", args.batch_size)
-        if args.allow_empty:
-            put("sync", "allow_empty", True)
+        if args.strict:
+            put("sync", "strict", True)
+        if args.allow_mass_delete:
+            put("sync", "allow_mass_delete", True)
     return out
 
 
@@ -94,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConnectorError as exc:
         print(f"connector: error: {exc}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("connector: stopped by SIGTERM; the run is marked interrupted", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("connector: interrupted", file=sys.stderr)
         return 130
@@ -133,6 +147,8 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
         chunk_overlap=src.chunk_overlap,
         timeout_s=src.timeout_s,
         retries=src.retries,
+        strict=settings.sync.strict,
+        max_line_bytes=src.max_line_bytes,
     )
     dense = dense_encoders(settings)
     enabled, _ = sparse_enabled(settings.state_dir, settings.sparse.enabled, args.sparse)
@@ -145,15 +161,19 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
         dense,
         sparse,
         batch_size=settings.sync.batch_size,
-        allow_empty=settings.sync.allow_empty,
+        strict=settings.sync.strict,
+        max_delete_fraction=settings.sync.max_delete_fraction,
+        allow_mass_delete=settings.sync.allow_mass_delete,
         progress=TerminalProgress() if show_bar else NULL_PROGRESS,
     )
     try:
-        report = syncer.run(source)
+        with _sigterm_interrupts():
+            report = syncer.run(source)
     finally:
         sink.close()
         if syncer.report is not None:
             write_summary(settings.state_dir, build_summary(syncer.report, started_at))
+            _print_skips(syncer.report)
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
     else:
@@ -164,6 +184,38 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
             f"in {report.duration_s:.1f}s (run {report.run_id})"
         )
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is so the run stops like on Ctrl-C."""
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    def stop(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_SHOWN_SKIPS = 20
+
+
+def _print_skips(report: Any) -> None:
+    """The per-record report of what was skipped (all of it is in the manifest)."""
+    for record in report.skipped_records[:_SHOWN_SKIPS]:
+        print(f"connector: skipped {record['location']}: {record['reason']}", file=sys.stderr)
+    if report.skipped:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in report.skipped_by_kind.items())
+        more = report.skipped - min(len(report.skipped_records), _SHOWN_SKIPS)
+        tail = f"; {more} more listed in the run manifest" if more > 0 else ""
+        print(f"connector: {report.skipped} records skipped ({kinds}){tail}", file=sys.stderr)
+    if report.deletes_deferred:
+        print(f"connector: warning: {report.deletes_deferred}", file=sys.stderr)
 
 
 def _sparse_switch(settings: Any, args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@
     ConnectorError                 every error the connector raises on purpose
     ├── ConfigError                a setting is missing or has a bad value        (terminal)
     ├── SourceError                the source cannot be read or holds bad input    (terminal)
+    │   ├── InvalidRecord          one record is malformed (skipped unless strict) (terminal)
     │   └── SourceUnavailable      the source could not be reached in time         (transient)
     ├── ModelError                 a model cannot be found, loaded or run          (terminal)
     ├── GpuLeaseUnavailable        no GPU could be leased in time                  (transient)
@@ -24,6 +25,7 @@ __all__ = [
     "ConfigError",
     "ConnectorError",
     "GpuLeaseUnavailable",
+    "InvalidRecord",
     "ModelError",
     "SinkError",
     "SinkUnavailable",
@@ -58,6 +60,23 @@ class SourceError(TerminalError):
         self.location = location
         self.problem = problem
         super().__init__(f"{location}: {problem}")
+
+
+class InvalidRecord(SourceError):
+    """One record of the source is malformed; a sync skips it and reports it unless strict.
+
+    Attributes:
+        kind: A short, stable name of the problem (``invalid_json``, ``empty_text``, ...), used
+            to count skipped records by reason.
+        chunk_id: The record's id when it could be read, so that its stored point is kept.
+    """
+
+    def __init__(
+        self, location: str, problem: str, *, kind: str, chunk_id: str | None = None
+    ) -> None:
+        super().__init__(location, problem)
+        self.kind = kind
+        self.chunk_id = chunk_id
 
 
 class SourceUnavailable(SourceError, TransientError):

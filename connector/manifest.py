@@ -67,12 +67,25 @@ class RunSection(_Model):
     status: str
     source: str
     collection: str
+    status_reason: str | None = None
+    """Why the run failed or was interrupted."""
+
+
+class SkippedSection(_Model):
+    """Records the run did not sync: counted by kind, the first ones listed (no text)."""
+
+    count: int
+    by_kind: dict[str, int]
+    records: list[dict[str, str | None]]
+    blank_lines: int = 0
+    deletes_deferred: str | None = None
 
 
 class ProcessingSummary(_Model):
     schema_version: Literal["4.0", "4.1"]
     run: RunSection
     counts: dict[str, int]
+    skipped: SkippedSection | None = None
     sparse_run: SparseInferenceRun | None = None
 
 
@@ -89,6 +102,7 @@ def build_summary(report: SyncReport, started_at: str) -> ProcessingSummary:
             "vectors_updated",
             "deleted",
             "retries",
+            "skipped",
         )
     }
     sparse = None
@@ -122,8 +136,16 @@ def build_summary(report: SyncReport, started_at: str) -> ProcessingSummary:
             status=report.status,
             source=report.source,
             collection=report.collection,
+            status_reason=report.status_reason,
         ),
         counts=counts,
+        skipped=SkippedSection(
+            count=report.skipped,
+            by_kind=report.skipped_by_kind,
+            records=report.skipped_records,
+            blank_lines=report.blank_lines,
+            deletes_deferred=report.deletes_deferred,
+        ),
         sparse_run=sparse,
     )
 

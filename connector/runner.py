@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from qdrant_client import models as qm
 
 from connector.chunks import ChunkRecord, content_hash, point_id, text_hash
-from connector.errors import SourceError, UnsafeDelete
+from connector.errors import InvalidRecord, SourceError, UnsafeDelete
 from connector.progress import NULL_PROGRESS, Progress
 from connector.sink import (
     CollectionLayout,
@@ -23,6 +23,7 @@ from connector.sink import (
     WriteCounts,
     as_uuid_int,
 )
+from connector.sources.skips import KEPT_ENTRIES, SkipLog
 from connector.sparse import model_spec
 
 if TYPE_CHECKING:
@@ -79,6 +80,16 @@ class SyncReport:
     """Chunks whose sparse vector came from metadata (or is missing) instead of the model."""
     sparse_latency_ms: float = 0.0
     vectors_encoded: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    """Records not synced because they were malformed or repeated an id; see skipped_records."""
+    skipped_by_kind: dict[str, int] = field(default_factory=dict)
+    skipped_records: list[dict[str, str | None]] = field(default_factory=list)
+    """Location, kind and reason of the first skipped records (never their text)."""
+    blank_lines: int = 0
+    deletes_deferred: str | None = None
+    """Why points missing from the source were kept this time, when they were."""
+    status_reason: str | None = None
+    """Why the run failed or was interrupted (the error's type and message, no chunk text)."""
     duration_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -93,7 +104,9 @@ class Syncer:
         dense: The dense ensemble (one named vector each).
         sparse: The sparse model, or ``None`` when sparse is off.
         batch_size: Chunks read, compared and encoded together.
-        allow_empty: Let an empty read delete every stored point of the source.
+        strict: Fail on a repeated chunk id instead of skipping and reporting it.
+        max_delete_fraction: Largest share of a source's stored points one run may delete.
+        allow_mass_delete: Let a run delete more than that (an empty read included).
         progress: Told how far the run is.
     """
 
@@ -104,14 +117,18 @@ class Syncer:
         sparse: SparseTarget | None = None,
         *,
         batch_size: int = 256,
-        allow_empty: bool = False,
+        strict: bool = False,
+        max_delete_fraction: float = 0.2,
+        allow_mass_delete: bool = False,
         progress: Progress = NULL_PROGRESS,
     ) -> None:
         self.sink = sink
         self.dense = list(dense)
         self.sparse = sparse
         self.batch_size = batch_size
-        self.allow_empty = allow_empty
+        self.strict = strict
+        self.max_delete_fraction = max_delete_fraction
+        self.allow_mass_delete = allow_mass_delete
         self.progress = progress
         self._signatures: dict[str, str] = {}
         self.report: SyncReport | None = None
@@ -143,10 +160,15 @@ class Syncer:
     def run(self, source: Source) -> SyncReport:
         """Sync ``source`` into the collection.
 
+        Malformed records and repeated ids are skipped and listed in the report (fatal when
+        strict). Stored points missing from the source are deleted only after a complete read,
+        never those of skipped records, and not at all while a skipped record had no readable id.
+
         Raises:
-            SourceError: The source is unreadable or holds bad input; writes acknowledged before
-                the failure stay, and nothing is deleted.
-            UnsafeDelete: The source was empty while points of it are stored.
+            SourceError: The source is unreadable, or holds bad input and the run is strict;
+                writes acknowledged before the failure stay, and nothing is deleted.
+            UnsafeDelete: The run would delete more than ``max_delete_fraction`` of the
+                source's stored points (an empty read, say) without ``allow_mass_delete``.
             SinkError: Qdrant refused or failed a write.
         """
         started = time.monotonic()
@@ -162,11 +184,15 @@ class Syncer:
             report.sparse_model = self.sparse.model_name
             report.sparse_vector_name = self.sparse.vector_name
         seen: set[int] = set()
+        duplicates = SkipLog(strict=self.strict)
         self.progress.start(source.total_bytes)
         try:
             window: list[tuple[ChunkRecord, str]] = []
             for chunk in source:
-                window.append((chunk, self._claim(chunk, source.name, seen)))
+                pid = self._claim(chunk, source.name, seen, duplicates)
+                if pid is None:
+                    continue
+                window.append((chunk, pid))
                 if len(window) >= self.batch_size:
                     self._process(window, report)
                     self.progress.advance(len(window), source.bytes_read)
@@ -175,11 +201,17 @@ class Syncer:
                 self._process(window, report)
                 self.progress.advance(len(window), source.bytes_read)
             self.sink.flush()
-            self._delete_missing(source.name, seen, report)
+            self._note_skips(report, source.skips, duplicates)
+            for skips in (source.skips, duplicates):
+                seen.update(as_uuid_int(point_id(source.name, i)) for i in skips.protected_ids)
+            self._delete_missing(source.name, seen, report, source.skips.unidentified)
             report.status = "succeeded"
-        except BaseException:
-            report.status = "failed"
+        except BaseException as exc:
+            # Ctrl-C and SIGTERM arrive as KeyboardInterrupt: stopped, not broken.
+            report.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            report.status_reason = _reason(exc)
             self._keep_acknowledged()
+            self._note_skips(report, source.skips, duplicates)
             raise
         finally:
             self._copy_counts(report)
@@ -187,19 +219,40 @@ class Syncer:
             self.progress.finish()
         return report
 
-    def _claim(self, chunk: ChunkRecord, source: str, seen: set[int]) -> str:
-        """The chunk's point id; a chunk id seen twice in one read is an error."""
+    def _claim(
+        self, chunk: ChunkRecord, source: str, seen: set[int], duplicates: SkipLog
+    ) -> str | None:
+        """The chunk's point id, or ``None`` when its id was already read in this run (the first
+        record with an id wins; the repeat is skipped and reported, or fatal when strict)."""
         if chunk.chunk_id is None:
             raise SourceError(chunk.location or source, "chunk has no id")
         pid = point_id(source, chunk.chunk_id)
         key = as_uuid_int(pid)
         if key in seen:
-            raise SourceError(
-                chunk.location or source,
-                f"duplicate chunk id {chunk.chunk_id!r} (already read earlier in this source)",
+            duplicates.skip(
+                InvalidRecord(
+                    chunk.location or source,
+                    f"duplicate chunk id {chunk.chunk_id!r} (already read earlier in this source)",
+                    kind="duplicate_id",
+                )
             )
+            return None
         seen.add(key)
         return pid
+
+    def _note_skips(self, report: SyncReport, *logs: SkipLog) -> None:
+        kinds: dict[str, int] = {}
+        entries: list[dict[str, str | None]] = []
+        for skips in logs:
+            for kind, count in skips.by_kind.items():
+                kinds[kind] = kinds.get(kind, 0) + count
+            entries.extend(
+                {"location": e.location, "kind": e.kind, "reason": e.reason} for e in skips.entries
+            )
+        report.skipped = sum(skips.count for skips in logs)
+        report.skipped_by_kind = dict(sorted(kinds.items()))
+        report.skipped_records = entries[:KEPT_ENTRIES]
+        report.blank_lines = sum(skips.blank_lines for skips in logs)
 
     def _process(self, window: list[tuple[ChunkRecord, str]], report: SyncReport) -> None:
         states = self.sink.fetch_state([pid for _, pid in window])
@@ -313,14 +366,32 @@ class Syncer:
             "synced_at": now,
         }
 
-    def _delete_missing(self, source: str, seen: set[int], report: SyncReport) -> None:
-        stale = [pid for pid in self.sink.stored_ids(source) if as_uuid_int(pid) not in seen]
+    def _delete_missing(
+        self, source: str, seen: set[int], report: SyncReport, unidentified: int
+    ) -> None:
+        stored = 0
+        stale: list[str] = []
+        for pid in self.sink.stored_ids(source):
+            stored += 1
+            if as_uuid_int(pid) not in seen:
+                stale.append(pid)
         if not stale:
             return
-        if not seen and not self.allow_empty:
+        if unidentified:
+            report.deletes_deferred = (
+                f"{len(stale)} stored points are missing from the source, but {unidentified} "
+                "skipped records had no readable id and may be some of them; nothing was deleted "
+                "(fix those records, and the next run deletes what is really gone)"
+            )
+            log.warning("%s", report.deletes_deferred)
+            return
+        if len(stale) > self.max_delete_fraction * stored and not self.allow_mass_delete:
+            what = "yielded no chunks" if not seen else "is missing most of what was stored"
             raise UnsafeDelete(
-                f"source {source} yielded no chunks; refusing to delete its {len(stale)} stored "
-                "points (pass --allow-empty if the source really is empty now)"
+                f"source {source} {what}: this run would delete {len(stale)} of its {stored} "
+                f"stored points ({len(stale) / stored:.0%}, over the limit of "
+                f"{self.max_delete_fraction:.0%}, sync.max_delete_fraction); nothing was deleted "
+                "(pass --allow-mass-delete if the source really shrank)"
             )
         log.info("deleting %d points no longer in %s", len(stale), source)
         self.sink.delete(stale)
@@ -338,3 +409,10 @@ class Syncer:
         report.vectors_updated = counts.vectors_updated
         report.deleted = counts.deleted
         report.retries = counts.retries
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by a signal"
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -198,6 +198,8 @@ class SourceSettings(_Section):
     """Timeout of an HTTP source, in seconds."""
     retries: int = Field(default=3, ge=0, le=20)
     """Retries of an HTTP source that failed to answer."""
+    max_line_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Longest JSONL line read; longer lines are skipped and reported."""
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> SourceSettings:
@@ -211,8 +213,12 @@ class SyncSettings(_Section):
 
     batch_size: int = Field(default=256, ge=1, le=100_000)
     """Chunks read, compared and encoded together."""
-    allow_empty: bool = False
-    """Let a source that yields nothing delete every point it had."""
+    strict: bool = False
+    """Fail on the first malformed record or repeated id instead of skipping and reporting it."""
+    max_delete_fraction: float = Field(default=0.2, ge=0.0, le=1.0)
+    """Largest share of a source's stored points one run may delete."""
+    allow_mass_delete: bool = False
+    """Let a run delete more than ``max_delete_fraction`` (an empty read included)."""
 
 
 class Settings(BaseSettings):

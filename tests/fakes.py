@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator, Sequence
 
 from connector.chunks import ChunkRecord
+from connector.sources import SkipLog
 
 
 class FakeDense:
@@ -48,6 +49,7 @@ class ListSource:
         self.name = name
         self.total_bytes: int | None = None
         self.bytes_read = 0
+        self.skips = SkipLog()
 
     def __iter__(self) -> Iterator[ChunkRecord]:
         for chunk in self.chunks:

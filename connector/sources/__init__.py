@@ -12,12 +12,15 @@ from connector.chunks import ChunkRecord
 from connector.errors import SourceError
 from connector.sources.folder import FolderSource, chunk_text
 from connector.sources.http import HttpJsonlSource
-from connector.sources.jsonl import JsonlFileSource, parse_line
+from connector.sources.jsonl import DEFAULT_MAX_LINE_BYTES, JsonlFileSource, parse_line
+from connector.sources.skips import SkipLog, Skipped
 
 __all__ = [
     "FolderSource",
     "HttpJsonlSource",
     "JsonlFileSource",
+    "SkipLog",
+    "Skipped",
     "Source",
     "chunk_text",
     "open_source",
@@ -33,11 +36,13 @@ class Source(Protocol):
         name: Stable identity of the source, used in point ids and the payload.
         total_bytes: The input's size when known, for progress and ETA.
         bytes_read: Bytes consumed so far, updated while iterating.
+        skips: Records the current iteration skipped, with reasons; reset when it starts.
     """
 
     name: str
     total_bytes: int | None
     bytes_read: int
+    skips: SkipLog
 
     def __iter__(self) -> Iterator[ChunkRecord]:
         """Stream the records; each has ``chunk_id`` and ``location`` set."""
@@ -52,6 +57,8 @@ def open_source(
     chunk_overlap: int = 200,
     timeout_s: float = 30.0,
     retries: int = 3,
+    strict: bool = False,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     transport: httpx.BaseTransport | None = None,
 ) -> Source:
     """Open the source a user named.
@@ -65,6 +72,8 @@ def open_source(
         chunk_overlap: Characters shared by consecutive chunks (folders only).
         timeout_s: Timeout of each HTTP operation (URLs only).
         retries: Extra tries after a failed HTTP request (URLs only).
+        strict: Fail on the first malformed record instead of skipping and reporting it.
+        max_line_bytes: Longest JSONL line read; longer ones are skipped (JSONL only).
         transport: An httpx transport to use instead of the network, for tests.
 
     Returns:
@@ -76,11 +85,23 @@ def open_source(
     """
     if spec.lower().startswith(("http://", "https://")):
         return HttpJsonlSource(
-            spec, name=name, timeout_s=timeout_s, retries=retries, transport=transport
+            spec,
+            name=name,
+            timeout_s=timeout_s,
+            retries=retries,
+            transport=transport,
+            strict=strict,
+            max_line_bytes=max_line_bytes,
         )
     path = Path(spec)
     if path.is_dir():
-        return FolderSource(path, name=name, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+        return FolderSource(
+            path,
+            name=name,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            strict=strict,
+        )
     if path.is_file():
-        return JsonlFileSource(spec, name=name)
+        return JsonlFileSource(spec, name=name, strict=strict, max_line_bytes=max_line_bytes)
     raise SourceError(spec, "no such file or folder")

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from connector.chunks import ChunkRecord
-from connector.errors import SourceError
+from connector.errors import InvalidRecord, SourceError
+from connector.sources.skips import SkipLog
 
 __all__ = ["FolderSource", "chunk_text", "validate_chunking"]
 
@@ -136,6 +137,7 @@ class FolderSource:
         name: The source's identity; by default the folder's resolved absolute path.
         total_bytes: The summed size of the files found.
         bytes_read: Bytes of files consumed by the current iteration so far.
+        skips: Files the current iteration skipped (not UTF-8); raised instead when strict.
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class FolderSource:
         name: str | None = None,
         chunk_size: int = 1000,
         chunk_overlap: int = 200,
+        strict: bool = False,
     ) -> None:
         validate_chunking(chunk_size, chunk_overlap)
         self.root = Path(path)
@@ -156,6 +159,7 @@ class FolderSource:
         self._files = self._walk()
         self.total_bytes: int | None = sum(size for _, size in self._files)
         self.bytes_read = 0
+        self.skips = SkipLog(strict=strict)
 
     def _walk(self) -> list[tuple[Path, int]]:
         found: list[tuple[Path, int]] = []
@@ -175,20 +179,20 @@ class FolderSource:
 
     def __iter__(self) -> Iterator[ChunkRecord]:
         self.bytes_read = 0
+        self.skips.reset()
         for path, _ in self._files:
             relative = path.relative_to(self.root).as_posix()
             try:
                 data = path.read_bytes()
             except OSError as exc:
                 raise SourceError(str(path), f"cannot read: {exc.strerror or exc}") from None
+            self.bytes_read += len(data)
             try:
                 text = data.decode("utf-8").removeprefix("\ufeff")
             except UnicodeDecodeError as exc:
-                raise SourceError(
-                    str(path),
-                    f"not valid UTF-8 (byte 0x{data[exc.start]:02X} at offset {exc.start})",
-                ) from None
-            self.bytes_read += len(data)
+                problem = f"not valid UTF-8 (byte 0x{data[exc.start]:02X} at offset {exc.start})"
+                self.skips.skip(InvalidRecord(str(path), problem, kind="not_utf8"))
+                continue
             chunks = chunk_text(text, self.chunk_size, self.chunk_overlap)
             title = _title(text) if path.suffix.lower() == ".md" else None
             for index, chunk in enumerate(chunks):

@@ -10,8 +10,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from connector.chunks import ChunkRecord
-from connector.errors import SourceError, SourceUnavailable
-from connector.sources.jsonl import parse_line
+from connector.errors import InvalidRecord, SourceError, SourceUnavailable
+from connector.sources.jsonl import DEFAULT_MAX_LINE_BYTES, parse_line, too_long
+from connector.sources.skips import SkipLog
 
 __all__ = ["HttpJsonlSource", "safe_url"]
 
@@ -49,6 +50,7 @@ class HttpJsonlSource:
         name: The source's identity; by default the URL without credentials or query string.
         total_bytes: The Content-Length, once the response has arrived and if it has one.
         bytes_read: Bytes downloaded by the current iteration so far.
+        skips: The records the current iteration skipped (malformed, or lines too long).
     """
 
     def __init__(
@@ -60,6 +62,8 @@ class HttpJsonlSource:
         retries: int = 3,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        strict: bool = False,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     ) -> None:
         self.url = url
         self.safe_url = safe_url(url)
@@ -78,10 +82,13 @@ class HttpJsonlSource:
         self._retries = retries
         self._transport = transport
         self._sleep = sleep
+        self.skips = SkipLog(strict=strict)
+        self.max_line_bytes = max_line_bytes
 
     def __iter__(self) -> Iterator[ChunkRecord]:
         self.bytes_read = 0
         self.attempts = 0
+        self.skips.reset()
         client = httpx.Client(
             timeout=httpx.Timeout(self._timeout_s), transport=self._transport, follow_redirects=True
         )
@@ -115,8 +122,7 @@ class HttpJsonlSource:
             raise SourceError(self.safe_url, f"HTTP {status} {response.reason_phrase}".rstrip())
 
     def _records(self, response: httpx.Response) -> Iterator[ChunkRecord]:
-        lineno = 0
-        pending: list[bytes] = []
+        lines = _Lines(self.max_line_bytes)
         body = response.iter_bytes()
         while True:
             try:
@@ -125,31 +131,35 @@ class HttpJsonlSource:
                 if self.bytes_read == 0:
                     raise _Retry(self._reason(exc)) from None
                 raise SourceUnavailable(
-                    self.safe_url, f"connection lost after line {lineno}: {self._reason(exc)}"
+                    self.safe_url,
+                    f"connection lost after line {lines.lineno}: {self._reason(exc)}",
                 ) from None
             except httpx.RequestError as exc:  # a body that cannot be decoded, say
                 raise SourceError(
-                    self.safe_url, f"bad response after line {lineno}: {self._reason(exc)}"
+                    self.safe_url, f"bad response after line {lines.lineno}: {self._reason(exc)}"
                 ) from None
             # Raw bytes on the wire, so that progress matches Content-Length even when compressed.
             self.bytes_read = response.num_bytes_downloaded
+            pieces = lines.feed(data) if data is not None else lines.end()
+            for lineno, raw in pieces:
+                yield from self._parse(raw, lineno)
             if data is None:
-                break
-            *lines, rest = data.split(b"\n")
-            if lines:
-                lines[0] = b"".join([*pending, lines[0]])
-                pending = []
-            if rest:
-                pending.append(rest)
-            for raw in lines:
-                lineno += 1
-                record = parse_line(raw, f"{self.safe_url}:{lineno}")
-                if record is not None:
-                    yield record
-        if pending:
-            record = parse_line(b"".join(pending), f"{self.safe_url}:{lineno + 1}")
-            if record is not None:
-                yield record
+                return
+
+    def _parse(self, raw: bytes | int, lineno: int) -> Iterator[ChunkRecord]:
+        location = f"{self.safe_url}:{lineno}"
+        if isinstance(raw, int):
+            self.skips.skip(too_long(location, raw, self.max_line_bytes))
+            return
+        try:
+            record = parse_line(raw, location)
+        except InvalidRecord as exc:
+            self.skips.skip(exc)
+            return
+        if record is None:
+            self.skips.blank_lines += 1
+        else:
+            yield record
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         delay = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**attempt)
@@ -189,3 +199,47 @@ def _secrets(url: str) -> list[str]:
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("Retry-After", "")
     return float(value) if value.isdigit() else None
+
+
+class _Lines:
+    """Cuts a byte stream into numbered lines; a line over the limit comes out as its size."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lineno = 0
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._overflow = 0  # bytes of a too-long line seen so far, dropped as they come
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes | int]]:
+        out: list[tuple[int, bytes | int]] = []
+        *complete, rest = data.split(b"\n")
+        for part in complete:
+            out.append(self._close(part))
+        self._add(rest)
+        return out
+
+    def end(self) -> list[tuple[int, bytes | int]]:
+        if self._pending_size or self._overflow:
+            return [self._close(b"")]
+        return []
+
+    def _add(self, part: bytes) -> None:
+        if self._overflow:
+            self._overflow += len(part)
+            return
+        self._pending.append(part)
+        self._pending_size += len(part)
+        if self._pending_size > self.limit:
+            self._overflow, self._pending, self._pending_size = self._pending_size, [], 0
+
+    def _close(self, part: bytes) -> tuple[int, bytes | int]:
+        self._add(part)
+        self.lineno += 1
+        line: bytes | int
+        if self._overflow:
+            line, self._overflow = self._overflow, 0
+        else:
+            line = b"".join(self._pending)
+        self._pending, self._pending_size = [], 0
+        return self.lineno, line

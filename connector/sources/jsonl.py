@@ -9,12 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from connector.chunks import ChunkRecord
-from connector.errors import SourceError
+from connector.errors import InvalidRecord, SourceError
+from connector.sources.skips import SkipLog
 
-__all__ = ["JsonlFileSource", "decode_line", "json_type", "parse_line"]
+__all__ = ["DEFAULT_MAX_LINE_BYTES", "JsonlFileSource", "decode_line", "json_type", "parse_line"]
 
 # Keys with a meaning of their own; every other top-level key is copied into the metadata.
 _RESERVED = frozenset({"id", "_id", "text", "title", "metadata"})
+
+# A record is a chunk, not a document: a line this long is an export gone wrong, and reading it
+# whole would put the memory of the run in the hands of the input.
+DEFAULT_MAX_LINE_BYTES = 8 * 1024 * 1024
 
 
 def json_type(value: Any) -> str:
@@ -45,15 +50,17 @@ def decode_line(raw: bytes, location: str) -> str:
         The decoded line.
 
     Raises:
-        SourceError: The line is not valid UTF-8; the message names the byte and its column.
+        InvalidRecord: The line is not valid UTF-8; the message names the byte and its column.
     """
     raw = raw.rstrip(b"\r\n")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         bad = raw[exc.start]
-        raise SourceError(
-            location, f"not valid UTF-8 (byte 0x{bad:02X} at column {exc.start + 1})"
+        raise InvalidRecord(
+            location,
+            f"not valid UTF-8 (byte 0x{bad:02X} at column {exc.start + 1})",
+            kind="not_utf8",
         ) from None
 
 
@@ -71,30 +78,39 @@ def parse_line(raw: bytes, location: str) -> ChunkRecord | None:
     Returns:
         The record, or ``None`` for a blank line.
 
+    Raw control characters inside strings are accepted (many exporters write raw tabs); the
+    text is stored as given.
+
     Raises:
-        SourceError: The line is not UTF-8, not JSON, not an object, or has a missing or
-            ill-typed field.
+        InvalidRecord: The line is not UTF-8, not JSON, not an object, or has a missing or
+            ill-typed field; ``chunk_id`` is set when the id could be read.
     """
     line = decode_line(raw, location).removeprefix("\ufeff")
     if not line.strip():
         return None
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, strict=False)
     except json.JSONDecodeError as exc:
-        raise SourceError(location, f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+        problem = f"invalid JSON: {exc.msg} at column {exc.colno}"
+        raise InvalidRecord(location, problem, kind="invalid_json") from None
     except RecursionError:
-        raise SourceError(location, "invalid JSON: nested too deeply") from None
+        raise InvalidRecord(
+            location, "invalid JSON: nested too deeply", kind="invalid_json"
+        ) from None
     if not isinstance(obj, dict):
-        raise SourceError(location, f"expected a JSON object, got {json_type(obj)}")
+        problem = f"expected a JSON object, got {json_type(obj)}"
+        raise InvalidRecord(location, problem, kind="not_an_object")
 
     chunk_id = _chunk_id(obj, location)
-    text = _text(obj, location)
+    text = _text(obj, location, chunk_id)
     metadata = obj.get("metadata", {})
     if not isinstance(metadata, dict):
-        raise SourceError(location, f'"metadata" must be a JSON object, got {json_type(metadata)}')
+        problem = f'"metadata" must be a JSON object, got {json_type(metadata)}'
+        raise InvalidRecord(location, problem, kind="bad_metadata", chunk_id=chunk_id)
     title = obj.get("title")
     if title is not None and not isinstance(title, str):
-        raise SourceError(location, f'"title" must be a string, got {json_type(title)}')
+        problem = f'"title" must be a string, got {json_type(title)}'
+        raise InvalidRecord(location, problem, kind="bad_title", chunk_id=chunk_id)
     if title and title.strip():
         text = f"{title}\n{text}"
         metadata.setdefault("title", title)
@@ -107,38 +123,50 @@ def parse_line(raw: bytes, location: str) -> ChunkRecord | None:
 def _chunk_id(obj: dict[str, Any], location: str) -> str:
     key = "id" if "id" in obj else "_id" if "_id" in obj else None
     if key is None:
-        raise SourceError(location, 'missing "id" (or "_id")')
+        raise InvalidRecord(location, 'missing "id" (or "_id")', kind="missing_id")
     value = obj[key]
     if isinstance(value, bool) or not isinstance(value, str | int):
         problem = f'"{key}" must be a string or an integer, got {json_type(value)}'
-        raise SourceError(location, problem)
+        raise InvalidRecord(location, problem, kind="bad_id")
     value = str(value)
     if not value.strip():
-        raise SourceError(location, f'empty "{key}"')
+        raise InvalidRecord(location, f'empty "{key}"', kind="bad_id")
     return value
 
 
-def _text(obj: dict[str, Any], location: str) -> str:
+def _text(obj: dict[str, Any], location: str, chunk_id: str) -> str:
     if "text" not in obj:
-        raise SourceError(location, 'missing "text"')
+        raise InvalidRecord(location, 'missing "text"', kind="missing_text", chunk_id=chunk_id)
     text = obj["text"]
     if not isinstance(text, str):
-        raise SourceError(location, f'"text" must be a string, got {json_type(text)}')
+        problem = f'"text" must be a string, got {json_type(text)}'
+        raise InvalidRecord(location, problem, kind="bad_text", chunk_id=chunk_id)
     if not text.strip():
-        raise SourceError(location, 'empty "text"')
+        raise InvalidRecord(location, 'empty "text"', kind="empty_text", chunk_id=chunk_id)
     return text
 
 
 class JsonlFileSource:
     """A local JSONL file, read line by line.
 
+    A malformed record is skipped and noted in :attr:`skips` (or raised when strict); a line
+    longer than ``max_line_bytes`` is skipped without being held in memory.
+
     Attributes:
         name: The source's identity; by default the file's resolved absolute path.
         total_bytes: The file's size.
         bytes_read: Bytes consumed by the current iteration so far.
+        skips: The records the current iteration skipped.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        strict: bool = False,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    ) -> None:
         self.path = Path(path)
         self._shown = str(path)
         try:
@@ -147,9 +175,12 @@ class JsonlFileSource:
             raise SourceError(self._shown, f"cannot read: {exc.strerror or exc}") from None
         self.name = name if name is not None else str(self.path.resolve())
         self.bytes_read = 0
+        self.skips = SkipLog(strict=strict)
+        self.max_line_bytes = max_line_bytes
 
     def __iter__(self) -> Iterator[ChunkRecord]:
         self.bytes_read = 0
+        self.skips.reset()
         try:
             handle = self.path.open("rb")
         except OSError as exc:
@@ -157,16 +188,53 @@ class JsonlFileSource:
         with handle:
             lineno = 0
             while True:
+                location = f"{self._shown}:{lineno + 1}"
                 try:
-                    raw = handle.readline()
+                    raw = handle.readline(self.max_line_bytes + 1)
+                    if len(raw) > self.max_line_bytes and not raw.endswith(b"\n"):
+                        rest, newline = _discard_line(handle)
+                        self.bytes_read += len(raw) + rest
+                        lineno += 1
+                        length = len(raw) + rest - newline
+                        self.skips.skip(too_long(location, length, self.max_line_bytes))
+                        continue
                 except OSError as exc:
-                    raise SourceError(
-                        f"{self._shown}:{lineno + 1}", f"cannot read: {exc.strerror or exc}"
-                    ) from None
+                    raise SourceError(location, f"cannot read: {exc.strerror or exc}") from None
                 if not raw:
                     return
                 lineno += 1
                 self.bytes_read += len(raw)
-                record = parse_line(raw, f"{self._shown}:{lineno}")
-                if record is not None:
-                    yield record
+                try:
+                    record = parse_line(raw, location)
+                except InvalidRecord as exc:
+                    self.skips.skip(exc)
+                    continue
+                if record is None:
+                    self.skips.blank_lines += 1
+                    continue
+                yield record
+
+
+def too_long(location: str, size: int, limit: int) -> InvalidRecord:
+    """The error of a line over the length limit (its id is unknown: it was never parsed)."""
+    return InvalidRecord(
+        location,
+        f"line is {size:,} bytes, over the limit of {limit:,} (source.max_line_bytes)",
+        kind="line_too_long",
+    )
+
+
+def _discard_line(handle: Any) -> tuple[int, int]:
+    """Read to the end of the current line in bounded pieces.
+
+    Returns:
+        The bytes consumed, and 1 when they end with a newline (else 0, at the end of the file).
+    """
+    consumed = 0
+    while True:
+        piece = handle.readline(1 << 20)
+        consumed += len(piece)
+        if not piece:
+            return consumed, 0
+        if piece.endswith(b"\n"):
+            return consumed, 1

@@ -78,19 +78,19 @@ def test_sync_then_hybrid_search_finds_the_chunk(workdir: Path, capsys) -> None:
     assert (report["encoded"], report["skipped_unchanged"], report["upserted"]) == (0, 40, 0)
 
 
-@pytest.mark.parametrize(
-    ("bad_line", "message"),
-    [
-        (b'{"id": "x1", "text": "unterminated\n', r"corpus.jsonl:41: invalid JSON"),
-        (b'{"id": "x2", "metadata": {}}\n', r'corpus.jsonl:41: missing "text"'),
-        (
-            b'{"_id": "7", "text": "a second chunk under id 7"}\n',
-            r"corpus.jsonl:41: duplicate chunk id '7'",
-        ),
-        (b'{"id": "x3", "text": "caf\xe9 au lait"}\n', r"corpus.jsonl:41: not valid UTF-8"),
-    ],
-)
-def test_bad_line_fails_naming_file_and_line_and_keeps_what_was_stored(
+BAD_LINES = [
+    (b'{"id": "x1", "text": "unterminated\n', r"corpus.jsonl:41: invalid JSON"),
+    (b'{"id": "x2", "metadata": {}}\n', r'corpus.jsonl:41: missing "text"'),
+    (
+        b'{"_id": "7", "text": "a second chunk under id 7"}\n',
+        r"corpus.jsonl:41: duplicate chunk id '7'",
+    ),
+    (b'{"id": "x3", "text": "caf\xe9 au lait"}\n', r"corpus.jsonl:41: not valid UTF-8"),
+]
+
+
+@pytest.mark.parametrize(("bad_line", "message"), BAD_LINES)
+def test_bad_line_fails_naming_file_and_line_and_keeps_what_was_stored_when_strict(
     workdir: Path, capsys, bad_line: bytes, message: str
 ) -> None:
     assert run(capsys, "sync", "--source", "corpus.jsonl")[0] == 0
@@ -98,11 +98,37 @@ def test_bad_line_fails_naming_file_and_line_and_keeps_what_was_stored(
     with open(workdir / "corpus.jsonl", "ab") as handle:
         handle.write(bad_line)
 
-    code, out, err = run(capsys, "sync", "--source", "corpus.jsonl")
+    code, out, err = run(capsys, "sync", "--source", "corpus.jsonl", "--strict")
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("connector: error: ")
     assert __import__("re").search(message, err), err
     assert stored_texts(workdir) == before
+
+
+@pytest.mark.parametrize(("bad_line", "message"), BAD_LINES)
+def test_bad_line_is_skipped_reported_and_counted_in_the_manifest(
+    workdir: Path, capsys, bad_line: bytes, message: str
+) -> None:
+    assert run(capsys, "sync", "--source", "corpus.jsonl")[0] == 0
+    before = stored_texts(workdir)
+    with open(workdir / "corpus.jsonl", "ab") as handle:
+        handle.write(bad_line)
+
+    code, out, err = run(capsys, "sync", "--source", "corpus.jsonl", "--json")
+
+    assert code == 0
+    report = json.loads(out)
+    assert (report["status"], report["skipped"], report["deleted"]) == ("succeeded", 1, 0)
+    lines = err.splitlines()
+    assert __import__("re").search("connector: skipped " + message, lines[0]), err
+    assert lines[1].startswith("connector: 1 records skipped (")
+    assert stored_texts(workdir) == before
+    manifest = json.loads(
+        (workdir / ".connector" / "runs" / report["run_id"] / "processing_summary.json").read_text()
+    )
+    assert manifest["counts"]["skipped"] == 1
+    assert manifest["skipped"]["count"] == 1
+    assert manifest["skipped"]["records"][0]["location"].endswith("corpus.jsonl:41")
 
 
 def test_unreachable_url_fails_with_the_url(workdir: Path, capsys, monkeypatch) -> None:
@@ -120,8 +146,24 @@ def test_empty_source_deletes_nothing(workdir: Path, capsys) -> None:
     assert run(capsys, "sync", "--source", "corpus.jsonl", "--source-name", "docs")[0] == 0
     (workdir / "empty.jsonl").write_text("")
     code, _, err = run(capsys, "sync", "--source", "empty.jsonl", "--source-name", "docs")
-    assert code == 1 and "refusing to delete its 40 stored points" in err
+    assert code == 1 and "would delete 40 of its 40 stored points" in err
     assert len(stored_texts(workdir)) == 40
+
+
+def test_truncated_source_needs_allow_mass_delete(workdir: Path, capsys) -> None:
+    assert run(capsys, "sync", "--source", "corpus.jsonl", "--source-name", "docs")[0] == 0
+    lines = (workdir / "corpus.jsonl").read_bytes().splitlines(keepends=True)
+    (workdir / "half.jsonl").write_bytes(b"".join(lines[:20]))
+
+    code, _, err = run(capsys, "sync", "--source", "half.jsonl", "--source-name", "docs")
+    assert code == 1 and "would delete 20 of its 40 stored points (50%" in err
+    assert len(stored_texts(workdir)) == 40
+
+    code, out, _ = run(
+        capsys, "sync", "--source", "half.jsonl", "--source-name", "docs", "--allow-mass-delete"
+    )
+    assert code == 0 and "20 deleted" in out
+    assert len(stored_texts(workdir)) == 20
 
 
 def test_bad_config_value_fails_at_start(workdir: Path, capsys, monkeypatch) -> None:

@@ -126,9 +126,24 @@ def test_metadata_change_rewrites_payload_without_encoding(sink: QdrantSink) -> 
 
 def test_removed_chunk_is_deleted_after_the_whole_read(sink: QdrantSink) -> None:
     syncer(sink, FakeDense()).run(ListSource(CORPUS))
-    report = syncer(sink, FakeDense()).run(ListSource(CORPUS[:3]))
+    report = syncer(sink, FakeDense(), max_delete_fraction=0.25).run(ListSource(CORPUS[:3]))
     assert report.deleted == 1
     assert set(stored(sink)) == {"a", "b", "c"}
+
+
+def test_truncated_read_over_the_delete_limit_deletes_nothing_unless_allowed(
+    sink: QdrantSink,
+) -> None:
+    syncer(sink, FakeDense()).run(ListSource(CORPUS))
+
+    with pytest.raises(UnsafeDelete) as info:
+        syncer(sink, FakeDense(), max_delete_fraction=0.25).run(ListSource(CORPUS[:2]))
+
+    assert "would delete 2 of its 4 stored points (50%, over the limit of 25%" in str(info.value)
+    assert "--allow-mass-delete" in str(info.value)
+    assert set(stored(sink)) == {"a", "b", "c", "d"}
+    report = syncer(sink, FakeDense(), allow_mass_delete=True).run(ListSource(CORPUS[:2]))
+    assert report.deleted == 2 and set(stored(sink)) == {"a", "b"}
 
 
 def test_other_sources_points_are_never_deleted(sink: QdrantSink) -> None:
@@ -142,7 +157,7 @@ def test_empty_source_deletes_nothing_unless_allowed(sink: QdrantSink) -> None:
     with pytest.raises(UnsafeDelete, match="yielded no chunks"):
         syncer(sink, FakeDense()).run(ListSource([]))
     assert sink.client.count("chunks").count == 4
-    report = syncer(sink, FakeDense(), allow_empty=True).run(ListSource([]))
+    report = syncer(sink, FakeDense(), allow_mass_delete=True).run(ListSource([]))
     assert report.deleted == 4
     assert sink.client.count("chunks").count == 0
 
@@ -160,11 +175,29 @@ def test_failed_read_keeps_stored_points_and_deletes_nothing(sink: QdrantSink) -
     assert set(stored(sink)) == {"a", "b", "c", "d"}
 
 
-def test_duplicate_chunk_id_fails_naming_the_place(sink: QdrantSink) -> None:
+def test_duplicate_chunk_id_is_skipped_and_reported_first_one_wins(sink: QdrantSink) -> None:
+    dup = [*CORPUS, chunk("b", "Another text under the same id.")]
+    dup[-1].location = "corpus.jsonl:5"
+
+    report = syncer(sink, FakeDense()).run(ListSource(dup))
+
+    assert (report.status, report.chunks_seen, report.skipped) == ("succeeded", 4, 1)
+    assert report.skipped_by_kind == {"duplicate_id": 1}
+    assert report.skipped_records == [
+        {
+            "location": "corpus.jsonl:5",
+            "kind": "duplicate_id",
+            "reason": "duplicate chunk id 'b' (already read earlier in this source)",
+        }
+    ]
+    assert stored(sink)["b"]["payload"]["text"] == CORPUS[1].text
+
+
+def test_duplicate_chunk_id_fails_naming_the_place_when_strict(sink: QdrantSink) -> None:
     dup = [*CORPUS, chunk("b", "Another text under the same id.")]
     dup[-1].location = "corpus.jsonl:5"
     with pytest.raises(SourceError, match=r"corpus.jsonl:5: duplicate chunk id 'b'"):
-        syncer(sink, FakeDense()).run(ListSource(dup))
+        syncer(sink, FakeDense(), strict=True).run(ListSource(dup))
 
 
 def test_changed_dense_model_reencodes_only_its_vector(sink: QdrantSink) -> None:

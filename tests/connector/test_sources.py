@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
-from connector.errors import SourceError, SourceUnavailable
+from connector.errors import InvalidRecord, SourceError, SourceUnavailable
 from connector.sources import (
     FolderSource,
     HttpJsonlSource,
     JsonlFileSource,
+    Skipped,
     Source,
     chunk_text,
     open_source,
@@ -43,6 +44,14 @@ def _error(source: Source) -> SourceError:
     with pytest.raises(SourceError) as info:
         list(source)
     return info.value
+
+
+def _only_skip(source: Source) -> Skipped:
+    """Read ``source`` (not strict): the one skipped record, after checking the others came."""
+    records = list(source)
+    assert [r.chunk_id for r in records] == ["first"]
+    assert source.skips.count == 1 and len(source.skips.entries) == 1
+    return source.skips.entries[0]
 
 
 # --- JSONL files ---------------------------------------------------------------------------
@@ -99,7 +108,7 @@ def test_jsonl_malformed_json_names_path_and_line(tmp_path: Path) -> None:
     data = _jsonl({"id": 1, "text": "ok"}) + b"\n" + b'{"id": 2, "text": \n'
     path = _write(tmp_path / "c.jsonl", data)
 
-    error = _error(JsonlFileSource(path))
+    error = _error(JsonlFileSource(path, strict=True))
 
     assert error.location == f"{path}:3"
     assert error.problem.startswith("invalid JSON: ")
@@ -108,37 +117,106 @@ def test_jsonl_malformed_json_names_path_and_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("line", "problem"),
+    ("line", "kind", "chunk_id", "problem"),
     [
-        ({"id": "a"}, 'missing "text"'),
-        ({"text": "t"}, 'missing "id" (or "_id")'),
-        ({"id": "a", "text": "  \n"}, 'empty "text"'),
-        ({"id": "", "text": "t"}, 'empty "id"'),
-        ({"id": "a", "text": 5}, '"text" must be a string, got number'),
-        ({"id": True, "text": "t"}, '"id" must be a string or an integer, got boolean'),
-        ({"_id": 1.5, "text": "t"}, '"_id" must be a string or an integer, got number'),
-        ({"id": "a", "text": "t", "metadata": [1]}, '"metadata" must be a JSON object, got array'),
-        ({"id": "a", "text": "t", "title": 3}, '"title" must be a string, got number'),
-        ([1, 2], "expected a JSON object, got array"),
-        ("just a string", "expected a JSON object, got string"),
+        ({"id": "a"}, "missing_text", "a", 'missing "text"'),
+        ({"text": "t"}, "missing_id", None, 'missing "id" (or "_id")'),
+        ({"id": "a", "text": "  \n"}, "empty_text", "a", 'empty "text"'),
+        ({"id": "", "text": "t"}, "bad_id", None, 'empty "id"'),
+        ({"id": "a", "text": 5}, "bad_text", "a", '"text" must be a string, got number'),
+        (
+            {"id": True, "text": "t"},
+            "bad_id",
+            None,
+            '"id" must be a string or an integer, got boolean',
+        ),
+        (
+            {"_id": 1.5, "text": "t"},
+            "bad_id",
+            None,
+            '"_id" must be a string or an integer, got number',
+        ),
+        (
+            {"id": 7, "text": "t", "metadata": [1]},
+            "bad_metadata",
+            "7",
+            '"metadata" must be a JSON object, got array',
+        ),
+        (
+            {"id": "a", "text": "t", "title": 3},
+            "bad_title",
+            "a",
+            '"title" must be a string, got number',
+        ),
+        ([1, 2], "not_an_object", None, "expected a JSON object, got array"),
+        ("just a string", "not_an_object", None, "expected a JSON object, got string"),
     ],
 )
-def test_jsonl_rejects_bad_records(tmp_path: Path, line: Any, problem: str) -> None:
+def test_jsonl_bad_records_are_skipped_and_reported_or_fatal_when_strict(
+    tmp_path: Path, line: Any, kind: str, chunk_id: str | None, problem: str
+) -> None:
     path = _write(tmp_path / "c.jsonl", _jsonl({"id": "first", "text": "fine"}, line))
 
-    error = _error(JsonlFileSource(path))
+    skipped = _only_skip(JsonlFileSource(path))
+    error = _error(JsonlFileSource(path, strict=True))
 
-    assert (error.location, error.problem) == (f"{path}:2", problem)
+    assert skipped == Skipped(f"{path}:2", kind, problem, chunk_id)
+    assert isinstance(error, InvalidRecord)
+    assert (error.location, error.problem, error.kind) == (f"{path}:2", problem, kind)
 
 
 def test_jsonl_non_utf8_line_names_line_byte_and_column(tmp_path: Path) -> None:
-    data = _jsonl({"id": 1, "text": "ok"}) + b'{"id": 2, "text": "caf\xe9"}\n'
+    data = _jsonl({"id": "first", "text": "ok"}) + b'{"id": 2, "text": "caf\xe9"}\n'
     path = _write(tmp_path / "c.jsonl", data)
 
-    error = _error(JsonlFileSource(path))
+    skipped = _only_skip(JsonlFileSource(path))
 
-    assert error.location == f"{path}:2"
-    assert error.problem == "not valid UTF-8 (byte 0xE9 at column 23)"
+    assert skipped.location == f"{path}:2"
+    assert skipped.kind == "not_utf8"
+    assert skipped.reason == "not valid UTF-8 (byte 0xE9 at column 23)"
+
+
+def test_jsonl_skip_counts_reset_on_each_read_and_blank_lines_are_counted(tmp_path: Path) -> None:
+    data = _jsonl({"id": "first", "text": "ok"}) + b"\n  \nnot json\n" + _jsonl({"text": "x"})
+    source = JsonlFileSource(_write(tmp_path / "c.jsonl", data))
+
+    for _ in range(2):
+        assert [r.chunk_id for r in source] == ["first"]
+        assert source.skips.count == 2 and source.skips.blank_lines == 2
+        assert dict(source.skips.by_kind) == {"invalid_json": 1, "missing_id": 1}
+        assert source.skips.unidentified == 2
+
+
+def test_jsonl_raw_control_characters_are_kept_not_rejected(tmp_path: Path) -> None:
+    line = b'{"id": "first", "text": "tab\there\x01bell\x00nul"}\n'
+    source = JsonlFileSource(_write(tmp_path / "c.jsonl", line))
+
+    (record,) = list(source)
+
+    assert record.text == "tab\there\x01bell\x00nul"
+    assert source.skips.count == 0
+
+
+def test_jsonl_line_over_the_limit_is_skipped_without_reading_it_whole(tmp_path: Path) -> None:
+    huge = json.dumps({"id": "huge", "text": "word " * 5000}).encode() + b"\n"
+    data = _jsonl({"id": "first", "text": "ok"}) + huge + _jsonl({"id": "last", "text": "ok"})
+    path = _write(tmp_path / "c.jsonl", data)
+    source = JsonlFileSource(path, max_line_bytes=1000)
+
+    assert [r.chunk_id for r in source] == ["first", "last"]
+    (skipped,) = source.skips.entries
+    assert skipped.location == f"{path}:2" and skipped.kind == "line_too_long"
+    assert skipped.reason == (
+        f"line is {len(huge) - 1:,} bytes, over the limit of 1,000 (source.max_line_bytes)"
+    )
+    assert source.bytes_read == len(data)
+    # A line of exactly the limit is read.
+    exact = b'{"id": "e", "text": "' + b"x" * (1000 - 23) + b'"}'
+    assert len(exact) == 1000
+    assert [
+        r.chunk_id
+        for r in JsonlFileSource(_write(tmp_path / "e.jsonl", exact + b"\n"), max_line_bytes=1000)
+    ] == ["e"]
 
 
 # --- HTTP ----------------------------------------------------------------------------------
@@ -279,12 +357,27 @@ def test_http_bad_line_names_url_and_line() -> None:
     data = _jsonl({"id": 1, "text": "a"}) + b"\xff\n"
     source, _ = _http(_Recorder(httpx.Response(200, content=data)))
 
-    error = _error(source)
+    assert [r.chunk_id for r in source] == ["1"]
+    assert source.skips.entries == [
+        Skipped(f"{URL}:2", "not_utf8", "not valid UTF-8 (byte 0xFF at column 1)")
+    ]
 
-    assert (error.location, error.problem) == (
-        f"{URL}:2",
-        "not valid UTF-8 (byte 0xFF at column 1)",
+
+@pytest.mark.parametrize("piece", [1, 7, 4096])
+def test_http_long_line_is_skipped_whatever_the_network_reads(piece: int) -> None:
+    data = (
+        _jsonl({"id": 1, "text": "a"})
+        + json.dumps({"id": 2, "text": "w " * 800}).encode()
+        + b"\n"
+        + _jsonl({"id": 3, "text": "c"}, {"id": 4, "text": "d"})[:-1]  # no final newline
     )
+    pieces = [data[i : i + piece] for i in range(0, len(data), piece)]
+    handler = _Recorder(httpx.Response(200, stream=_Body(pieces)))
+    source = HttpJsonlSource(URL, transport=httpx.MockTransport(handler), max_line_bytes=1000)
+
+    assert [r.chunk_id for r in source] == ["1", "3", "4"]
+    (skipped,) = source.skips.entries
+    assert (skipped.location, skipped.kind) == (f"{URL}:2", "line_too_long")
 
 
 def test_http_credentials_never_leave_the_request() -> None:
@@ -293,6 +386,7 @@ def test_http_credentials_never_leave_the_request() -> None:
     data = _jsonl({"id": 1, "text": "a"}) + b"not json\n"
     ok = _Recorder(httpx.Response(200, content=data))
     source, _ = _http(ok, url=url)
+    source.skips.strict = True
 
     assert source.name == "https://example.com/c.jsonl"
     bad_line = _error(source)
@@ -495,10 +589,14 @@ def test_folder_progress_and_bad_utf8(tmp_path: Path) -> None:
     records = iter(source)
     assert next(records).text == "fine"
     assert source.bytes_read == 4
-    with pytest.raises(SourceError) as info:
-        next(records)
-    assert info.value.location == str(root / "b.txt")
-    assert info.value.problem == "not valid UTF-8 (byte 0x80 at offset 3)"
+    assert list(records) == []
+    assert source.bytes_read == 11
+    assert source.skips.entries == [
+        Skipped(str(root / "b.txt"), "not_utf8", "not valid UTF-8 (byte 0x80 at offset 3)")
+    ]
+
+    with pytest.raises(InvalidRecord, match="b.txt: not valid UTF-8"):
+        list(FolderSource(root, strict=True))
 
 
 # --- open_source ---------------------------------------------------------------------------
