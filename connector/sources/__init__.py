@@ -102,6 +102,6 @@ def open_source(
             chunk_overlap=chunk_overlap,
             strict=strict,
         )
-    if path.is_file():
+    if path.exists():  # a regular file, or a pipe such as /dev/stdin
         return JsonlFileSource(spec, name=name, strict=strict, max_line_bytes=max_line_bytes)
     raise SourceError(spec, "no such file or folder")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,9 +171,11 @@ class JsonlFileSource:
         self.path = Path(path)
         self._shown = str(path)
         try:
-            self.total_bytes: int | None = self.path.stat().st_size
+            info = self.path.stat()
         except OSError as exc:
             raise SourceError(self._shown, f"cannot read: {exc.strerror or exc}") from None
+        # A pipe has no size to show progress against.
+        self.total_bytes: int | None = info.st_size if stat.S_ISREG(info.st_mode) else None
         self.name = name if name is not None else str(self.path.resolve())
         self.bytes_read = 0
         self.skips = SkipLog(strict=strict)
