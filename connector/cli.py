@@ -15,6 +15,7 @@ from typing import Any
 
 from connector import __version__
 from connector.errors import ConfigError, ConnectorError
+from connector.redact import RedactingFilter, redact
 
 __all__ = ["main"]
 
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sparse_switch(settings, args)
         return _search(settings, args)
     except ConnectorError as exc:
-        print(f"connector: error: {exc}", file=sys.stderr)
+        print(f"connector: error: {redact(str(exc))}", file=sys.stderr)
         return 1
     except Terminated:
         print("connector: stopped by SIGTERM; the run is marked interrupted", file=sys.stderr)
@@ -123,6 +124,9 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     # Model libraries chatter at INFO/WARNING about things the operator cannot act on.
     for noisy in ("sentence_transformers", "transformers", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -29,6 +29,7 @@ from connector.errors import (
     SinkUnavailable,
     TransientError,
 )
+from connector.redact import register_secret
 
 if TYPE_CHECKING:
     from connector.settings import Settings
@@ -59,6 +60,7 @@ def make_client(settings: Settings) -> QdrantClient:
     q = settings.qdrant
     with translate_errors("open Qdrant"):
         if q.url:
+            register_secret(q.api_key.get_secret_value() if q.api_key else None)
             if q.api_key and q.url.startswith("http://"):
                 log.warning("the Qdrant API key is sent over plain http to %s", q.url)
             with warnings.catch_warnings():
