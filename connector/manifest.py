@@ -57,7 +57,8 @@ def now_iso() -> str:
 
 class _Model(BaseModel):
     # Readers ignore keys they do not know: that is what keeps 4.1 readable by 4.0 tools.
-    model_config = ConfigDict(extra="ignore")
+    # The attribute docstrings become the descriptions in the exported JSON schema.
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
 
 
 class Coverage(_Model):
