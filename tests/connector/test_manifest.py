@@ -1,4 +1,4 @@
-"""processing_summary.json: 4.0 without sparse, 4.1 with it, additive only; the checked-in schema."""
+"""processing_summary.json: 4.0 without sparse, 4.1 with it (additive only); the JSON schema."""
 
 from __future__ import annotations
 
