@@ -170,13 +170,14 @@ class RunRecorder:
             progress=progress,
         )
         self.summary = summary
+        # The start's forced write does not count: the first batch's progress goes out at once.
         if to_file:
-            self._file_at = now
+            self._file_at = now if not force else self._file_at
             write_progress(self.state_dir, self._live(report, summary))
         if force:
             write_summary(self.state_dir, summary)
         if to_record and self.store is not None:
-            self._record_at = now
+            self._record_at = now if not force else self._record_at
             self.store.put(summary)
 
     def _live(self, report: SyncReport, summary: ProcessingSummary) -> LiveProgress:
