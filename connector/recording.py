@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -12,7 +14,14 @@ from typing import TYPE_CHECKING
 from connector.errors import ConnectorError
 from connector.live import LiveProgress, write_progress
 from connector.liveness import this_process
-from connector.manifest import ProcessingSummary, RunProgress, build_summary, now_iso, write_summary
+from connector.manifest import (
+    DeviceUsage,
+    ProcessingSummary,
+    RunProgress,
+    build_summary,
+    now_iso,
+    write_summary,
+)
 from connector.runs import RunStore, mark_dead_runs
 
 if TYPE_CHECKING:
@@ -40,6 +49,8 @@ class RunRecorder:
         config_digest: Digest of the settings, recorded in the manifest.
         record_every_s: Least time between progress writes to the runs collection.
         file_every_s: Least time between writes of ``progress.json``.
+        devices: Accelerators the run used so far, with VRAM peaks and caps (GPU leases
+            supply it); default: none, as on a CPU-only run.
     """
 
     def __init__(
@@ -52,6 +63,7 @@ class RunRecorder:
         config_digest: str | None = None,
         record_every_s: float = 5.0,
         file_every_s: float = 0.5,
+        devices: Callable[[], Sequence[DeviceUsage]] | None = None,
     ) -> None:
         self.syncer = syncer
         self.source_name = source_name
@@ -60,6 +72,7 @@ class RunRecorder:
         self.config_digest = config_digest
         self.record_every_s = record_every_s
         self.file_every_s = file_every_s
+        self.devices = devices or (lambda: ())
         self.run_id = str(uuid.uuid4())
         self.started_at = now_iso()
         self.process = this_process()
@@ -168,6 +181,7 @@ class RunRecorder:
             config_digest=self.config_digest,
             process=self.process,
             progress=progress,
+            devices=self.devices(),
         )
         self.summary = summary
         # The start's forced write does not count: the first batch's progress goes out at once.
@@ -215,6 +229,8 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
     if isinstance(exc, SystemExit):
+        if exc.code == 128 + signal.SIGTERM:  # how `connector sync` turns SIGTERM into an exit
+            return "stopped by SIGTERM"
         return f"stopped (exit status {exc.code})"
     if isinstance(exc, ConnectorError):
         return f"{type(exc).__name__}: {exc}"

@@ -138,6 +138,8 @@ class _Stalling(http.server.BaseHTTPRequestHandler):
 
     lines: list[bytes] = []
     release = threading.Event()
+    then_signal: int | None = None
+    """Send this signal to this very process once the lines are out."""
 
     def do_GET(self) -> None:  # noqa: N802 (the handler's API)
         self.send_response(200)
@@ -145,17 +147,36 @@ class _Stalling(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"".join(self.lines))
         self.wfile.flush()
+        if self.then_signal is not None:
+            deadline = time.monotonic() + 60
+            while (read_progress(Path(".connector")) or _NONE).chunks_done < 8:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            os.kill(os.getpid(), self.then_signal)
         self.release.wait(120)
 
     def log_message(self, *args) -> None:
         pass
 
 
+class _NoProgress:
+    chunks_done = 0
+
+
+_NONE = _NoProgress()
+
+
 @pytest.fixture
-def stalling_url() -> Iterator[str]:
+def stalling_url(request: pytest.FixtureRequest) -> Iterator[str]:
     lines = (FIXTURES / "corpus.jsonl").read_bytes().splitlines(keepends=True)[:8]
     release = threading.Event()
-    handler = type("Handler", (_Stalling,), {"lines": lines, "release": release})
+    attributes = {
+        "lines": lines,
+        "release": release,
+        "then_signal": getattr(request, "param", None),
+    }
+    handler = type("Handler", (_Stalling,), attributes)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -208,3 +229,18 @@ def test_a_sync_killed_mid_way_is_marked_interrupted_by_the_next(
     on_disk = json.loads((state / "runs" / killed.run_id / "processing_summary.json").read_text())
     assert on_disk["run"]["status"] == "interrupted"
     assert runs[killed.run_id]["progress"]["chunks_done"] >= 4  # its last recorded progress
+
+
+@pytest.mark.parametrize("stalling_url", [signal.SIGTERM], indirect=True)
+def test_sigterm_ends_a_sync_recorded_interrupted(workdir: Path, capsys, stalling_url) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        main(["sync", "--source", stalling_url, "--batch-size", "4"])
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the sync's only
+    capsys.readouterr()
+    live = read_progress(workdir / ".connector")
+    assert live is not None and live.status == "interrupted"
+    code, out, _ = run(capsys, "runs", "show", live.run_id)
+    record = json.loads(out)["run"]
+    assert (record["status"], record["reason"]) == ("interrupted", "stopped by SIGTERM")

@@ -163,3 +163,25 @@ def test_schema_command_prints_the_checked_in_schema(capsys, tmp_path, monkeypat
     (tmp_path / "connector.toml").write_text("[qdrant]\nnot_a_key = 1\n")  # needs no settings
     assert main(["schema"]) == 0
     assert capsys.readouterr().out == SCHEMA_FILE.read_text()
+
+
+def test_devices_reported_by_a_lease_fill_the_performance_baseline(tmp_path: Path) -> None:
+    from connector.manifest import DeviceUsage
+
+    usage = DeviceUsage(
+        device="cuda:0",
+        peak_vram_mb=10_900.0,
+        vram_hard_cap_mb=12_288.0,
+        vram_soft_limit_mb=10_240.0,
+        soft_limit_exceedances=2,
+    )
+    sink = QdrantSink(QdrantClient(path=str(tmp_path / "q")), "chunks")
+    syncer = Syncer(sink, [FakeDense()])
+    recorder = RunRecorder(syncer, "memory://x", tmp_path / "state", devices=lambda: [usage])
+    with recorder:
+        syncer.run(ListSource(corpus()[:2], name="memory://x"), run_id=recorder.run_id)
+    sink.close()
+    assert recorder.summary is not None
+    performance = recorder.summary.performance
+    assert performance is not None and performance.devices == [usage]
+    assert performance.soft_limit_exceedances == 2
