@@ -1,7 +1,10 @@
 """Schema migrations of the chunk collection.
 
 Migrations are the numbered modules of the top-level ``migrations`` package (installed with the
-connector): ``NNNN_name.py``, each with a docstring (its description) and ``apply(ctx)``. Applied
+connector, beside the ``connector`` package): ``NNNN_name.py``, each with a docstring (its
+description) and ``apply(ctx)``. They are loaded from that folder by path, so that another
+``migrations`` package on ``sys.path`` (a project's own, in the working directory) cannot stand in
+for them. Applied
 ones are recorded in the collection's metadata under ``connector_schema``, so that applying them is
 a no-op the second time. Each ``apply`` checks before it changes, so one interrupted half-way can
 simply run again.
@@ -13,12 +16,12 @@ builds the next one and swaps the alias (see :mod:`connector.rebuild`).
 
 from __future__ import annotations
 
-import importlib
-import importlib.resources
+import importlib.util
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qdrant_client import models as qm
@@ -62,19 +65,26 @@ class Migration:
         return f"{self.number:04d}_{self.name}"
 
 
-def discover(package: str = "migrations") -> list[Migration]:
-    """The migrations of ``package``, in order.
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+"""The ``migrations`` folder beside the ``connector`` package (in the checkout, or installed)."""
+
+
+def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migrations in ``directory``, in order.
 
     Raises:
-        ConfigError: A number is missing, used twice, or a module has no ``apply``.
+        ConfigError: The folder is missing, a number is missing or used twice, or a module has
+            no ``apply``.
     """
+    if not directory.is_dir():
+        raise ConfigError(f"migrations folder {directory}: not found (a broken install?)")
     found: dict[int, Migration] = {}
-    for entry in importlib.resources.files(package).iterdir():
+    for entry in sorted(directory.iterdir()):
         match = _FILE.match(entry.name)
         if match is None:
             continue
         number, name = int(match.group(1)), match.group(2)
-        module = importlib.import_module(f"{package}.{entry.name[:-3]}")
+        module = _load(entry)
         apply = getattr(module, "apply", None)
         if not callable(apply):
             raise ConfigError(f"migration {entry.name}: has no apply(ctx) function")
@@ -86,6 +96,15 @@ def discover(package: str = "migrations") -> list[Migration]:
     if numbers != list(range(1, len(numbers) + 1)):
         raise ConfigError(f"migrations must be numbered 0001, 0002, ... without gaps: {numbers}")
     return [found[n] for n in numbers]
+
+
+def _load(path: Path) -> object:
+    spec = importlib.util.spec_from_file_location(f"_connector_migration_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"migration {path.name}: cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @dataclass(slots=True)

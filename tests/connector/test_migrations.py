@@ -222,18 +222,30 @@ def test_a_failed_rebuild_leaves_the_old_collection_behind_the_alias(sink: Qdran
     assert client.count("chunks").count == len(CORPUS) + 1
 
 
-def test_numbering_gaps_and_missing_apply_are_errors(tmp_path: Path, monkeypatch) -> None:
-    package = tmp_path / "numbered_gap"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "0001_first.py").write_text('"""First."""\ndef apply(ctx):\n    pass\n')
-    (package / "0003_third.py").write_text('"""Third."""\ndef apply(ctx):\n    pass\n')
-    monkeypatch.syspath_prepend(str(tmp_path))
+def test_numbering_gaps_and_missing_apply_are_errors(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_first.py").write_text('"""First."""\ndef apply(ctx):\n    pass\n')
+    (folder / "0003_third.py").write_text('"""Third."""\ndef apply(ctx):\n    pass\n')
     with pytest.raises(ConfigError, match="without gaps"):
-        discover("numbered_gap")
-    (package / "0002_second.py").write_text('"""No apply."""\n')
+        discover(folder)
+    (folder / "0002_second.py").write_text('"""No apply."""\n')
     with pytest.raises(ConfigError, match="0002_second.py: has no apply"):
-        discover("numbered_gap")
+        discover(folder)
+    with pytest.raises(ConfigError, match="not found"):
+        discover(tmp_path / "missing")
+
+
+def test_another_migrations_package_on_the_path_does_not_stand_in(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # A project's own `migrations` package in the working directory, as Django's or Alembic's.
+    theirs = tmp_path / "migrations"
+    theirs.mkdir()
+    (theirs / "__init__.py").write_text("")
+    (theirs / "0001_initial.py").write_text("raise SystemExit('not ours')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert [m.id for m in discover()] == IDS
 
 
 def test_a_built_wheel_ships_the_migrations_and_finds_them_installed(tmp_path: Path) -> None:
@@ -264,8 +276,8 @@ def test_a_built_wheel_ships_the_migrations_and_finds_them_installed(tmp_path: P
         archive.extractall(site)  # what an installer lays out, without touching this venv
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]); import connector, migrations; "
-        "from connector.migrator import discover; "
-        "print(connector.__file__); print(migrations.__file__); "
+        "from connector.migrator import discover, MIGRATIONS_DIR; "
+        "print(connector.__file__); print(MIGRATIONS_DIR); "
         "print(' '.join(m.id for m in discover()))"
     )
     found = subprocess.run(
@@ -276,6 +288,6 @@ def test_a_built_wheel_ships_the_migrations_and_finds_them_installed(tmp_path: P
         timeout=120,
     )
     assert found.returncode == 0, found.stderr
-    connector_file, migrations_file, ids = found.stdout.splitlines()
-    assert connector_file.startswith(str(site)) and migrations_file.startswith(str(site))
+    connector_file, migrations_dir, ids = found.stdout.splitlines()
+    assert connector_file.startswith(str(site)) and migrations_dir == str(site / "migrations")
     assert ids.split() == IDS
