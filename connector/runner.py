@@ -214,11 +214,11 @@ class Syncer:
                 window.append((chunk, self._claim(chunk, source.name, seen)))
                 if len(window) >= self.batch_size:
                     self._process(window, report)
-                    self.progress.advance(len(window), source.bytes_read)
+                    self._advance(len(window), source.bytes_read, report)
                     window = []
             if window:
                 self._process(window, report)
-                self.progress.advance(len(window), source.bytes_read)
+                self._advance(len(window), source.bytes_read, report)
             self.sink.flush()
             self._delete_missing(source.name, seen, report)
             report.status = "succeeded"
@@ -233,6 +233,11 @@ class Syncer:
             report.duration_s = round(time.monotonic() - started, 3)
             self.progress.finish()
         return report
+
+    def _advance(self, chunks: int, bytes_read: int, report: SyncReport) -> None:
+        # Writes acknowledged so far, so that a progress record shows them while the run goes.
+        self._copy_counts(report)
+        self.progress.advance(chunks, bytes_read)
 
     def _claim(self, chunk: ChunkRecord, source: str, seen: set[int]) -> str:
         """The chunk's point id; a chunk id seen twice in one read is an error."""

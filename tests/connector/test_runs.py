@@ -57,6 +57,17 @@ class WatchedSource(ListSource):
             yield item
 
 
+def _acknowledged_at_once(sink: QdrantSink):
+    """The sink's submit, waiting for Qdrant: counts are then exact when a batch ends."""
+    submit = sink.submit
+
+    def submit_and_wait(batch) -> None:
+        submit(batch)
+        sink.flush()
+
+    return submit_and_wait
+
+
 def recorder_for(syncer: Syncer, tmp_path: Path, store: RunStore) -> RunRecorder:
     return RunRecorder(
         syncer, "memory://test", tmp_path / "state", store, record_every_s=0, file_every_s=0
@@ -66,15 +77,18 @@ def recorder_for(syncer: Syncer, tmp_path: Path, store: RunStore) -> RunRecorder
 def test_a_run_is_recorded_running_with_progress_then_succeeded(
     sink: QdrantSink, store: RunStore, tmp_path: Path
 ) -> None:
+    sink.submit = _acknowledged_at_once(sink)  # type: ignore[method-assign]
     syncer = Syncer(sink, [FakeDense()], batch_size=3)
     recorder = recorder_for(syncer, tmp_path, store)
     seen: list[tuple[str, int, str, int]] = []
+    upserted: list[int] = []
 
     def look(index: int) -> None:
         record = store.get(recorder.run_id)
         live = read_progress(tmp_path / "state")
         assert record is not None and live is not None
         seen.append((record.run.status, record.progress.chunks_done, live.status, live.chunks_done))
+        upserted.append(record.counts["upserted"])
 
     with recorder:
         report = syncer.run(WatchedSource(CORPUS, look), run_id=recorder.run_id)
@@ -82,6 +96,8 @@ def test_a_run_is_recorded_running_with_progress_then_succeeded(
     assert seen[0] == ("running", 0, "running", 0)
     assert seen[3] == ("running", 3, "running", 3)  # after the first batch of 3
     assert seen[-1] == ("running", 6, "running", 6)
+    # Acknowledged writes show while the run goes.
+    assert upserted == [0, 0, 0, 3, 3, 3, 6, 6, 6]
     final = store.get(recorder.run_id)
     assert final is not None and final.run.status == "succeeded" and final.run.reason is None
     assert final.run.finished_at is not None and final.progress.chunks_done == 9
