@@ -6,17 +6,22 @@ from typing import TYPE_CHECKING
 
 from connector.dense import load_dense_encoders
 from connector.runner import SparseTarget
-from connector.sink import QdrantSink, make_client
+from connector.sink import CollectionLayout, QdrantSink, make_client
 from connector.sparse import generator_from_settings, model_spec
 
 if TYPE_CHECKING:
-    from connector.dense import SentenceTransformerEncoder
+    from collections.abc import Sequence
+
+    from connector.dense import DenseEncoder, SentenceTransformerEncoder
     from connector.settings import Settings
+    from connector.telemetry import Telemetry
 
-__all__ = ["dense_encoders", "open_sink", "sparse_target"]
+__all__ = ["collection_layout", "dense_encoders", "open_sink", "sparse_target"]
 
 
-def open_sink(settings: Settings, collection: str | None = None) -> QdrantSink:
+def open_sink(
+    settings: Settings, collection: str | None = None, telemetry: Telemetry | None = None
+) -> QdrantSink:
     """The collection's sink, on the embedded Qdrant or the configured server."""
     q = settings.qdrant
     return QdrantSink(
@@ -25,6 +30,7 @@ def open_sink(settings: Settings, collection: str | None = None) -> QdrantSink:
         batch_size=q.upsert_batch_size,
         queue_size=q.write_queue,
         retries=q.retries,
+        telemetry=telemetry,
     )
 
 
@@ -45,4 +51,14 @@ def sparse_target(settings: Settings) -> SparseTarget:
         idf=spec.idf,
         use_gpu=sparse.use_gpu,
         device_ids=tuple(sparse.device_ids) if sparse.device_ids is not None else None,
+    )
+
+
+def collection_layout(settings: Settings, dense: Sequence[DenseEncoder]) -> CollectionLayout:
+    """The vectors the configured models need, sparse included even while it is switched off
+    (the schema keeps its place; migrations create it)."""
+    spec = model_spec(settings.sparse.model)
+    return CollectionLayout(
+        dense={e.name: e.dim for e in dense},
+        sparse={settings.sparse.vector_name or spec.name: spec.idf},
     )

@@ -1,4 +1,5 @@
-"""The ``connector`` command: ``sync`` and ``search``."""
+"""The ``connector`` command: ``sync``, ``search``, ``sparse``, and (from
+:mod:`connector.commands`) ``runs``, ``schema``, ``migrate``."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
 from connector import __version__
+from connector.commands import COMMANDS, add_commands, run_command
 from connector.errors import ConfigError, ConnectorError
 from connector.redact import RedactingFilter, redact
 
@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("query", metavar="QUERY", help="the text to look for")
     search.add_argument("--mode", choices=["hybrid", "dense", "sparse"], default="hybrid")
     search.add_argument("--limit", type=int, default=10, metavar="N")
+    add_commands(commands, common)
     return parser
 
 
@@ -94,19 +95,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "schema":  # needs no settings: works beside a broken config
+            return run_command(None, args)
         from connector.settings import load_settings
+        from connector.telemetry import setup_telemetry
 
         settings = load_settings(args.config, _overrides(args))
         _setup_logging(settings.log_level)
-        if args.command == "sync":
-            return _sync(settings, args)
-        if args.command == "sparse":
-            return _sparse_switch(settings, args)
-        return _search(settings, args)
+        telemetry = setup_telemetry(settings.telemetry)
+        try:
+            if args.command == "sync":
+                return _sync(settings, args, telemetry)
+            if args.command == "sparse":
+                return _sparse_switch(settings, args)
+            if args.command in COMMANDS:
+                return run_command(settings, args)
+            return _search(settings, args)
+        finally:
+            telemetry.shutdown()
     except ConnectorError as exc:
         print(f"connector: error: {redact(str(exc))}", file=sys.stderr)
         return 1
-    except Terminated:
+    except SystemExit as exc:
+        if exc.code != 128 + signal.SIGTERM:
+            raise
         print("connector: stopped by SIGTERM; the run is marked interrupted", file=sys.stderr)
         return 128 + signal.SIGTERM
     except KeyboardInterrupt:
@@ -133,9 +145,9 @@ def _setup_logging(level: str) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _sync(settings: Any, args: argparse.Namespace) -> int:
+def _sync(settings: Any, args: argparse.Namespace, telemetry: Any = None) -> int:
     from connector.app import dense_encoders, open_sink, sparse_target
-    from connector.manifest import build_summary, write_summary
+    from connector.commands import recorded_sync
     from connector.progress import NULL_PROGRESS, TerminalProgress
     from connector.runner import Syncer
     from connector.runtime import sparse_enabled
@@ -158,8 +170,7 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
     enabled, _ = sparse_enabled(settings.state_dir, settings.sparse.enabled, args.sparse)
     sparse = sparse_target(settings) if enabled else None
     show_bar = sys.stderr.isatty() and not args.json
-    sink = open_sink(settings)
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    sink = open_sink(settings, telemetry=telemetry)
     syncer = Syncer(
         sink,
         dense,
@@ -169,14 +180,16 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
         max_delete_fraction=settings.sync.max_delete_fraction,
         allow_mass_delete=settings.sync.allow_mass_delete,
         progress=TerminalProgress() if show_bar else NULL_PROGRESS,
+        telemetry=telemetry,
     )
     try:
-        with _sigterm_interrupts():
-            report = syncer.run(source)
+        # Creates a missing collection at the latest schema, refuses one that is behind, and
+        # records the run: manifest file, runs collection, live progress.json.
+        with recorded_sync(settings, sink, syncer, source.name) as recorder:
+            report = syncer.run(source, run_id=recorder.run_id)
     finally:
         sink.close()
         if syncer.report is not None:
-            write_summary(settings.state_dir, build_summary(syncer.report, started_at))
             _print_skips(syncer.report)
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
@@ -188,22 +201,6 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
             f"in {report.duration_s:.1f}s (run {report.run_id})"
         )
     return 0
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the main thread is so the run stops like on Ctrl-C."""
-
-
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    def stop(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 _SHOWN_SKIPS = 20

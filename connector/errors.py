@@ -11,7 +11,8 @@
     ├── GpuLeaseUnavailable        no GPU could be leased in time                  (transient)
     ├── SinkError                  Qdrant refused or failed a request              (terminal)
     │   ├── SinkUnavailable        Qdrant timed out, dropped the connection, 5xx   (transient)
-    │   └── CollectionMismatch     the collection's layout does not fit the config (terminal)
+    │   ├── CollectionMismatch     the collection's layout does not fit the config (terminal)
+    │   └── SchemaOutdated         the collection's schema is behind; run migrations (terminal)
     └── UnsafeDelete               a run would delete more than it may              (terminal)
 
 Every class is also marked :class:`TransientError` or :class:`TerminalError`, so callers decide
@@ -27,6 +28,7 @@ __all__ = [
     "GpuLeaseUnavailable",
     "InvalidRecord",
     "ModelError",
+    "SchemaOutdated",
     "SinkError",
     "SinkUnavailable",
     "SourceError",
@@ -101,6 +103,10 @@ class SinkUnavailable(SinkError, TransientError):
 
 class CollectionMismatch(SinkError):
     """The collection exists but its vectors do not fit the configured models."""
+
+
+class SchemaOutdated(SinkError):
+    """The collection's schema version is behind the connector's; `connector migrate` fixes it."""
 
 
 class UnsafeDelete(TerminalError):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from qdrant_client import models as qm
 
 from connector.chunks import ChunkRecord, content_hash, point_id, text_hash
-from connector.errors import InvalidRecord, SourceError, UnsafeDelete
+from connector.errors import ConnectorError, InvalidRecord, SourceError, UnsafeDelete
 from connector.progress import NULL_PROGRESS, Progress
 from connector.sink import (
     CollectionLayout,
@@ -25,6 +25,7 @@ from connector.sink import (
 )
 from connector.sources.skips import KEPT_ENTRIES, SkipLog
 from connector.sparse import model_spec
+from connector.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from connector.dense import DenseEncoder
@@ -90,6 +91,14 @@ class SyncReport:
     """Why points missing from the source were kept this time, when they were."""
     status_reason: str | None = None
     """Why the run failed or was interrupted (the error's type and message, no chunk text)."""
+    dense_models: dict[str, str] = field(default_factory=dict)
+    """Dense vector name → signature of the model that fills it."""
+    dense_device: str | None = None
+    dense_latency_ms: float = 0.0
+    """Time spent in dense encoding, summed over batches and models."""
+    upsert_latency_ms: float = 0.0
+    """Time spent in acknowledged write requests (they overlap with encoding)."""
+    payloads_updated: int = 0
     duration_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -108,6 +117,8 @@ class Syncer:
         max_delete_fraction: Largest share of a source's stored points one run may delete.
         allow_mass_delete: Let a run delete more than that (an empty read included).
         progress: Told how far the run is.
+        telemetry: Where the ``sync`` span and its per-batch ``dense`` span go (the sparse
+            generator and the sink emit ``sparse_inference`` and ``upsert`` under it).
     """
 
     def __init__(
@@ -121,6 +132,7 @@ class Syncer:
         max_delete_fraction: float = 0.2,
         allow_mass_delete: bool = False,
         progress: Progress = NULL_PROGRESS,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.sink = sink
         self.dense = list(dense)
@@ -130,6 +142,7 @@ class Syncer:
         self.max_delete_fraction = max_delete_fraction
         self.allow_mass_delete = allow_mass_delete
         self.progress = progress
+        self.telemetry = telemetry or Telemetry()
         self._signatures: dict[str, str] = {}
         self.report: SyncReport | None = None
         """The report of the run in progress or last run, also when it failed."""
@@ -157,12 +170,28 @@ class Syncer:
             metadata={"connector": {"vectors": vectors}},
         )
 
-    def run(self, source: Source) -> SyncReport:
+    def new_report(self, source_name: str, run_id: str | None = None) -> SyncReport:
+        """An empty report of a run of this syncer (what a run records before it starts)."""
+        report = SyncReport(
+            run_id=run_id or str(uuid.uuid4()), source=source_name, collection=self.sink.collection
+        )
+        report.dense_models = {e.name: e.signature for e in self.dense}
+        report.dense_device = _device_of(self.dense)
+        if self.sparse is not None:
+            report.sparse_model = self.sparse.model_name
+            report.sparse_vector_name = self.sparse.vector_name
+        return report
+
+    def run(self, source: Source, run_id: str | None = None) -> SyncReport:
         """Sync ``source`` into the collection.
 
         Malformed records and repeated ids are skipped and listed in the report (fatal when
         strict). Stored points missing from the source are deleted only after a complete read,
         never those of skipped records, and not at all while a skipped record had no readable id.
+
+        Args:
+            source: Where the chunks come from.
+            run_id: The run's id (a UUID); default: a new one.
 
         Raises:
             SourceError: The source is unreadable, or holds bad input and the run is strict;
@@ -171,18 +200,34 @@ class Syncer:
                 source's stored points (an empty read, say) without ``allow_mass_delete``.
             SinkError: Qdrant refused or failed a write.
         """
+        attributes = {
+            "run_id": run_id or "",
+            "collection": self.sink.collection,
+            "batch_size": self.batch_size,
+            "sparse_model": self.sparse.model_name if self.sparse is not None else "none",
+        }
+        with self.telemetry.span("sync", attributes) as span:
+            report = self._run(source, run_id)
+            span.set_attributes(
+                {
+                    "run_id": report.run_id,
+                    "status": report.status,
+                    "chunks_seen": report.chunks_seen,
+                    "encoded": report.encoded,
+                    "deleted": report.deleted,
+                }
+            )
+        return report
+
+    def _run(self, source: Source, run_id: str | None) -> SyncReport:
         started = time.monotonic()
-        report = SyncReport(
-            run_id=str(uuid.uuid4()), source=source.name, collection=self.sink.collection
-        )
+        report = self.new_report(source.name, run_id)
         self.report = report
         self.sink.counts = WriteCounts()
         self.sink.ensure_collection(self.layout())
         self._signatures = {e.name: e.signature for e in self.dense}
         if self.sparse is not None:
             self._signatures[self.sparse.vector_name] = self.sparse.signature
-            report.sparse_model = self.sparse.model_name
-            report.sparse_vector_name = self.sparse.vector_name
         seen: set[int] = set()
         duplicates = SkipLog(strict=self.strict)
         self.progress.start(source.total_bytes)
@@ -195,11 +240,11 @@ class Syncer:
                 window.append((chunk, pid))
                 if len(window) >= self.batch_size:
                     self._process(window, report)
-                    self.progress.advance(len(window), source.bytes_read)
+                    self._advance(len(window), source.bytes_read, report)
                     window = []
             if window:
                 self._process(window, report)
-                self.progress.advance(len(window), source.bytes_read)
+                self._advance(len(window), source.bytes_read, report)
             self.sink.flush()
             self._note_skips(report, source.skips, duplicates)
             for skips in (source.skips, duplicates):
@@ -207,8 +252,9 @@ class Syncer:
             self._delete_missing(source.name, seen, report, source.skips.unidentified)
             report.status = "succeeded"
         except BaseException as exc:
-            # Ctrl-C and SIGTERM arrive as KeyboardInterrupt: stopped, not broken.
-            report.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            # Ctrl-C or SIGTERM stops a run; it did not fail on its own.
+            stopped = isinstance(exc, KeyboardInterrupt | SystemExit)
+            report.status = "interrupted" if stopped else "failed"
             report.status_reason = _reason(exc)
             self._keep_acknowledged()
             self._note_skips(report, source.skips, duplicates)
@@ -218,6 +264,11 @@ class Syncer:
             report.duration_s = round(time.monotonic() - started, 3)
             self.progress.finish()
         return report
+
+    def _advance(self, chunks: int, bytes_read: int, report: SyncReport) -> None:
+        # Writes acknowledged so far, so that a progress record shows them while the run goes.
+        self._copy_counts(report)
+        self.progress.advance(chunks, bytes_read)
 
     def _claim(
         self, chunk: ChunkRecord, source: str, seen: set[int], duplicates: SkipLog
@@ -267,6 +318,7 @@ class Syncer:
         vectors, fallbacks = self._encode(window, needs, report)
         batch = WriteBatch()
         now = datetime.now(UTC).isoformat(timespec="seconds")
+        before = (report.encoded, report.skipped_unchanged, report.payload_only)
         for index, ((chunk, pid), (kind, missing)) in enumerate(zip(window, plans, strict=True)):
             if kind == "skip":
                 report.skipped_unchanged += 1
@@ -286,6 +338,9 @@ class Syncer:
                 batch.vector_updates.append(qm.PointVectors(id=pid, vector=point_vectors))
             # The whole payload is rewritten so that a fallback note of an earlier run goes too.
             batch.payload_overwrites.append((pid, payload))
+        self.telemetry.count_chunks(report.encoded - before[0], "encoded")
+        self.telemetry.count_chunks(report.skipped_unchanged - before[1], "unchanged")
+        self.telemetry.count_chunks(report.payload_only - before[2], "metadata_only")
         self.sink.submit(batch)
 
     def _plan(self, chunk: ChunkRecord, state: PointState | None) -> tuple[str, list[str]]:
@@ -307,14 +362,8 @@ class Syncer:
         """Vectors per name per window position, and why a position's sparse vector fell back."""
         out: dict[str, dict[int, Any]] = {}
         fallbacks: dict[int, str] = {}
-        for encoder in self.dense:
-            indices = needs[encoder.name]
-            if indices:
-                encoded = encoder.encode([window[i][0].text for i in indices])
-                out[encoder.name] = dict(zip(indices, encoded, strict=True))
-                report.vectors_encoded[encoder.name] = report.vectors_encoded.get(
-                    encoder.name, 0
-                ) + len(indices)
+        if any(needs[encoder.name] for encoder in self.dense):
+            self._encode_dense(window, needs, report, out)
         if self.sparse is not None and needs[self.sparse.vector_name]:
             target = self.sparse
             indices = needs[target.vector_name]
@@ -337,12 +386,40 @@ class Syncer:
             out[target.vector_name] = vectors
             report.sparse_device = result.device
             report.sparse_fallbacks += result.fallback_count
+            self.telemetry.count_fallbacks(result.fallback_count, target.model_name)
+            self.telemetry.record_stage("sparse_inference", result.latency_ms)
             if result.error_message and report.sparse_fallback_reason is None:
                 report.sparse_fallback_reason = result.error_message
             report.sparse_latency_ms += result.latency_ms
             count = report.vectors_encoded.get(target.vector_name, 0) + len(indices)
             report.vectors_encoded[target.vector_name] = count
         return out, fallbacks
+
+    def _encode_dense(
+        self,
+        window: list[tuple[ChunkRecord, str]],
+        needs: dict[str, list[int]],
+        report: SyncReport,
+        out: dict[str, dict[int, Any]],
+    ) -> None:
+        started = time.perf_counter()
+        attributes = {
+            "models": ",".join(e.name for e in self.dense if needs[e.name]),
+            "device": report.dense_device or "cpu",
+            "chunk_count": len({i for e in self.dense for i in needs[e.name]}),
+        }
+        with self.telemetry.span("dense", attributes) as span:
+            for encoder in self.dense:
+                indices = needs[encoder.name]
+                if indices:
+                    encoded = encoder.encode([window[i][0].text for i in indices])
+                    out[encoder.name] = dict(zip(indices, encoded, strict=True))
+                    count = report.vectors_encoded.get(encoder.name, 0) + len(indices)
+                    report.vectors_encoded[encoder.name] = count
+            latency = (time.perf_counter() - started) * 1000
+            span.set_attribute("latency_ms", round(latency, 3))
+        report.dense_latency_ms += latency
+        self.telemetry.record_stage("dense", latency)
 
     def _payload(
         self, chunk: ChunkRecord, report: SyncReport, now: str, fallback: str | None
@@ -409,10 +486,22 @@ class Syncer:
         report.vectors_updated = counts.vectors_updated
         report.deleted = counts.deleted
         report.retries = counts.retries
+        report.payloads_updated = counts.payloads_updated
+        report.upsert_latency_ms = round(counts.write_ms, 3)
+        report.dense_latency_ms = round(report.dense_latency_ms, 3)
+
+
+def _device_of(encoders: Sequence[DenseEncoder]) -> str:
+    """Where the dense models run, as configured (``auto`` when the library picks)."""
+    devices = sorted({str(getattr(e, "device", None) or "auto") for e in encoders})
+    return ",".join(devices) or "none"
 
 
 def _reason(exc: BaseException) -> str:
-    if isinstance(exc, KeyboardInterrupt):
+    """Why the run ended early. A foreign exception's message may quote its input (chunk
+    text), so only the connector's own messages, which name files, lines and settings, are kept."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
         return "interrupted by a signal"
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if isinstance(exc, ConnectorError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__} (details in the log)"

@@ -37,6 +37,7 @@ __all__ = [
     "SourceSettings",
     "SparseSettings",
     "SyncSettings",
+    "TelemetrySettings",
     "load_settings",
 ]
 
@@ -61,6 +62,8 @@ class QdrantSettings(_Section):
     """Folder of the embedded Qdrant. Default: ``qdrant/`` inside ``state_dir``."""
     collection: str = Field(default="chunks", min_length=1, max_length=255)
     """Collection that receives one point per chunk."""
+    runs_collection: str = Field(default="connector_runs", min_length=1, max_length=255)
+    """Payload-only collection holding one record (the manifest) per run."""
     prefer_grpc: bool = False
     """Talk gRPC to the server (port ``grpc_port``) instead of REST."""
     grpc_port: int = Field(default=6334, ge=1, le=65535)
@@ -221,6 +224,26 @@ class SyncSettings(_Section):
     """Let a run delete more than ``max_delete_fraction`` (an empty read included)."""
 
 
+class TelemetrySettings(_Section):
+    """OpenTelemetry traces and metrics of syncs."""
+
+    exporter: Literal["none", "console", "otlp"] = "none"
+    """Where spans and metrics go: nowhere, stderr, or an OTLP/HTTP collector."""
+    endpoint: str | None = None
+    """Base URL of the OTLP collector. Default: ``OTEL_EXPORTER_OTLP_*`` variables, else
+    ``http://localhost:4318``."""
+    service_name: str | None = None
+    """``service.name`` of the resource. Default: ``OTEL_SERVICE_NAME``, else
+    ``qdrant-hybrid-connector``."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://", value):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
 class Settings(BaseSettings):
     """Every setting of the connector."""
 
@@ -240,6 +263,7 @@ class Settings(BaseSettings):
     sparse: SparseSettings = Field(default_factory=SparseSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @property
     def qdrant_path(self) -> Path:

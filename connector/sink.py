@@ -30,6 +30,7 @@ from connector.errors import (
     TransientError,
 )
 from connector.redact import register_secret
+from connector.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from connector.settings import Settings
@@ -49,6 +50,8 @@ T = TypeVar("T")
 
 # Payload keys the connector owns; change detection reads only these.
 STATE_KEYS = ["text_hash", "content_hash", "encoded_with"]
+# Payload keys of chunk points that carry a keyword index.
+CHUNK_INDEXES = ("source", "content_hash", "chunk_id")
 
 
 def make_client(settings: Settings) -> QdrantClient:
@@ -172,6 +175,8 @@ class WriteCounts:
     deleted: int = 0
     requests: int = 0
     retries: int = 0
+    write_ms: float = 0.0
+    """Time spent in acknowledged write requests (upserts, vector and payload updates)."""
 
 
 _STOP = object()
@@ -187,6 +192,7 @@ class QdrantSink:
         queue_size: Write requests that may wait; bounds memory when Qdrant is slower than encoding.
         retries: Retries of a transiently failed request.
         sleep: Used between retries (a test passes a no-op).
+        telemetry: Where ``upsert`` spans, retries and write latencies go.
     """
 
     def __init__(
@@ -198,6 +204,7 @@ class QdrantSink:
         queue_size: int = 4,
         retries: int = 3,
         sleep: Callable[[float], None] = time.sleep,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.client = client
         self.collection = collection
@@ -205,6 +212,7 @@ class QdrantSink:
         self.retries = retries
         self.counts = WriteCounts()
         self._sleep = sleep
+        self.telemetry = telemetry or Telemetry()
         # qdrant-client's embedded mode is not thread-safe: every call goes through this lock.
         self._lock = threading.Lock()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
@@ -225,11 +233,24 @@ class QdrantSink:
                     raise
                 attempt += 1
                 self.counts.retries += 1
+                self.telemetry.count_retry(action.split(" ", 1)[0])
                 delay = min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
                 log.warning("%s failed (%s); retry %d of %d", action, exc, attempt, self.retries)
                 self._sleep(delay)
 
     # -- collection ----------------------------------------------------------------------------
+
+    def physical_name(self) -> str:
+        """The collection behind the configured name (itself, unless the name is an alias).
+
+        Schema changes go to the collection itself: a server applies point operations through
+        an alias, but not every collection-level call.
+        """
+        response = self.request("list aliases", lambda: self.client.get_aliases())
+        for alias in response.aliases:
+            if alias.alias_name == self.collection:
+                return alias.collection_name
+        return self.collection
 
     def ensure_collection(self, layout: CollectionLayout) -> None:
         """Create the collection, or check and extend an existing one to fit ``layout``.
@@ -237,12 +258,12 @@ class QdrantSink:
         Raises:
             CollectionMismatch: A vector exists with another size or kind.
         """
-        name = self.collection
+        name = self.physical_name()
         exists = self.request(
             f"look up collection {name!r}", lambda: self.client.collection_exists(name)
         )
         if not exists:
-            self._create(layout)
+            self._create(name, layout)
             return
         info = self.request(f"read collection {name!r}", lambda: self.client.get_collection(name))
         dense = info.config.params.vectors or {}
@@ -257,6 +278,7 @@ class QdrantSink:
                 raise CollectionMismatch(f"collection {name!r}: {vector!r} is a sparse vector")
             if vector not in dense:
                 self._add_vector(
+                    name,
                     vector,
                     qm.DenseVectorNameConfig(
                         dense=qm.DenseVectorConfig(size=size, distance=qm.Distance.COSINE)
@@ -265,13 +287,15 @@ class QdrantSink:
             elif dense[vector].size != size:
                 raise CollectionMismatch(
                     f"collection {name!r}: vector {vector!r} has size {dense[vector].size}, the "
-                    f"model gives {size}; use another collection or vector name"
+                    f"model gives {size}; run `connector migrate` to rebuild the collection for "
+                    "the new model, or use another collection or vector name"
                 )
         for vector, idf in layout.sparse.items():
             if vector in dense:
                 raise CollectionMismatch(f"collection {name!r}: {vector!r} is a dense vector")
             if vector not in sparse:
                 self._add_vector(
+                    name,
                     vector,
                     qm.SparseVectorNameConfig(
                         sparse=qm.SparseVectorConfig(modifier=qm.Modifier.IDF if idf else None)
@@ -289,8 +313,7 @@ class QdrantSink:
                 lambda: self.client.update_collection(name, metadata=layout.metadata),
             )
 
-    def _create(self, layout: CollectionLayout) -> None:
-        name = self.collection
+    def _create(self, name: str, layout: CollectionLayout) -> None:
         self.request(
             f"create collection {name!r}",
             lambda: self.client.create_collection(
@@ -300,23 +323,25 @@ class QdrantSink:
                 metadata=layout.metadata or None,
             ),
         )
-        for key in ("source", "content_hash", "chunk_id"):
-            with warnings.catch_warnings():
-                # The embedded mode warns that it ignores payload indexes; a server uses them.
-                warnings.simplefilter("ignore")
-                self.request(
-                    f"index payload key {key!r}",
-                    lambda key=key: self.client.create_payload_index(
-                        name, key, qm.PayloadSchemaType.KEYWORD
-                    ),
-                )
+        for key in CHUNK_INDEXES:
+            self.create_index(name, key, qm.PayloadSchemaType.KEYWORD)
         log.info("created collection %s", name)
 
-    def _add_vector(self, vector: str, config: Any) -> None:
-        log.info("adding vector %s to collection %s", vector, self.collection)
+    def create_index(self, collection: str, key: str, schema: qm.PayloadSchemaType) -> None:
+        """Index payload ``key`` of ``collection`` (a no-op when the index exists)."""
+        with warnings.catch_warnings():
+            # The embedded mode warns that it ignores payload indexes; a server uses them.
+            warnings.simplefilter("ignore")
+            self.request(
+                f"index payload key {key!r} of {collection!r}",
+                lambda: self.client.create_payload_index(collection, key, schema),
+            )
+
+    def _add_vector(self, collection: str, vector: str, config: Any) -> None:
+        log.info("adding vector %s to collection %s", vector, collection)
         self.request(
-            f"add vector {vector!r} to {self.collection!r}",
-            lambda: self.client.create_vector_name(self.collection, vector, config),
+            f"add vector {vector!r} to {collection!r}",
+            lambda: self.client.create_vector_name(collection, vector, config),
         )
 
     def collection_metadata(self) -> dict[str, Any]:
@@ -359,10 +384,12 @@ class QdrantSink:
         if self._writer is None:
             self._writer = threading.Thread(target=self._drain, name="qdrant-writer", daemon=True)
             self._writer.start()
+        # The writer thread parents its `upsert` spans on the caller's span.
+        parent = self.telemetry.context()
         for request in self._split(batch):
             while True:
                 try:
-                    self._queue.put(request, timeout=0.5)
+                    self._queue.put((request, parent), timeout=0.5)
                     break
                 except queue.Full:
                     self._raise_failure()
@@ -396,12 +423,27 @@ class QdrantSink:
                 return
             if self._failure is not None:
                 continue  # drop the rest: the run is failing and will say why
+            batch, parent = request
             try:
-                self._write(request)
+                self._write(batch, parent)
             except BaseException as exc:  # handed to the caller's thread
                 self._failure = exc
 
-    def _write(self, batch: WriteBatch) -> None:
+    def _write(self, batch: WriteBatch, parent: object | None = None) -> None:
+        attributes = {
+            "points": len(batch.upserts),
+            "vector_updates": len(batch.vector_updates),
+            "payload_updates": len(batch.payload_overwrites),
+        }
+        started = time.perf_counter()
+        with self.telemetry.span("upsert", attributes, parent=parent) as span:
+            self._send(batch)
+            latency = (time.perf_counter() - started) * 1000
+            span.set_attribute("latency_ms", round(latency, 3))
+        self.counts.write_ms += latency
+        self.telemetry.record_stage("upsert", latency)
+
+    def _send(self, batch: WriteBatch) -> None:
         name = self.collection
         if batch.upserts:
             self.request(

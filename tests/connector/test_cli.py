@@ -238,7 +238,10 @@ def test_sparse_switch_off_then_on_backfills_sparse_only(workdir: Path, capsys) 
     summary = manifest(workdir, off["run_id"])
     assert summary["schema_version"] == "4.0" and summary["sparse_run"] is None
     client = QdrantClient(path=str(workdir / ".connector" / "qdrant"))
-    assert not client.get_collection("chunks").config.params.sparse_vectors
+    # The schema has the sparse vector (migration 0002); with sparse off no point fills it.
+    assert set(client.get_collection("chunks").config.params.sparse_vectors) == {"qdrant-bm25"}
+    points, _ = client.scroll("chunks", limit=100, with_vectors=True)
+    assert len(points) == 40 and all(set(p.vector) == {"all-minilm-l6-v2"} for p in points)
     client.close()
 
     assert run(capsys, "sparse", "on")[1].startswith("sparse is on for the next syncs (switch)")

@@ -21,6 +21,13 @@ MODULES = [
     "connector.manifest",
     "connector.runtime",
     "connector.telemetry",
+    "connector.runs",
+    "connector.recording",
+    "connector.live",
+    "connector.liveness",
+    "connector.migrator",
+    "connector.rebuild",
+    "connector.commands",
 ]
 
 

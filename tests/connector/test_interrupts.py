@@ -16,9 +16,18 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient
 
+from connector.live import read_progress
+
 pytestmark = pytest.mark.slow
 
 CORPUS = Path(__file__).parent.parent / "fixtures" / "corpus.jsonl"
+
+
+class _NothingYet:
+    chunks_done = 0
+
+
+_NOTHING_YET = _NothingYet()
 
 
 def _sync(workdir: Path, source: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -78,9 +87,8 @@ def _stop_mid_run(workdir: Path, signum: int) -> subprocess.Popen[bytes]:
 
     writer = threading.Thread(target=feed, daemon=True)
     writer.start()
-    storage = workdir / "state" / "qdrant" / "collection" / "chunks" / "storage.sqlite"
     deadline = time.monotonic() + 240
-    while not (storage.exists() and storage.stat().st_size > 40_000):
+    while (read_progress(workdir / "state") or _NOTHING_YET).chunks_done < 16:
         assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
         assert time.monotonic() < deadline, "the sync never started writing"
         time.sleep(0.2)
@@ -115,6 +123,7 @@ def test_sigterm_marks_the_run_interrupted_and_the_next_run_converges(
     (manifest,) = (tmp_path / "state" / "runs").glob("*/processing_summary.json")
     summary = json.loads(manifest.read_text())
     assert summary["run"]["status"] == "interrupted"
+    assert summary["run"]["reason"] == "stopped by SIGTERM"
     assert summary["counts"]["upserted"] > 0
     _converges(tmp_path, expected)
 

@@ -50,7 +50,12 @@ def echo_server(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def _connector(workdir: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CONNECTOR_")}
-    environ |= {"CONNECTOR_QDRANT__API_KEY": API_KEY, "CONNECTOR_LOG_LEVEL": "DEBUG"} | env
+    environ |= {
+        "CONNECTOR_QDRANT__API_KEY": API_KEY,
+        "CONNECTOR_LOG_LEVEL": "DEBUG",
+        # Spans and metrics printed too, so that they are searched as well.
+        "CONNECTOR_TELEMETRY__EXPORTER": "console",
+    } | env
     return subprocess.run(
         [sys.executable, "-m", "connector", *argv],
         cwd=workdir,
@@ -95,6 +100,7 @@ def test_api_key_is_absent_from_a_successful_run_and_its_outputs(tmp_path: Path)
     assert sync.returncode == 0, sync.stderr
     assert search.returncode == 0, search.stderr
     outputs = sync.stdout + sync.stderr + search.stdout + search.stderr
+    assert '"name": "sync"' in outputs and '"name": "upsert"' in outputs  # the spans
     assert API_KEY not in outputs
     assert _files_with(tmp_path, API_KEY) == []
     assert list((tmp_path / ".connector" / "runs").glob("*/processing_summary.json"))

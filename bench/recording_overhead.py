@@ -1,0 +1,147 @@
+"""What recording a run costs: a bare sync vs the same sync recorded and traced.
+
+Reference: ``Syncer.run`` alone (no run record, no progress file, no-op telemetry).
+Ours: the same run inside a ``RunRecorder`` (runs collection record at start, on progress and at
+the end; ``progress.json`` about twice a second; manifest file) with OpenTelemetry SDK providers
+recording every span and metric in memory.
+
+Both sync the same corpus into a fresh embedded Qdrant each time, with real BM25 and, by default,
+a cheap hashed dense encoder so that the recording overhead is not hidden behind model time
+(``--dense minilm`` uses the real all-MiniLM-L6-v2).
+
+    python bench/recording_overhead.py [--chunks 3000] [--repeat 3] [--dense fake|minilm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from qdrant_client import QdrantClient
+
+from connector.chunks import ChunkRecord
+from connector.recording import RunRecorder
+from connector.runner import SparseTarget, Syncer
+from connector.runs import RunStore
+from connector.sink import QdrantSink
+from connector.sparse.generator import SparseVectorGenerator
+from connector.telemetry import Telemetry
+
+CORPUS = Path(__file__).resolve().parents[1] / "connector" / "data" / "example_corpus.jsonl"
+
+
+class HashedDense:
+    """A fast deterministic dense encoder (hashed bag of words), 64-d."""
+
+    name = "hashed"
+    dim = 64
+    signature = "hashed|dim=64"
+
+    def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        out = []
+        for text in texts:
+            vector = [0.0] * self.dim
+            for word in text.lower().split():
+                digest = hashlib.blake2b(word.encode(), digest_size=4).digest()
+                vector[int.from_bytes(digest, "little") % self.dim] += 1.0
+            norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+            out.append([v / norm for v in vector])
+        return out
+
+    def encode_query(self, text: str) -> list[float]:
+        return self.encode([text])[0]
+
+
+class Chunks:
+    """``count`` chunks cycling over the example corpus, each with its own id and text."""
+
+    def __init__(self, count: int) -> None:
+        self.texts = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines()]
+        self.count = count
+        self.name = "bench://corpus"
+        self.total_bytes = sum(len(self.texts[i % len(self.texts)]) + 8 for i in range(count))
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[ChunkRecord]:
+        self.bytes_read = 0
+        for i in range(self.count):
+            text = f"{self.texts[i % len(self.texts)]} [{i}]"
+            self.bytes_read += len(text) + 8
+            yield ChunkRecord(text=text, metadata={"n": i}, chunk_id=str(i), location=str(i))
+
+
+def dense_encoder(kind: str) -> object:
+    if kind == "fake":
+        return HashedDense()
+    from connector.dense import load_dense_encoders
+    from connector.settings import DenseModelConfig
+
+    return load_dense_encoders([DenseModelConfig(model="all-MiniLM-L6-v2")])[0]
+
+
+def one_run(count: int, dense: object, recorded: bool) -> float:
+    """Seconds for one sync of ``count`` chunks into a fresh embedded Qdrant."""
+    with tempfile.TemporaryDirectory() as tmp:
+        telemetry = Telemetry()  # the global providers: no-op
+        if recorded:
+            tracer_provider = TracerProvider()
+            tracer_provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+            telemetry = Telemetry(
+                tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()])
+            )
+        sink = QdrantSink(QdrantClient(path=f"{tmp}/qdrant"), "chunks", telemetry=telemetry)
+        sparse = SparseTarget(
+            SparseVectorGenerator(telemetry=telemetry), "qdrant-bm25", "qdrant-bm25", idf=True
+        )
+        syncer = Syncer(sink, [dense], sparse, batch_size=256, telemetry=telemetry)  # type: ignore[list-item]
+        source = Chunks(count)
+        started = time.perf_counter()
+        try:
+            if recorded:
+                store = RunStore(sink, "connector_runs")
+                with RunRecorder(syncer, source.name, Path(tmp) / "state", store) as recorder:
+                    syncer.run(source, run_id=recorder.run_id)
+            else:
+                syncer.run(source)
+        finally:
+            elapsed = time.perf_counter() - started
+            sink.close()
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=3000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dense", choices=["fake", "minilm"], default="fake")
+    args = parser.parse_args()
+    dense = dense_encoder(args.dense)
+    one_run(64, dense, recorded=True)  # warm-up: model load, imports, stemmer tables
+    bare: list[float] = []
+    recorded: list[float] = []
+    for _ in range(args.repeat):  # interleaved, so that drift hits both alike
+        bare.append(one_run(args.chunks, dense, recorded=False))
+        recorded.append(one_run(args.chunks, dense, recorded=True))
+    ref, ours = statistics.median(bare), statistics.median(recorded)
+    print(f"chunks: {args.chunks}, dense: {args.dense}, repeats: {args.repeat} (median)")
+    print(f"reference  bare sync               {ref:7.2f} s  {args.chunks / ref:8.1f} chunks/s")
+    print(f"ours       recorded + traced sync  {ours:7.2f} s  {args.chunks / ours:8.1f} chunks/s")
+    print(f"ratio      ours / reference time   {ours / ref:7.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
