@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     toggle = sync.add_mutually_exclusive_group()
     toggle.add_argument("--enable-sparse", dest="sparse", action="store_true", default=None)
     toggle.add_argument("--disable-sparse", dest="sparse", action="store_false")
+    device = sync.add_mutually_exclusive_group()
+    device.add_argument(
+        "--gpu", dest="gpu", action="store_true", default=None, help="use a leased GPU when free"
+    )
+    device.add_argument(
+        "--cpu", dest="gpu", action="store_false", help="run every model on the CPU"
+    )
 
     sparse = commands.add_parser(
         "sparse", parents=[common], help="switch sparse vectors on or off for the next syncs"
@@ -75,6 +82,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         put("sync", "batch_size", args.batch_size)
         if args.allow_empty:
             put("sync", "allow_empty", True)
+        put("gpu", "enabled", args.gpu)
     return out
 
 
@@ -116,7 +124,13 @@ def _setup_logging(level: str) -> None:
 
 
 def _sync(settings: Any, args: argparse.Namespace) -> int:
-    from connector.app import dense_encoders, open_sink, sparse_target
+    from connector.app import (
+        dense_encoders,
+        dense_stage,
+        device_executor,
+        open_sink,
+        sparse_target,
+    )
     from connector.manifest import build_summary, write_summary
     from connector.progress import NULL_PROGRESS, TerminalProgress
     from connector.runner import Syncer
@@ -135,8 +149,9 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
         retries=src.retries,
     )
     dense = dense_encoders(settings)
+    executor = device_executor(settings, holder="connector sync")
     enabled, _ = sparse_enabled(settings.state_dir, settings.sparse.enabled, args.sparse)
-    sparse = sparse_target(settings) if enabled else None
+    sparse = sparse_target(settings, executor) if enabled else None
     show_bar = sys.stderr.isatty() and not args.json
     sink = open_sink(settings)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -147,6 +162,7 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
         batch_size=settings.sync.batch_size,
         allow_empty=settings.sync.allow_empty,
         progress=TerminalProgress() if show_bar else NULL_PROGRESS,
+        dense_stage=dense_stage(settings, executor),
     )
     try:
         report = syncer.run(source)

@@ -34,6 +34,17 @@ class DenseEncoder(Protocol):
     """Name of its vector in Qdrant."""
 
     @property
+    def batch_size(self) -> int:
+        """Texts per forward pass: the most the batch runner hands over at once."""
+        return self.config.batch_size
+
+    def to(self, device: str) -> None:
+        """Runs on ``device`` from now on (moves the model if it is loaded already)."""
+        self.device = device
+        if self._model is not None:
+            self._model.to(device)
+
+    @property
     def dim(self) -> int:
         """Vector size."""
         ...

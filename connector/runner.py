@@ -24,6 +24,7 @@ from connector.sink import (
     as_uuid_int,
 )
 from connector.sparse import model_spec
+from connector.stages import DenseStage
 
 if TYPE_CHECKING:
     from connector.dense import DenseEncoder
@@ -95,6 +96,7 @@ class Syncer:
         batch_size: Chunks read, compared and encoded together.
         allow_empty: Let an empty read delete every stored point of the source.
         progress: Told how far the run is.
+        dense_stage: Runs the dense models (default: on the CPU).
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class Syncer:
         batch_size: int = 256,
         allow_empty: bool = False,
         progress: Progress = NULL_PROGRESS,
+        dense_stage: DenseStage | None = None,
     ) -> None:
         self.sink = sink
         self.dense = list(dense)
@@ -113,6 +116,7 @@ class Syncer:
         self.batch_size = batch_size
         self.allow_empty = allow_empty
         self.progress = progress
+        self.dense_stage = dense_stage or DenseStage()
         self._signatures: dict[str, str] = {}
         self.report: SyncReport | None = None
         """The report of the run in progress or last run, also when it failed."""
@@ -257,7 +261,7 @@ class Syncer:
         for encoder in self.dense:
             indices = needs[encoder.name]
             if indices:
-                encoded = encoder.encode([window[i][0].text for i in indices])
+                encoded = self.dense_stage.encode(encoder, [window[i][0].text for i in indices])
                 out[encoder.name] = dict(zip(indices, encoded, strict=True))
                 report.vectors_encoded[encoder.name] = report.vectors_encoded.get(
                     encoder.name, 0

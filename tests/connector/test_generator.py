@@ -133,8 +133,13 @@ def test_missing_model_falls_back_to_metadata_in_the_same_index_space(tmp_path) 
 
 
 def test_failure_on_one_batch_falls_back_for_that_batch_only() -> None:
-    records = chunks(300, sparse_features={"flutter": 1.0})
-    records[260] = ChunkRecord(text="marker inside batch two", metadata={})
+    # Texts of one length: batches run longest first, so equal lengths keep the input order.
+    records = [
+        ChunkRecord(text=f"wing flutter test {i:03d}", metadata={"sparse_features": {"flutter": 1}})
+        for i in range(300)
+    ]
+    records[260] = ChunkRecord(text="marker in batch 2 xxx", metadata={})
+    assert len({len(r.text) for r in records}) == 1
     result = with_model(FlakySparse(fail_on="marker")).generate(records, "qdrant-bm25")
     assert result.fallback_indices == list(range(256, 300))
     assert not result.success and result.error_message == "ValueError on cpu"
