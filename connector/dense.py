@@ -34,17 +34,6 @@ class DenseEncoder(Protocol):
     """Name of its vector in Qdrant."""
 
     @property
-    def batch_size(self) -> int:
-        """Texts per forward pass: the most the batch runner hands over at once."""
-        return self.config.batch_size
-
-    def to(self, device: str) -> None:
-        """Runs on ``device`` from now on (moves the model if it is loaded already)."""
-        self.device = device
-        if self._model is not None:
-            self._model.to(device)
-
-    @property
     def dim(self) -> int:
         """Vector size."""
         ...
@@ -110,6 +99,17 @@ class SentenceTransformerEncoder:
                 f"dense model {self.config.model!r}: cannot load ({type(exc).__name__}: "
                 f"{_first_line(exc)}); give a local folder or a reachable hub id"
             ) from exc
+
+    @property
+    def batch_size(self) -> int:
+        """Texts per forward pass: the most the batch runner hands over at once."""
+        return self.config.batch_size
+
+    def to(self, device: str) -> None:
+        """Runs on ``device`` from now on (moves the model if it is loaded already)."""
+        self.device = device
+        if self._model is not None:
+            self._model.to(device)
 
     @property
     def dim(self) -> int:
