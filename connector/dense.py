@@ -109,7 +109,9 @@ class SentenceTransformerEncoder:
         """Runs on ``device`` from now on (moves the model if it is loaded already)."""
         self.device = device
         if self._model is not None:
-            self._model.to(device)
+            from connector.gpu.staging import move_module
+
+            move_module(self._model, device)
 
     @property
     def dim(self) -> int:

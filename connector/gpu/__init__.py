@@ -10,7 +10,7 @@ from connector.gpu.cuda import CudaMemory, DeviceMemory, cuda_device_for, is_out
 from connector.gpu.executor import DeviceExecutor
 from connector.gpu.lease import GpuLease, LeasePool, LeaseRecord, lease_dir, read_leases
 from connector.gpu.probe import DeviceInfo, DeviceProbe, GpuProcess, NvmlProbe
-from connector.gpu.staging import staged
+from connector.gpu.staging import move_module, staged
 
 __all__ = [
     "GIB",
@@ -31,6 +31,7 @@ __all__ = [
     "cuda_device_for",
     "is_out_of_memory",
     "lease_dir",
+    "move_module",
     "read_leases",
     "staged",
 ]

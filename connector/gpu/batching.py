@@ -151,6 +151,11 @@ class AdaptiveBatcher:
         ceiling = max(1, work.max_batch)
         return min(ceiling, self._sizes.get(work.name, ceiling))
 
+    def sizes(self) -> dict[str, int]:
+        """The batch size each model has adapted to, by model name (models not yet adapted
+        start at their recommended size)."""
+        return dict(self._sizes)
+
     def _floor(self, work: Workload[Any, Any]) -> int:
         return min(self.policy.min_batch, max(1, work.max_batch))
 

@@ -250,7 +250,9 @@ class Bm42:
         """
         with self._lock:
             if self._model is not None:
-                self._model.to(device)
+                from connector.gpu.staging import move_module
+
+                move_module(self._model, device)
             self._device = device
 
     # ------------------------------------------------------------------ text -> stems
