@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import tempfile
 import time
@@ -199,8 +200,12 @@ def main() -> None:
     parser.add_argument("--min-batch", type=int, default=4, help="gpu.min_batch_size (4)")
     parser.add_argument("--corpus", type=Path, help="JSONL/BEIR corpus (default: the bundled one)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     chunks = synthesise(load_texts(args.corpus), args.chunks)
     devices = NvmlProbe().devices()

@@ -184,7 +184,7 @@ class GpuSettings(_Section):
 
     enabled: bool = False
     """Run models on a leased GPU when one is free (BM25 always runs on the CPU)."""
-    device_ids: list[NonNegativeInt] | None = None
+    device_ids: list[NonNegativeInt] | None = Field(default=None, min_length=1)
     """GPUs that may be leased, as ``nvidia-smi`` numbers them. Default: any."""
     vram_hard_cap_gb: float = Field(default=12.0, gt=0)
     """GiB this process may allocate on a leased GPU; past it, allocations fail (then halve)."""

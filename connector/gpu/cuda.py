@@ -6,6 +6,7 @@ torch is imported inside the functions, so importing this module stays cheap.
 from __future__ import annotations
 
 import os
+import re
 from typing import Protocol
 
 from connector.gpu.probe import DeviceInfo
@@ -86,16 +87,21 @@ def cuda_device_for(info: DeviceInfo) -> str | None:
     if not torch.cuda.is_available():
         return None
     count = torch.cuda.device_count()
-    wanted = info.uuid.lower().removeprefix("gpu-")
+    wanted = _hex(info.uuid)
     seen_uuid = False
     for ordinal in range(count):
         uuid = getattr(torch.cuda.get_device_properties(ordinal), "uuid", None)
         if uuid is None:
             continue
         seen_uuid = True
-        if str(uuid).lower().removeprefix("gpu-") == wanted:
+        if _hex(str(uuid)) == wanted:
             return f"cuda:{ordinal}"
     # Builds whose device properties carry no UUID: NVML's order holds when nothing is hidden.
     if not seen_uuid and "CUDA_VISIBLE_DEVICES" not in os.environ and info.index < count:
         return f"cuda:{info.index}"
     return None
+
+
+def _hex(uuid: str) -> str:
+    """The hex digits of a UUID: NVML writes ``GPU-1a2b...``, torch ``1a2b...``."""
+    return re.sub(r"[^0-9a-f]", "", uuid.lower().removeprefix("gpu-"))

@@ -85,11 +85,12 @@ def read_leases(state_dir: Path | str) -> list[LeaseRecord]:
 
 
 def _parse(data: bytes) -> LeaseRecord | None:
-    # A holder that has just locked may not have written its record yet.
+    # A holder that has just locked may not have written its record yet; a newer version may
+    # have written more than this one knows.
     try:
         raw = json.loads(data.decode("utf-8"))
-        return LeaseRecord(**raw)
-    except (ValueError, TypeError):
+        return LeaseRecord(**{name: raw[name] for name in LeaseRecord.__dataclass_fields__})
+    except (ValueError, TypeError, KeyError):
         return None
 
 

@@ -104,6 +104,17 @@ def test_a_record_left_without_its_lock_is_history(tmp_path: Path) -> None:
         assert read_leases(tmp_path) == [lease.record]
 
 
+def test_records_with_more_or_less_than_known_are_read_or_skipped(tmp_path: Path) -> None:
+    leases = pool(tmp_path, gpus=2)
+    with leases.lease([0]) as newer, leases.lease([1]) as broken:
+        path = lease_dir(tmp_path) / "gpu-0.lock"
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps(record | {"priority": 3}))  # a later version's extra key
+        (lease_dir(tmp_path) / "gpu-1.lock").write_text('{"device": 1}')
+        assert read_leases(tmp_path) == [newer.record]
+        assert broken.held
+
+
 def test_a_lease_is_taken_once(tmp_path: Path) -> None:
     with pool(tmp_path).lease() as lease, pytest.raises(RuntimeError, match="held already"):
         lease.acquire()

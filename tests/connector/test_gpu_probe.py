@@ -113,3 +113,13 @@ def test_this_machine_without_nvml_reports_no_devices() -> None:
         assert NvmlProbe().devices() == []
     else:
         pytest.skip("this machine has NVML; the gpu tests cover it")
+
+
+def test_without_cuda_in_torch_no_gpu_is_usable() -> None:
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a CUDA device here; the gpu tests cover the mapping")
+    from connector.gpu import cuda_device_for
+
+    info = DeviceInfo(0, "GPU", "GPU-0000", GIB, 0, None)
+    assert cuda_device_for(info) is None
