@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from connector.dense import load_dense_encoders
+from connector.gpu import GIB, BatchPolicy, DeviceExecutor, LeasePool
 from connector.runner import SparseTarget
 from connector.sink import CollectionLayout, QdrantSink, make_client
 from connector.sparse import generator_from_settings, model_spec
+from connector.stages import DenseStage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -16,7 +18,14 @@ if TYPE_CHECKING:
     from connector.settings import Settings
     from connector.telemetry import Telemetry
 
-__all__ = ["collection_layout", "dense_encoders", "open_sink", "sparse_target"]
+__all__ = [
+    "collection_layout",
+    "dense_encoders",
+    "dense_stage",
+    "device_executor",
+    "open_sink",
+    "sparse_target",
+]
 
 
 def open_sink(
@@ -35,22 +44,60 @@ def open_sink(
 
 
 def dense_encoders(settings: Settings) -> list[SentenceTransformerEncoder]:
-    """The configured dense ensemble (models load on first use)."""
-    device = settings.dense.device
-    return load_dense_encoders(settings.dense.models, device=None if device == "auto" else device)
+    """The configured dense ensemble (models load on the CPU, on first use)."""
+    return load_dense_encoders(settings.dense.models, device="cpu")
 
 
-def sparse_target(settings: Settings) -> SparseTarget:
-    """The configured sparse model and its vector (whether sync uses it is the switch's call)."""
-    sparse = settings.sparse
+def device_executor(settings: Settings, holder: str = "connector") -> DeviceExecutor:
+    """Runs models on GPUs leased under ``state_dir`` (when ``gpu.enabled``), else the CPU.
+
+    Args:
+        settings: The ``gpu`` section and ``state_dir``.
+        holder: Names this process in the lease records (``connector sync``).
+    """
+    gpu = settings.gpu
+    hard_cap = int(gpu.vram_hard_cap_gb * GIB)
+    pool = None
+    if gpu.enabled:
+        pool = LeasePool(
+            settings.state_dir,
+            timeout_s=gpu.lease_timeout_s,
+            holder=holder,
+        )
+    policy = BatchPolicy(
+        hard_cap_bytes=hard_cap,
+        soft_limit_bytes=int(gpu.vram_soft_limit_gb * GIB),
+        min_batch=gpu.min_batch_size,
+    )
+    return DeviceExecutor(pool, policy)
+
+
+def dense_stage(settings: Settings, executor: DeviceExecutor | None = None) -> DenseStage:
+    """The dense step of a sync, on ``executor`` (default: one built from ``settings``)."""
+    gpu = settings.gpu
+    return DenseStage(
+        executor or device_executor(settings),
+        use_gpu=gpu.enabled,
+        device_ids=gpu.device_ids,
+    )
+
+
+def sparse_target(settings: Settings, executor: DeviceExecutor | None = None) -> SparseTarget:
+    """The configured sparse model and its vector (whether sync uses it is the switch's call).
+
+    Args:
+        settings: The ``sparse`` and ``gpu`` sections.
+        executor: Where the model runs (default: the CPU only, enough for queries).
+    """
+    sparse, gpu = settings.sparse, settings.gpu
     spec = model_spec(sparse.model)
     return SparseTarget(
-        generator=generator_from_settings(sparse),
+        generator=generator_from_settings(sparse, executor),
         model_name=spec.name,
         vector_name=sparse.vector_name or spec.name,
         idf=spec.idf,
-        use_gpu=sparse.use_gpu,
-        device_ids=tuple(sparse.device_ids) if sparse.device_ids is not None else None,
+        use_gpu=gpu.enabled,
+        device_ids=tuple(gpu.device_ids) if gpu.device_ids is not None else None,
     )
 
 

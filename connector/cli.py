@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     toggle = sync.add_mutually_exclusive_group()
     toggle.add_argument("--enable-sparse", dest="sparse", action="store_true", default=None)
     toggle.add_argument("--disable-sparse", dest="sparse", action="store_false")
+    device = sync.add_mutually_exclusive_group()
+    device.add_argument(
+        "--gpu", dest="gpu", action="store_true", default=None, help="use a leased GPU when free"
+    )
+    device.add_argument(
+        "--cpu", dest="gpu", action="store_false", help="run every model on the CPU"
+    )
 
     sparse = commands.add_parser(
         "sparse", parents=[common], help="switch sparse vectors on or off for the next syncs"
@@ -88,6 +95,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             put("sync", "strict", True)
         if args.allow_mass_delete:
             put("sync", "allow_mass_delete", True)
+        put("gpu", "enabled", args.gpu)
     return out
 
 
@@ -146,7 +154,13 @@ def _setup_logging(level: str) -> None:
 
 
 def _sync(settings: Any, args: argparse.Namespace, telemetry: Any = None) -> int:
-    from connector.app import dense_encoders, open_sink, sparse_target
+    from connector.app import (
+        dense_encoders,
+        dense_stage,
+        device_executor,
+        open_sink,
+        sparse_target,
+    )
     from connector.commands import recorded_sync
     from connector.progress import NULL_PROGRESS, TerminalProgress
     from connector.runner import Syncer
@@ -167,8 +181,9 @@ def _sync(settings: Any, args: argparse.Namespace, telemetry: Any = None) -> int
         max_line_bytes=src.max_line_bytes,
     )
     dense = dense_encoders(settings)
+    executor = device_executor(settings, holder="connector sync")
     enabled, _ = sparse_enabled(settings.state_dir, settings.sparse.enabled, args.sparse)
-    sparse = sparse_target(settings) if enabled else None
+    sparse = sparse_target(settings, executor) if enabled else None
     show_bar = sys.stderr.isatty() and not args.json
     sink = open_sink(settings, telemetry=telemetry)
     syncer = Syncer(
@@ -181,6 +196,7 @@ def _sync(settings: Any, args: argparse.Namespace, telemetry: Any = None) -> int
         allow_mass_delete=settings.sync.allow_mass_delete,
         progress=TerminalProgress() if show_bar else NULL_PROGRESS,
         telemetry=telemetry,
+        dense_stage=dense_stage(settings, executor),
     )
     try:
         # Creates a missing collection at the latest schema, refuses one that is behind, and

@@ -101,6 +101,19 @@ class SentenceTransformerEncoder:
             ) from exc
 
     @property
+    def batch_size(self) -> int:
+        """Texts per forward pass: the most the batch runner hands over at once."""
+        return self.config.batch_size
+
+    def to(self, device: str) -> None:
+        """Runs on ``device`` from now on (moves the model if it is loaded already)."""
+        self.device = device
+        if self._model is not None:
+            from connector.gpu.staging import move_module
+
+            move_module(self._model, device)
+
+    @property
     def dim(self) -> int:
         size = self.model.get_embedding_dimension()
         if not size:

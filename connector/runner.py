@@ -25,6 +25,7 @@ from connector.sink import (
 )
 from connector.sources.skips import KEPT_ENTRIES, SkipLog
 from connector.sparse import model_spec
+from connector.stages import DenseStage
 from connector.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -119,6 +120,7 @@ class Syncer:
         progress: Told how far the run is.
         telemetry: Where the ``sync`` span and its per-batch ``dense`` span go (the sparse
             generator and the sink emit ``sparse_inference`` and ``upsert`` under it).
+        dense_stage: Runs the dense models (default: on the CPU).
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class Syncer:
         allow_mass_delete: bool = False,
         progress: Progress = NULL_PROGRESS,
         telemetry: Telemetry | None = None,
+        dense_stage: DenseStage | None = None,
     ) -> None:
         self.sink = sink
         self.dense = list(dense)
@@ -143,6 +146,7 @@ class Syncer:
         self.allow_mass_delete = allow_mass_delete
         self.progress = progress
         self.telemetry = telemetry or Telemetry()
+        self.dense_stage = dense_stage or DenseStage(telemetry=self.telemetry)
         self._signatures: dict[str, str] = {}
         self.report: SyncReport | None = None
         """The report of the run in progress or last run, also when it failed."""
@@ -412,7 +416,8 @@ class Syncer:
             for encoder in self.dense:
                 indices = needs[encoder.name]
                 if indices:
-                    encoded = encoder.encode([window[i][0].text for i in indices])
+                    texts = [window[i][0].text for i in indices]
+                    encoded = self.dense_stage.encode(encoder, texts)
                     out[encoder.name] = dict(zip(indices, encoded, strict=True))
                     count = report.vectors_encoded.get(encoder.name, 0) + len(indices)
                     report.vectors_encoded[encoder.name] = count

@@ -14,6 +14,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     SecretStr,
     ValidationError,
     field_validator,
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "DenseModelConfig",
     "DenseSettings",
+    "GpuSettings",
     "QdrantSettings",
     "Settings",
     "SourceSettings",
@@ -112,8 +114,6 @@ class DenseSettings(_Section):
         default_factory=lambda: [DenseModelConfig(model="all-MiniLM-L6-v2")], min_length=1
     )
     """Models of the ensemble, as strings or tables (``{model=..., name=...}``)."""
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
-    """Where dense models run."""
 
     @field_validator("models", mode="before")
     @classmethod
@@ -163,10 +163,6 @@ class SparseSettings(_Section):
     """Sparse model name (see ``connector.sparse.SPARSE_MODELS``)."""
     vector_name: str | None = None
     """Name of the sparse vector in Qdrant. Default: the model name."""
-    use_gpu: bool = False
-    """Run model-based sparse encoders (BM42, SPLADE) on a leased GPU when one is free."""
-    device_ids: list[int] | None = None
-    """GPUs the sparse stage may lease. Default: any."""
     bm25: Bm25Options = Field(default_factory=Bm25Options)
     """Options of ``qdrant-bm25`` and ``qdrant-bm25-engine``."""
     bm42: Bm42Options = Field(default_factory=Bm42Options)
@@ -184,6 +180,29 @@ class SparseSettings(_Section):
             "bm42": self.bm42.model_dump(),
             "splade": splade,
         }
+
+
+class GpuSettings(_Section):
+    """GPU use of the dense and sparse stages: leases, VRAM caps, adaptive batches."""
+
+    enabled: bool = False
+    """Run models on a leased GPU when one is free (BM25 always runs on the CPU)."""
+    device_ids: list[NonNegativeInt] | None = Field(default=None, min_length=1)
+    """GPUs that may be leased, as ``nvidia-smi`` numbers them. Default: any."""
+    vram_hard_cap_gb: float = Field(default=12.0, gt=0)
+    """GiB this process may allocate on a leased GPU; past it, allocations fail (then halve)."""
+    vram_soft_limit_gb: float = Field(default=10.0, gt=0)
+    """GiB of peak use after which the next batch halves."""
+    min_batch_size: int = Field(default=4, ge=1, le=4096)
+    """Smallest batch tried on a GPU; one failing at this size runs on the CPU."""
+    lease_timeout_s: float = Field(default=10.0, ge=0)
+    """Seconds to wait for a busy GPU before running on the CPU."""
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> GpuSettings:
+        if self.vram_soft_limit_gb > self.vram_hard_cap_gb:
+            raise ValueError("vram_soft_limit_gb must not exceed vram_hard_cap_gb")
+        return self
 
 
 class SourceSettings(_Section):
@@ -261,6 +280,7 @@ class Settings(BaseSettings):
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
     dense: DenseSettings = Field(default_factory=DenseSettings)
     sparse: SparseSettings = Field(default_factory=SparseSettings)
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from connector.chunks import ChunkRecord
 from connector.sources import SkipLog
@@ -59,3 +59,134 @@ class ListSource:
 
 def chunk(chunk_id: str, text: str, **metadata: object) -> ChunkRecord:
     return ChunkRecord(text=text, metadata=dict(metadata), chunk_id=chunk_id, location=chunk_id)
+
+
+# --------------------------------------------------------------------------- a simulated GPU
+
+GIB = 1 << 30
+
+
+class FakeProbe:
+    """A probe that reports ``count`` GPUs of ``total_bytes`` each (``used`` per index)."""
+
+    def __init__(
+        self, count: int = 1, total_bytes: int = 16 * GIB, used: dict[int, int] | None = None
+    ) -> None:
+        from connector.gpu import DeviceInfo
+
+        self.infos = [
+            DeviceInfo(
+                index=i,
+                name="Simulated GPU",
+                uuid=f"GPU-0000000{i}-fake",
+                total_bytes=total_bytes,
+                used_bytes=(used or {}).get(i, 0),
+                utilisation_pct=0,
+            )
+            for i in range(count)
+        ]
+
+    def devices(self) -> list:
+        return list(self.infos)
+
+
+def fake_cuda(info: object) -> str:
+    """Every probed GPU is visible to this process as ``cuda:<index>``."""
+    return f"cuda:{info.index}"  # type: ignore[attr-defined]
+
+
+class FakeMemory:
+    """Device memory of the simulated GPU: the models below report their peaks into it."""
+
+    def __init__(self, total: int = 16 * GIB) -> None:
+        self.total = total
+        self.caps: dict[str, int] = {}
+        self.peak = 0
+        self.frees = 0
+
+    def total_bytes(self, device: str) -> int:
+        return self.total
+
+    def set_hard_cap(self, device: str, cap_bytes: int) -> None:
+        self.caps[device] = cap_bytes
+
+    def reset_peak(self, device: str) -> None:
+        self.peak = 0
+
+    def peak_bytes(self, device: str) -> int:
+        return self.peak
+
+    def free(self, device: str) -> None:
+        self.frees += 1
+
+    def budget(self, device: str) -> int:
+        """What the allocator lets the process have: the hard cap once one is set."""
+        return min(self.caps.get(device, self.total), self.total)
+
+
+class HungryModel:
+    """A movable model whose batches need device memory: ``cost(item)`` bytes per item.
+
+    Past the device's budget (the hard cap set on ``memory``) a batch raises torch's own
+    ``torch.cuda.OutOfMemoryError``; below it, the batch's need becomes the device's peak.
+    ``calls`` records (device, batch size) of every attempt, failed ones included.
+    """
+
+    def __init__(
+        self,
+        memory: FakeMemory,
+        cost: int | Callable[[str], int] = GIB,
+        *,
+        gpu_error: type[Exception] | None = None,
+        cpu_error: type[Exception] | None = None,
+        hydrate_error: type[Exception] | None = None,
+    ) -> None:
+        self.memory = memory
+        self.cost = cost if callable(cost) else (lambda _item, c=cost: c)
+        self.gpu_error = gpu_error
+        self.cpu_error = cpu_error
+        self.hydrate_error = hydrate_error
+        self.device = "cpu"
+        self.moves: list[str] = []
+        self.calls: list[tuple[str, int]] = []
+        self.batches: list[list[str]] = []
+
+    def to(self, device: str) -> None:
+        if device != "cpu" and self.hydrate_error is not None:
+            raise self.hydrate_error("cannot hydrate")
+        self.moves.append(device)
+        self.device = device
+
+    def encode(self, items: Sequence[str]) -> list[str]:
+        import torch
+
+        self.calls.append((self.device, len(items)))
+        self.batches.append(list(items))
+        if self.device == "cpu":
+            if self.cpu_error is not None:
+                raise self.cpu_error(f"cpu failed on {items[0]}")
+        else:
+            if self.gpu_error is not None:
+                raise self.gpu_error(f"gpu failed on {items[0]}")
+            need = sum(self.cost(item) for item in items)
+            if need > self.memory.budget(self.device):
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried {need} bytes")
+            self.memory.peak = max(self.memory.peak, need)
+        return [f"v({item})" for item in items]
+
+    def gpu_sizes(self) -> list[int]:
+        return [size for device, size in self.calls if device != "cpu"]
+
+
+def recording_telemetry() -> tuple[object, object]:
+    """A Telemetry whose finished spans land in the returned in-memory exporter."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from connector.telemetry import Telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return Telemetry(provider), exporter

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from connector.errors import ConfigError
 
 if TYPE_CHECKING:
+    from connector.gpu.executor import DeviceExecutor
     from connector.settings import SparseSettings
     from connector.sparse.generator import SparseVectorGenerator
     from connector.sparse.vector import SparseVec
@@ -140,7 +141,8 @@ def build_encoder(spec: SparseModelSpec, options: dict[str, dict[str, Any]]) -> 
         if spec.kind == "attention":
             from connector.sparse.bm42 import Bm42
 
-            return Bm42(**options.get("bm42", {}))
+            # One forward pass per batch the runner hands over (it adapts that size on a GPU).
+            return Bm42(**{"batch_size": spec.recommended_batch_size, **options.get("bm42", {})})
         if spec.kind == "splade":
             from connector.sparse.splade import Splade
 
@@ -155,11 +157,13 @@ def build_encoder(spec: SparseModelSpec, options: dict[str, dict[str, Any]]) -> 
     raise ConfigError(f"sparse.model: {spec.name!r} has no encoder in this version")
 
 
-def generator_from_settings(settings: SparseSettings) -> SparseVectorGenerator:
-    """A generator whose models take their options from ``settings``."""
+def generator_from_settings(
+    settings: SparseSettings, executor: DeviceExecutor | None = None
+) -> SparseVectorGenerator:
+    """A generator whose models take their options from ``settings`` and run on ``executor``."""
     from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
 
-    return SparseVectorGenerator(ModelRegistry(settings.model_options()))
+    return SparseVectorGenerator(ModelRegistry(settings.model_options()), executor)
 
 
 def __getattr__(name: str) -> Any:

@@ -8,8 +8,9 @@ last attention layer) by running the original weights with PyTorch:
 
 1. the text is tokenized by the model's own word-piece tokenizer (truncated to the model's
    maximum length, at most 512 tokens),
-2. the model runs with ``output_attentions=True``; the last layer's attention is averaged over the
-   heads and its ``[CLS]`` row is taken: one weight per token (padding masked to 0),
+2. the model runs; the last layer's attention is averaged over the heads and its ``[CLS]`` row is
+   taken: one weight per token (padding masked to 0). Only that row is computed, from the last
+   layer's input (see :func:`_cls_attention`), so no layer keeps a tokens x tokens matrix,
 3. word pieces are glued back into words (a piece starting with ``##`` continues the previous
    word; special tokens, ``[UNK]`` included, are skipped without ending the word),
 4. a word is dropped when it is a stopword (the bundled ``english.txt``) or a single ASCII
@@ -122,6 +123,8 @@ class Bm42:
         self._lock = threading.Lock()
         self._tokenizer: Any = None
         self._model: Any = None
+        # The last layer's self-attention module, when the model is BERT-shaped.
+        self._last_attention: Any = None
         # Filled with the tokenizer (see _load_tokenizer).
         self._special_tokens: frozenset[str] = frozenset()
         self._continuation = _DEFAULT_CONTINUATION
@@ -226,12 +229,17 @@ class Bm42:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
-            # SDPA/flash kernels never materialise the attention matrix; eager does.
-            model = AutoModel.from_pretrained(where, attn_implementation="eager")
+            model = AutoModel.from_pretrained(where)
+            last = _last_self_attention(model)
+            if last is None:
+                # Not BERT-shaped: ask the model for its attention matrices (only eager
+                # attention materialises them; SDPA/flash kernels never do).
+                model = AutoModel.from_pretrained(where, attn_implementation="eager")
             model.eval()
             model.to(device)
         except Exception as exc:
             raise self._load_error("model", exc) from exc
+        self._last_attention = last
         self._model = model
 
     def to(self, device: str) -> None:
@@ -242,7 +250,9 @@ class Bm42:
         """
         with self._lock:
             if self._model is not None:
-                self._model.to(device)
+                from connector.gpu.staging import move_module
+
+                move_module(self._model, device)
             self._device = device
 
     # ------------------------------------------------------------------ text -> stems
@@ -452,18 +462,18 @@ class Bm42:
             mask[row, span] = 1
 
         device = next(model.parameters()).device
+        input_ids, mask = input_ids.to(device), mask.to(device)
         with torch.inference_mode():
-            output = model(
-                input_ids=input_ids.to(device),
-                attention_mask=mask.to(device),
-                output_attentions=True,
-            )
-            # (batch, heads, query, key) -> the [CLS] query row, averaged over heads. The mask
-            # multiplies padding to exactly 0, as fastembed does (softmax already leaves ~0).
-            last = output.attentions[-1]
-            pooled = last[:, :, 0, :].float().mean(dim=1) * mask.to(device)
-            rows = pooled.cpu().tolist()
-        del output, last, pooled
+            if self._last_attention is not None:
+                cls_row = _run_to_last_attention(model, self._last_attention, input_ids, mask)
+            else:
+                output = model(input_ids=input_ids, attention_mask=mask, output_attentions=True)
+                # (batch, heads, query, key) -> the [CLS] query row, averaged over heads.
+                cls_row = output.attentions[-1][:, :, 0, :].float().mean(dim=1)
+                del output
+            # The mask multiplies padding to exactly 0, as fastembed does (softmax leaves ~0).
+            rows = (cls_row * mask).cpu().tolist()
+        del cls_row
 
         weights: list[list[float]] = []
         for row, token_ids in zip(rows, batch, strict=True):
@@ -489,3 +499,68 @@ class Bm42:
             [value for value, _ in merged.values()],
             [stem for _, stem in merged.values()],
         )
+
+
+class _Captured(Exception):
+    """Ends a forward pass once the last layer's [CLS] attention is known."""
+
+
+def _last_self_attention(model: Any) -> Any | None:
+    """The last layer's self-attention of a BERT-shaped model, or ``None``."""
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if not layers:
+        return None
+    attention = getattr(getattr(layers[-1], "attention", None), "self", None)
+    needed = ("query", "key", "num_attention_heads", "attention_head_size")
+    if attention is None or not all(hasattr(attention, name) for name in needed):
+        return None
+    return attention
+
+
+def _cls_attention(module: Any, hidden: Any, mask: Any) -> Any:
+    """The [CLS] row of ``module``'s attention probabilities, averaged over the heads.
+
+    The same arithmetic as eager attention (``softmax(q k^T * scale + mask)``) restricted to the
+    one query row BM42 reads: ``(batch, tokens)`` instead of ``(batch, heads, tokens, tokens)``.
+
+    Args:
+        module: A BERT self-attention module (``query``, ``key``, head count and size).
+        hidden: Its input, ``(batch, tokens, hidden)``.
+        mask: ``(batch, tokens)``, 1 for real tokens and 0 for padding.
+    """
+    import torch
+
+    batch, tokens, _ = hidden.shape
+    heads, size = module.num_attention_heads, module.attention_head_size
+    query = module.query(hidden[:, :1]).view(batch, 1, heads, size).transpose(1, 2)
+    key = module.key(hidden).view(batch, tokens, heads, size).transpose(1, 2)
+    scale = getattr(module, "scaling", size**-0.5)
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    blocked = (1 - mask[:, None, None, :].to(scores.dtype)) * torch.finfo(scores.dtype).min
+    probs = torch.softmax(scores + blocked, dim=-1)
+    return probs[:, :, 0, :].float().mean(dim=1)
+
+
+def _run_to_last_attention(model: Any, attention: Any, input_ids: Any, mask: Any) -> Any:
+    """Runs ``model`` up to ``attention`` (its last self-attention) and returns the [CLS] row.
+
+    The layers before run with the model's own (fused) attention kernels; the pass stops at the
+    last layer's input, whose remaining work BM42 does not need.
+    """
+    captured: list[Any] = []
+
+    def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        captured.append(_cls_attention(module, hidden, mask))
+        raise _Captured
+
+    handle = attention.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        model(input_ids=input_ids, attention_mask=mask)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise RuntimeError("the model's forward pass never reached its last attention layer")
+    return captured[0]

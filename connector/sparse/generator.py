@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from connector.chunks import ChunkRecord
-from connector.errors import ConfigError, ConnectorError, GpuLeaseUnavailable, ModelError
+from connector.errors import ConfigError, ConnectorError, GpuLeaseUnavailable
+from connector.gpu.batching import Workload
+from connector.gpu.executor import DeviceExecutor
 from connector.sparse import SPARSE_MODELS, SparseEncoder, SparseModelSpec, model_spec
 from connector.sparse.vector import SparseVec
 from connector.telemetry import Telemetry
@@ -23,7 +24,6 @@ from connector.telemetry import Telemetry
 __all__ = [
     "ChunkRecord",
     "GpuLeaseUnavailable",
-    "LeasePool",
     "ModelRegistry",
     "SparseInferenceResult",
     "SparseVectorGenerator",
@@ -32,32 +32,6 @@ __all__ = [
 ]
 
 _WEIGHTING = {"bm25": "bm25-tf", "attention": "bm42-attention", "splade": "splade-max"}
-
-
-class LeasePool(Protocol):
-    """Hands out exclusive use of one GPU; the lease is a context manager yielding the device."""
-
-    def lease(self, device_ids: Sequence[int] | None, holder: str) -> AbstractContextManager[str]:
-        """Raises GpuLeaseUnavailable when no listed device can be had."""
-        ...
-
-
-class LocalCudaPool:
-    """The plainest pool: any visible CUDA device, no cross-process exclusivity."""
-
-    @contextmanager
-    def lease(self, device_ids: Sequence[int] | None, holder: str) -> Iterator[str]:
-        try:
-            import torch
-        except ImportError as exc:  # pragma: no cover - torch is a dependency
-            raise GpuLeaseUnavailable("torch is not installed") from exc
-        if not torch.cuda.is_available():
-            raise GpuLeaseUnavailable("no CUDA device is visible")
-        count = torch.cuda.device_count()
-        wanted = [i for i in (device_ids or range(count)) if 0 <= i < count]
-        if not wanted:
-            raise GpuLeaseUnavailable(f"none of the devices {list(device_ids or [])} exists")
-        yield f"cuda:{wanted[0]}"
 
 
 @dataclass(slots=True)
@@ -124,7 +98,8 @@ class SparseVectorGenerator:
 
     Args:
         registry: Where encoders come from (default: every registered model, default options).
-        lease_pool: Where GPUs come from (default: any visible CUDA device).
+        executor: Runs the model on a leased GPU with adaptive batches, or on the CPU (default:
+            the CPU only, as no lease pool is configured).
         telemetry: Spans and metrics (default: the global OpenTelemetry providers).
         logger: Log lines (counts and reasons only, never text).
     """
@@ -132,14 +107,14 @@ class SparseVectorGenerator:
     def __init__(
         self,
         registry: ModelRegistry | None = None,
-        lease_pool: LeasePool | None = None,
+        executor: DeviceExecutor | None = None,
         telemetry: Telemetry | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
         self.registry = registry or ModelRegistry()
-        self.lease_pool = lease_pool or LocalCudaPool()
         self.telemetry = telemetry or Telemetry()
         self.log = logger or logging.getLogger(__name__)
+        self.executor = executor or DeviceExecutor(telemetry=self.telemetry, logger=self.log)
 
     def signature(self, model_name: str) -> str:
         """Identifies the index space and options of ``model_name``'s document vectors."""
@@ -219,63 +194,27 @@ class SparseVectorGenerator:
         use_gpu: bool,
         device_ids: Sequence[int] | None,
     ) -> None:
-        # BM25 flavours are CPU algorithms: a GPU request changes nothing for them.
-        if use_gpu and hasattr(encoder, "to"):
-            try:
-                with self.lease_pool.lease(device_ids, holder=spec.name) as device:
-                    self.telemetry.event("gpu_lease_acquired", {"device": device})
-                    try:
-                        self._on_device(encoder, spec, chunks, run, device)
-                    finally:
-                        _move(encoder, "cpu")  # staged back before the lease ends
-                    return
-            except GpuLeaseUnavailable as exc:
-                self.telemetry.event("gpu_fallback", {"reason": "lease_unavailable"})
-                self.log.info("sparse %s: no GPU (%s); using the CPU", spec.name, exc)
-        self._on_device(encoder, spec, chunks, run, "cpu")
-
-    def _on_device(
-        self,
-        encoder: SparseEncoder,
-        spec: SparseModelSpec,
-        chunks: Sequence[ChunkRecord],
-        run: _Run,
-        device: str,
-    ) -> None:
-        if hasattr(encoder, "to"):
-            _move(encoder, device)
-        run.device = device
-        size = max(1, spec.recommended_batch_size)
-        for start in range(0, len(chunks), size):
-            if run.model_broken:
-                break
-            positions = list(range(start, min(start + size, len(chunks))))
-            texts = [chunks[i].text for i in positions]
-            vectors = self._try_batch(encoder, texts, device, run)
-            if vectors is None and device != "cpu" and not run.model_broken:
-                self.telemetry.event("sparse_batch_to_cpu", {"batch_start": start})
-                _move(encoder, "cpu")
-                vectors = self._try_batch(encoder, texts, "cpu", run)
-                _move(encoder, device)
-            if vectors is None:
-                continue  # these chunks take the metadata fallback
-            for i, vec in zip(positions, vectors, strict=True):
-                run.vectors[i] = vector_dict(vec, _WEIGHTING.get(spec.kind, spec.kind))
-
-    def _try_batch(
-        self, encoder: SparseEncoder, texts: list[str], device: str, run: _Run
-    ) -> list[SparseVec] | None:
-        try:
-            return encoder.encode_documents(texts)
-        except ModelError as exc:  # it cannot load: no later batch will do better
-            run.fail(f"model unavailable: {exc}")
-            run.model_broken = True
-        except ConnectorError as exc:  # ours: the message is known to hold no text
-            run.fail(f"{type(exc).__name__} on {device}: {exc}")
-        except Exception as exc:
-            # A foreign message may quote its input; keep the type only.
-            run.fail(f"{type(exc).__name__} on {device}")
-        return None
+        # BM25 flavours are CPU algorithms (no `to`): a GPU request changes nothing for them.
+        move = getattr(encoder, "to", None)
+        work: Workload[str, SparseVec] = Workload(
+            name=spec.name,
+            encode=encoder.encode_documents,
+            max_batch=spec.recommended_batch_size,
+            move=move if callable(move) else None,
+            size=len,
+        )
+        outcome = self.executor.run(
+            work, [chunk.text for chunk in chunks], use_gpu=use_gpu, device_ids=device_ids
+        )
+        run.device = outcome.device
+        weighting = _WEIGHTING.get(spec.kind, spec.kind)
+        for i, vec in enumerate(outcome.results):
+            if vec is not None:
+                run.vectors[i] = vector_dict(vec, weighting)
+        if outcome.fatal is not None:
+            run.fail(f"model unavailable: {outcome.fatal}")
+        elif outcome.failures:
+            run.fail(outcome.failures[min(outcome.failures)])
 
     def _fall_back(
         self, chunks: Sequence[ChunkRecord], run: _Run, encoder: SparseEncoder | None
@@ -287,6 +226,17 @@ class SparseVectorGenerator:
             run.fallback_reasons[i] = run.error_message or "model produced no vector"
             vec = metadata_vector(chunk.metadata, mapper)
             run.vectors[i] = vector_dict(vec, "metadata") if vec is not None else None
+        if run.fallback_reasons:
+            self.telemetry.event(
+                "fallback",
+                {
+                    "model": run.spec.name,
+                    "from": run.device,
+                    "to": "metadata",
+                    "reason": run.error_message or "model produced no vector",
+                    "chunks": len(run.fallback_reasons),
+                },
+            )
 
 
 class _Run:
@@ -298,7 +248,6 @@ class _Run:
         self.fallback_reasons: dict[int, str] = {}
         self.error_message: str | None = None
         self.device = "metadata"
-        self.model_broken = False
 
     def fail(self, message: str) -> None:
         if self.error_message is None:
@@ -317,13 +266,6 @@ class _Run:
             error_message=self.error_message,
             fallback_reasons=self.fallback_reasons,
         )
-
-
-def _move(encoder: Any, device: str) -> None:
-    try:
-        encoder.to(device)
-    except Exception:  # moving a model that never loaded fails again at encode time
-        pass
 
 
 def _term_mapper(encoder: Any, spec: SparseModelSpec) -> Callable[[str], list[int]] | None:

@@ -289,3 +289,21 @@ def test_a_closed_pipe_on_stdout_ends_quietly(workdir: Path) -> None:
         timeout=60,
     )
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_gpu_and_cpu_flags_beat_the_settings(workdir: Path, capsys, caplog, monkeypatch) -> None:
+    monkeypatch.setenv("CONNECTOR_GPU__ENABLED", "true")
+    code, out, err = run(capsys, "sync", "--source", "corpus.jsonl", "--cpu", "--json")
+    assert code == 0 and err == ""
+    assert json.loads(out.strip().splitlines()[-1])["encoded"] == 40
+    assert "GPU" not in caplog.text  # no GPU asked for, none looked for
+
+    monkeypatch.setenv("CONNECTOR_GPU__ENABLED", "false")
+    argv = ["sync", "--source", "corpus.jsonl", "--collection", "other", "--gpu", "--json"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0
+    assert json.loads(out.strip().splitlines()[-1])["encoded"] == 40
+    # This machine has no GPU: the operator is told once, and the run goes on on the CPU.
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "no GPU" in r.message]
+    assert len(warnings) == 1 and "using the CPU" in warnings[0].message
+    assert "connector: error" not in err

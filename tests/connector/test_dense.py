@@ -58,3 +58,17 @@ def test_two_models_with_one_vector_name_are_refused() -> None:
     configs = [DenseModelConfig(model="a/mini"), DenseModelConfig(model="b/mini")]
     with pytest.raises(ModelError, match="vector name 'mini' is used twice"):
         load_dense_encoders(configs)
+
+
+def test_the_batch_runner_can_move_it_and_knows_its_batch_size() -> None:
+    from connector.stages import DenseStage
+
+    encoder = SentenceTransformerEncoder(DenseModelConfig(model="all-MiniLM-L6-v2", batch_size=2))
+    texts = ["lift on a wing", "heat flow in a slab", "x"]
+    direct = encoder.encode(texts)
+    assert encoder.batch_size == 2
+    encoder.to("cpu")  # what staging back does; a loaded model moves, results stay
+    assert encoder.device == "cpu" and encoder.model.device.type == "cpu"
+    staged = DenseStage().encode(encoder, texts)
+    for got, want in zip(staged, direct, strict=True):
+        assert got == pytest.approx(want, abs=1e-6)

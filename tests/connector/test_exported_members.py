@@ -28,6 +28,14 @@ MODULES = [
     "connector.migrator",
     "connector.rebuild",
     "connector.commands",
+    "connector.stages",
+    "connector.gpu",
+    "connector.gpu.probe",
+    "connector.gpu.lease",
+    "connector.gpu.cuda",
+    "connector.gpu.batching",
+    "connector.gpu.staging",
+    "connector.gpu.executor",
 ]
 
 
@@ -45,3 +53,15 @@ def test_seed_names_import_from_connector_sparse() -> None:
     assert SparseVectorGenerator.__name__ == "SparseVectorGenerator"
     assert SparseInferenceResult.__name__ == "SparseInferenceResult"
     assert ChunkRecord(text="t").metadata == {}
+
+
+def test_importing_the_gpu_package_loads_neither_torch_nor_nvml() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, connector.gpu, connector.stages\n"
+        "heavy = {'torch', 'pynvml', 'transformers'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
@@ -13,12 +13,14 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from connector.errors import ConfigError, GpuLeaseUnavailable, ModelError
+from connector.errors import ConfigError, ModelError
+from connector.gpu import BatchPolicy, DeviceExecutor, LeasePool, read_leases
 from connector.sparse import ChunkRecord, SparseInferenceResult, SparseVectorGenerator
 from connector.sparse.bm25 import Bm25
 from connector.sparse.generator import ModelRegistry
 from connector.sparse.vector import SparseVec
 from connector.telemetry import Telemetry
+from tests.fakes import GIB, FakeMemory, FakeProbe, HungryModel, fake_cuda, recording_telemetry
 
 SECRET = "zanzibar-quokka-7731 confidential wording"
 
@@ -52,17 +54,24 @@ class FlakySparse:
         return self.inner.term_ids(term)
 
 
-class FakePool:
-    def __init__(self, available: bool = True) -> None:
-        self.available = available
-        self.leases: list[str] = []
+class HungrySparse(FlakySparse):
+    """BM25 vectors from a model that needs ``cost`` bytes of device memory per text."""
 
-    @contextmanager
-    def lease(self, device_ids, holder: str) -> Iterator[str]:
-        if not self.available:
-            raise GpuLeaseUnavailable("all GPUs busy")
-        self.leases.append(holder)
-        yield "cuda:0"
+    def __init__(self, memory: FakeMemory, cost: int, cpu_error: type[Exception] | None = None):
+        super().__init__()
+        self.hungry = HungryModel(memory, cost, cpu_error=cpu_error)
+
+    def to(self, device: str) -> None:
+        self.hungry.to(device)
+
+    def encode_documents(self, texts: Sequence[str]) -> list[SparseVec]:
+        self.hungry.encode(texts)
+        return self.inner.encode_documents(texts)
+
+
+def gpu_executor(tmp_path: Path, gpus: int = 1, memory: FakeMemory | None = None, **kwargs):
+    pool = LeasePool(tmp_path, FakeProbe(gpus), timeout_s=0.2, cuda_device=fake_cuda)
+    return DeviceExecutor(pool, BatchPolicy(), memory or FakeMemory(), **kwargs)
 
 
 def chunks(n: int, **metadata) -> list[ChunkRecord]:
@@ -133,8 +142,13 @@ def test_missing_model_falls_back_to_metadata_in_the_same_index_space(tmp_path) 
 
 
 def test_failure_on_one_batch_falls_back_for_that_batch_only() -> None:
-    records = chunks(300, sparse_features={"flutter": 1.0})
-    records[260] = ChunkRecord(text="marker inside batch two", metadata={})
+    # Texts of one length: batches run longest first, so equal lengths keep the input order.
+    records = [
+        ChunkRecord(text=f"wing flutter test {i:03d}", metadata={"sparse_features": {"flutter": 1}})
+        for i in range(300)
+    ]
+    records[260] = ChunkRecord(text="marker in batch 2 xxx", metadata={})
+    assert len({len(r.text) for r in records}) == 1
     result = with_model(FlakySparse(fail_on="marker")).generate(records, "qdrant-bm25")
     assert result.fallback_indices == list(range(256, 300))
     assert not result.success and result.error_message == "ValueError on cpu"
@@ -143,9 +157,9 @@ def test_failure_on_one_batch_falls_back_for_that_batch_only() -> None:
     assert result.vectors[260] is None  # no metadata to fall back on
 
 
-def test_gpu_requested_without_one_runs_on_the_cpu() -> None:
+def test_gpu_requested_without_one_runs_on_the_cpu(tmp_path: Path) -> None:
     model = FlakySparse()
-    result = with_model(model, lease_pool=FakePool(available=False)).generate(
+    result = with_model(model, executor=gpu_executor(tmp_path, gpus=0)).generate(
         chunks(3), "qdrant-bm25", use_gpu=True, device_ids=[0]
     )
     assert result.device == "cpu" and result.success and model.devices_used == ["cpu"]
@@ -158,11 +172,22 @@ def test_gpu_requested_on_this_machine_says_cpu() -> None:
     assert result.device == "cpu" and result.success
 
 
-def test_batch_failing_on_the_gpu_is_retried_on_the_cpu_and_model_staged_back() -> None:
-    model, pool = FlakySparse(fail_devices=["cuda:0"]), FakePool()
-    result = with_model(model, lease_pool=pool).generate(chunks(3), "qdrant-bm25", use_gpu=True)
-    assert pool.leases == ["qdrant-bm25"]
+def test_batch_failing_on_the_gpu_is_retried_on_the_cpu_and_model_staged_back(
+    tmp_path: Path,
+) -> None:
+    seen = []
+
+    class Peeking(FlakySparse):
+        def encode_documents(self, texts):
+            seen.extend(read_leases(tmp_path))
+            return super().encode_documents(texts)
+
+    model = Peeking(fail_devices=["cuda:0"])
+    generator = with_model(model, executor=gpu_executor(tmp_path))
+    result = generator.generate(chunks(3), "qdrant-bm25", use_gpu=True)
+    assert [r.model for r in seen] == ["qdrant-bm25"]  # leased while on the GPU, not after
     assert model.devices_used == ["cuda:0", "cpu"]
+    assert read_leases(tmp_path) == []
     assert result.fallback_count == 0 and all(result.vectors)
     assert model.device == "cpu"  # staged back after the lease
     assert "CUDA out of memory" not in (result.error_message or "")
@@ -211,3 +236,51 @@ def test_registry_error_for_a_model_that_cannot_load(tmp_path) -> None:
     assert result.fallback_count == 2 and result.vectors == [None, None]
     with pytest.raises(ModelError):
         SparseVectorGenerator(registry).encode_query("x", "splade")
+
+
+def test_out_of_memory_halves_the_sparse_batches(tmp_path: Path) -> None:
+    memory = FakeMemory()
+    model = HungrySparse(memory, cost=GIB)  # 12 GiB cap: 12 texts fit
+    generator = with_model(model, executor=gpu_executor(tmp_path, memory=memory))
+    result = generator.generate(chunks(40), "qdrant-bm25", use_gpu=True)
+    assert result.success and result.fallback_count == 0 and result.device == "cuda:0"
+    assert model.hungry.gpu_sizes()[:3] == [40, 20, 10]
+    assert all(v["stats"]["weighting"] == "bm25-tf" for v in result.vectors)
+
+
+def test_gpu_then_cpu_failing_ends_in_the_metadata_fallback(tmp_path: Path) -> None:
+    memory = FakeMemory()
+    model = HungrySparse(memory, cost=4 * GIB, cpu_error=RuntimeError)  # 4 texts: 16 GiB
+    telemetry, exporter = recording_telemetry()
+    generator = with_model(
+        model, executor=gpu_executor(tmp_path, memory=memory), telemetry=telemetry
+    )
+    records = chunks(8, sparse_features={"flutter": 1.0})
+    result = generator.generate(records, "qdrant-bm25", use_gpu=True)
+
+    assert result.fallback_count == 8 and not result.success
+    assert result.error_message == "RuntimeError on cpu"
+    assert all(v["stats"]["weighting"] == "metadata" for v in result.vectors)
+    assert model.hungry.gpu_sizes() == [8, 4, 4]
+    (span,) = exporter.get_finished_spans()
+    names = [e.name for e in span.events]
+    assert names == [
+        "gpu_lease_acquired",
+        "gpu_oom",
+        "batch_size_changed",
+        "gpu_oom",
+        "fallback",
+        "gpu_oom",
+        "fallback",
+        "gpu_lease_released",
+        "fallback",
+    ]
+    last = dict(span.events[-1].attributes)
+    assert last == {
+        "model": "qdrant-bm25",
+        "from": "cuda:0",
+        "to": "metadata",
+        "reason": "RuntimeError on cpu",
+        "chunks": 8,
+    }
+    assert "supersonic" not in str(span.to_json())

@@ -118,3 +118,19 @@ def test_example_file_documents_every_key_and_loads_to_the_defaults() -> None:
     tomllib.loads(text)
     from_example = load_settings(EXAMPLE)
     assert from_example.model_dump() == load_settings().model_dump()
+
+
+def test_gpu_section_defaults_environment_and_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = load_settings().gpu
+    assert (gpu.enabled, gpu.device_ids, gpu.min_batch_size) == (False, None, 4)
+    assert (gpu.vram_hard_cap_gb, gpu.vram_soft_limit_gb) == (12.0, 10.0)
+    monkeypatch.setenv("CONNECTOR_GPU__ENABLED", "true")
+    monkeypatch.setenv("CONNECTOR_GPU__DEVICE_IDS", "[1, 3]")
+    gpu = load_settings(None, {"gpu": {"lease_timeout_s": 2}}).gpu
+    assert (gpu.enabled, gpu.device_ids, gpu.lease_timeout_s) == (True, [1, 3], 2.0)
+    with pytest.raises(ConfigError, match=r"gpu: Value error, vram_soft_limit_gb must not exceed"):
+        load_settings(None, {"gpu": {"vram_soft_limit_gb": 20}})
+    with pytest.raises(ConfigError, match=r"gpu\.device_ids\.0"):
+        load_settings(None, {"gpu": {"device_ids": [-1]}})
+    with pytest.raises(ConfigError, match=r"sparse\.use_gpu: unknown setting"):
+        load_settings(None, {"sparse": {"use_gpu": True}})

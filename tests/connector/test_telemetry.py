@@ -132,8 +132,12 @@ def test_sync_span_is_the_parent_of_every_batch_stage(recorded) -> None:
 
     spans = memory.finished()
     (sync,) = [s for s in spans if s.name == "sync"]
-    children = [s for s in spans if s is not sync]
+    models = [s for s in spans if s.name == "dense_model"]
+    children = [s for s in spans if s is not sync and s.name != "dense_model"]
     assert sorted({s.name for s in children}) == ["dense", "sparse_inference", "upsert"]
+    # Each model's call sits under its batch's dense span.
+    dense_ids = {s.context.span_id for s in children if s.name == "dense"}
+    assert len(models) == 3 and {m.parent.span_id for m in models} == dense_ids
     # 5 chunks in batches of 2: three batches, each through each stage.
     assert [s.name for s in children].count("dense") == 3
     assert [s.name for s in children].count("sparse_inference") == 3
