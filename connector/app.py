@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from connector.dense import load_dense_encoders
 from connector.gpu import GIB, BatchPolicy, DeviceExecutor, LeasePool
+from connector.manifest import DeviceUsage
 from connector.runner import SparseTarget
 from connector.sink import CollectionLayout, QdrantSink, make_client
 from connector.sparse import generator_from_settings, model_spec
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from connector.dense import DenseEncoder, SentenceTransformerEncoder
-    from connector.settings import Settings
+    from connector.settings import GpuSettings, Settings
     from connector.telemetry import Telemetry
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "dense_encoders",
     "dense_stage",
     "device_executor",
+    "device_usage",
     "open_sink",
     "sparse_target",
 ]
@@ -109,3 +111,18 @@ def collection_layout(settings: Settings, dense: Sequence[DenseEncoder]) -> Coll
         dense={e.name: e.dim for e in dense},
         sparse={settings.sparse.vector_name or spec.name: spec.idf},
     )
+
+
+def device_usage(executor: DeviceExecutor, gpu: GpuSettings) -> list[DeviceUsage]:
+    """The GPUs ``executor`` ran on so far, with peak VRAM against the caps (for the manifest)."""
+    mib = 1024 * 1024
+    return [
+        DeviceUsage(
+            device=device,
+            peak_vram_mb=round(tally.peak_bytes / mib, 1),
+            vram_hard_cap_mb=round(gpu.vram_hard_cap_gb * GIB / mib, 1),
+            vram_soft_limit_mb=round(gpu.vram_soft_limit_gb * GIB / mib, 1),
+            soft_limit_exceedances=tally.soft_limit_hits,
+        )
+        for device, tally in sorted(executor.usage.items())
+    ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -158,6 +159,7 @@ def _sync(settings: Any, args: argparse.Namespace, telemetry: Any = None) -> int
         dense_encoders,
         dense_stage,
         device_executor,
+        device_usage,
         open_sink,
         sparse_target,
     )
@@ -201,7 +203,8 @@ def _sync(settings: Any, args: argparse.Namespace, telemetry: Any = None) -> int
     try:
         # Creates a missing collection at the latest schema, refuses one that is behind, and
         # records the run: manifest file, runs collection, live progress.json.
-        with recorded_sync(settings, sink, syncer, source.name) as recorder:
+        usage = functools.partial(device_usage, executor, settings.gpu)
+        with recorded_sync(settings, sink, syncer, source.name, usage) as recorder:
             report = syncer.run(source, run_id=recorder.run_id)
     finally:
         sink.close()

@@ -7,14 +7,14 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from connector.errors import SinkError
 
 if TYPE_CHECKING:
-    from connector.manifest import ProcessingSummary
+    from connector.manifest import DeviceUsage, ProcessingSummary
     from connector.recording import RunRecorder
     from connector.runner import Syncer
     from connector.settings import Settings
@@ -66,7 +66,11 @@ def run_command(settings: Settings | None, args: argparse.Namespace) -> int:
 
 @contextmanager
 def recorded_sync(
-    settings: Settings, sink: QdrantSink, syncer: Syncer, source_name: str
+    settings: Settings,
+    sink: QdrantSink,
+    syncer: Syncer,
+    source_name: str,
+    devices: Callable[[], Sequence[DeviceUsage]] | None = None,
 ) -> Iterator[RunRecorder]:
     """Around one ``syncer.run``: bring a missing collection to the latest schema (refuse one
     that is behind), then record the run (manifest, runs collection, live progress).
@@ -87,6 +91,7 @@ def recorded_sync(
         settings.state_dir,
         RunStore(sink, runs_collection),
         config_digest=config_digest(settings),
+        devices=devices,
     )
     with recorder, _sigterm_stops():
         yield recorder

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from connector.errors import GpuLeaseUnavailable, ModelError
@@ -39,6 +40,15 @@ log = logging.getLogger(__name__)
 
 BUSY_COOLDOWN_S = 30.0
 """After waiting the full lease timeout in vain, seconds during which leases are only tried."""
+
+
+@dataclass(slots=True)
+class DeviceTally:
+    """What the runs on one GPU came to, for the run's performance baseline."""
+
+    peak_bytes: int = 0
+    soft_limit_hits: int = 0
+    ooms: int = 0
 
 
 class DeviceExecutor:
@@ -71,6 +81,8 @@ class DeviceExecutor:
         self.batcher = AdaptiveBatcher(self.policy, self.memory, self.telemetry, self.log)
         self._told: set[tuple[str, str]] = set()
         self._busy_until = 0.0
+        self.usage: dict[str, DeviceTally] = {}
+        """Per GPU this executor ran on: peak VRAM of a batch, soft-limit hits, OOMs."""
 
     def run(
         self,
@@ -111,6 +123,11 @@ class DeviceExecutor:
             reason = f"{type(exc).__name__}: {exc}"
             for i in outcome.pending(order):
                 outcome.failures[i] = reason
+        if outcome.gpu_batches:
+            tally = self.usage.setdefault(outcome.device, DeviceTally())
+            tally.peak_bytes = max(tally.peak_bytes, outcome.peak_bytes)
+            tally.soft_limit_hits += outcome.soft_limit_hits
+            tally.ooms += outcome.ooms
         return outcome
 
     def _on_gpu(

@@ -138,3 +138,23 @@ def test_sync_runs_dense_then_sparse_per_window_on_one_executor(tmp_path: Path) 
     assert names == ["dense_model", "sparse_inference", "dense_model", "sparse_inference"]
     assert {device for device, _ in dense.calls_on} == {"cuda:0"}
     assert read_leases(tmp_path / "state") == []
+
+
+def test_gpu_usage_reaches_the_manifests_performance_baseline(tmp_path: Path) -> None:
+    from connector.app import device_usage
+    from connector.settings import GpuSettings
+
+    memory = FakeMemory()
+    # 2.5 GiB a text: the batch of 5 runs out of memory under the 12 GiB cap, then 4 fit.
+    dense = MovableDense(memory, cost=5 * GIB // 2, batch_size=8)
+    executor = gpu_executor(tmp_path, memory)
+    stage = DenseStage(executor, use_gpu=True)
+    assert device_usage(executor, GpuSettings()) == []
+
+    stage.encode(dense, TEXTS)
+
+    (usage,) = device_usage(executor, GpuSettings(vram_hard_cap_gb=12, vram_soft_limit_gb=9))
+    assert usage.device == "cuda:0"
+    assert usage.peak_vram_mb == 10 * 1024 and usage.vram_hard_cap_mb == 12 * 1024
+    assert usage.vram_soft_limit_mb == 9 * 1024
+    assert executor.usage["cuda:0"].ooms == 1
