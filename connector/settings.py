@@ -59,6 +59,9 @@ class QdrantSettings(_Section):
     """API key for a Qdrant server. Never logged or written anywhere."""
     path: Path | None = None
     """Folder of the embedded Qdrant. Default: ``qdrant/`` inside ``state_dir``."""
+    engine: Literal["local", "edge"] = "local"
+    """Embedded engine: qdrant-client's ``local`` mode, or ``edge``, Qdrant's own engine
+    in-process (``qdrant-edge-py``; much faster writes, points kept on disk). A server ignores it."""
     collection: str = Field(default="chunks", min_length=1, max_length=255)
     """Collection that receives one point per chunk."""
     prefer_grpc: bool = False
