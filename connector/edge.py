@@ -208,7 +208,7 @@ class EdgeClient:
         with self._guard:
             config = self._config(collection_name)
             if vector_name in config["dense"] or vector_name in config["sparse"]:
-                raise SinkError(f"collection {collection_name!r} already has vector {vector_name!r}")
+                raise SinkError(f"collection {collection_name!r} has vector {vector_name!r}")
             if isinstance(vector_name_config, qm.DenseVectorNameConfig):
                 dense = vector_name_config.dense
                 entry = {"size": dense.size, "distance": _distance_name(dense.distance)}

@@ -60,8 +60,8 @@ class QdrantSettings(_Section):
     path: Path | None = None
     """Folder of the embedded Qdrant. Default: ``qdrant/`` inside ``state_dir``."""
     engine: Literal["local", "edge"] = "local"
-    """Embedded engine: qdrant-client's ``local`` mode, or ``edge``, Qdrant's own engine
-    in-process (``qdrant-edge-py``; much faster writes, points kept on disk). A server ignores it."""
+    """Embedded engine: ``local`` (qdrant-client's local mode) or ``edge`` (Qdrant's engine
+    in-process, ``qdrant-edge-py``: far faster writes, points kept on disk). Not for a server."""
     collection: str = Field(default="chunks", min_length=1, max_length=255)
     """Collection that receives one point per chunk."""
     prefer_grpc: bool = False
