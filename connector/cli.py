@@ -54,9 +54,24 @@ def _parser() -> argparse.ArgumentParser:
     sparse.add_argument("state", choices=["on", "off", "status"])
 
     search = commands.add_parser("search", parents=[common], help="query a synced collection")
-    search.add_argument("query", metavar="QUERY", help="the text to look for")
+    search.add_argument("query", metavar="QUERY", nargs="?", help="the text to look for")
+    search.add_argument(
+        "--queries",
+        metavar="FILE",
+        help="JSONL of queries ({_id, text} per line, as BEIR's queries.jsonl): one result line "
+        "per query (JSON with --json, else TREC run lines)",
+    )
     search.add_argument("--mode", choices=["hybrid", "dense", "sparse"], default="hybrid")
     search.add_argument("--limit", type=int, default=10, metavar="N")
+    search.add_argument(
+        "--fusion", choices=["dbsf", "rrf"], help="how hybrid hit lists merge (search.fusion)"
+    )
+    search.add_argument(
+        "--feedback",
+        type=int,
+        metavar="N",
+        help="refine the dense query with its first N hits (search.feedback_docs; 0: off)",
+    )
     return parser
 
 
@@ -75,6 +90,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         put("sync", "batch_size", args.batch_size)
         if args.allow_empty:
             put("sync", "allow_empty", True)
+    if args.command == "search":
+        put("search", "fusion", args.fusion)
+        put("search", "feedback_docs", args.feedback)
     return out
 
 
@@ -185,11 +203,23 @@ def _search(settings: Any, args: argparse.Namespace) -> int:
     from connector.app import dense_encoders, open_sink, sparse_target
     from connector.search import Searcher
 
+    if (args.query is None) == (args.queries is None):
+        raise ConfigError("search: give either QUERY or --queries FILE")
+    s = settings.search
     sink = open_sink(settings)
     try:
-        hits = Searcher(sink, dense_encoders(settings), sparse_target(settings)).search(
-            args.query, mode=args.mode, limit=args.limit
+        searcher = Searcher(
+            sink,
+            dense_encoders(settings),
+            sparse_target(settings),
+            candidates=s.candidates,
+            fusion=s.fusion,
+            feedback_docs=s.feedback_docs,
+            feedback_weight=s.feedback_weight,
         )
+        if args.queries is not None:
+            return _search_many(searcher, args)
+        hits = searcher.search(args.query, mode=args.mode, limit=args.limit)
     finally:
         sink.close()
     if args.json:
@@ -201,6 +231,21 @@ def _search(settings: Any, args: argparse.Namespace) -> int:
         snippet = " ".join(hit.text.split())
         snippet = snippet if len(snippet) <= 100 else snippet[:99] + "…"
         print(f"{rank:>2}. {hit.score:.4f}  {hit.chunk_id}  {snippet}")
+    return 0
+
+
+def _search_many(searcher: Any, args: argparse.Namespace) -> int:
+    """One line per query, in file order: JSON with --json, else TREC run format."""
+    from connector.queries import read_queries
+
+    for query in read_queries(args.queries):
+        hits = searcher.search(query.text, mode=args.mode, limit=args.limit)
+        if args.json:
+            found = [{"chunk_id": h.chunk_id, "score": h.score, "source": h.source} for h in hits]
+            print(json.dumps({"query_id": query.query_id, "hits": found}, ensure_ascii=False))
+            continue
+        for rank, hit in enumerate(hits, 1):
+            print(f"{query.query_id} Q0 {hit.chunk_id} {rank} {hit.score:.6f} connector")
     return 0
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "DenseModelConfig",
     "DenseSettings",
     "QdrantSettings",
+    "SearchSettings",
     "Settings",
     "SourceSettings",
     "SparseSettings",
@@ -218,6 +219,21 @@ class SyncSettings(_Section):
     """Let a source that yields nothing delete every point it had."""
 
 
+class SearchSettings(_Section):
+    """How ``connector search`` queries the collection."""
+
+    fusion: Literal["dbsf", "rrf"] = "dbsf"
+    """How hybrid hit lists merge: ``dbsf`` (scores normalised by their spread, then summed) or
+    ``rrf`` (reciprocal rank; Qdrant's constant k = 2)."""
+    candidates: int = Field(default=100, ge=1, le=10_000)
+    """Hits each vector contributes before fusion."""
+    feedback_docs: int = Field(default=0, ge=0, le=100)
+    """Dense pseudo-relevance feedback: the first N hits' dense vectors refine the query, which
+    then runs again. 0: off."""
+    feedback_weight: float = Field(default=0.5, ge=0, le=10)
+    """Weight of those hits' mean vector added to the query's."""
+
+
 class Settings(BaseSettings):
     """Every setting of the connector."""
 
@@ -237,6 +253,7 @@ class Settings(BaseSettings):
     sparse: SparseSettings = Field(default_factory=SparseSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
 
     @property
     def qdrant_path(self) -> Path:
