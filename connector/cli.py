@@ -135,6 +135,7 @@ def _setup_logging(level: str) -> None:
 
 def _sync(settings: Any, args: argparse.Namespace) -> int:
     from connector.app import dense_encoders, open_sink, sparse_target
+    from connector.avglen import resolve_avg_len
     from connector.manifest import build_summary, write_summary
     from connector.progress import NULL_PROGRESS, TerminalProgress
     from connector.runner import Syncer
@@ -154,9 +155,14 @@ def _sync(settings: Any, args: argparse.Namespace) -> int:
     )
     dense = dense_encoders(settings)
     enabled, _ = sparse_enabled(settings.state_dir, settings.sparse.enabled, args.sparse)
-    sparse = sparse_target(settings) if enabled else None
     show_bar = sys.stderr.isatty() and not args.json
     sink = open_sink(settings)
+    try:
+        avg_len = resolve_avg_len(settings, sink, source) if enabled else None
+        sparse = sparse_target(settings, avg_len=avg_len) if enabled else None
+    except BaseException:
+        sink.close()
+        raise
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     syncer = Syncer(
         sink,
@@ -201,6 +207,7 @@ def _sparse_switch(settings: Any, args: argparse.Namespace) -> int:
 
 def _search(settings: Any, args: argparse.Namespace) -> int:
     from connector.app import dense_encoders, open_sink, sparse_target
+    from connector.avglen import resolve_avg_len
     from connector.search import Searcher
 
     if (args.query is None) == (args.queries is None):
@@ -211,7 +218,7 @@ def _search(settings: Any, args: argparse.Namespace) -> int:
         searcher = Searcher(
             sink,
             dense_encoders(settings),
-            sparse_target(settings),
+            sparse_target(settings, avg_len=resolve_avg_len(settings, sink)),
             candidates=s.candidates,
             fusion=s.fusion,
             feedback_docs=s.feedback_docs,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -133,8 +133,9 @@ class Bm25Options(_Section):
     """Term-frequency saturation."""
     b: float = Field(default=0.75, ge=0, le=1)
     """Document-length normalisation."""
-    avg_len: float = Field(default=256.0, gt=0)
-    """Average document length in tokens."""
+    avg_len: Annotated[float, Field(gt=0)] | Literal["auto"] = 256.0
+    """Average document length in kept tokens. ``"auto"``: measured over the source by the first
+    sync into the collection, recorded there, and reused by later syncs."""
     language: str = "english"
     """Snowball stemmer language (stopwords are bundled for English)."""
 
