@@ -143,7 +143,7 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
     report = json.loads(done.stdout.strip().splitlines()[-1])
     print(
         f"   as a fresh `connector sync` process: {wall:.1f}s wall ({report['encoded']} encoded; "
-        f"start-up and model load included): {sync_s[-1] / wall:.0f}x faster\n"
+        f"process start-up and imports included): {sync_s[-1] / wall:.0f}x faster\n"
     )
 
 

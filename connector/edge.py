@@ -233,7 +233,10 @@ class EdgeClient:
         field_schema: qm.PayloadSchemaType | None = None,
         **kwargs: Any,
     ) -> qm.UpdateResult:
-        schema = _SCHEMAS.get(qm.PayloadSchemaType(field_schema or qm.PayloadSchemaType.KEYWORD))
+        try:
+            schema = _SCHEMAS.get(qm.PayloadSchemaType(field_schema or "keyword"))
+        except ValueError:
+            schema = None
         if schema is None:
             raise SinkError(f"the edge engine cannot index {field_name!r} as {field_schema}")
         operation = edge.UpdateOperation.create_field_index(field_name, schema)
@@ -529,7 +532,7 @@ def _vectors(vector: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in vector.items():
         if isinstance(value, qm.SparseVector):
-            out[name] = edge.SparseVector(list(value.indices), list(value.values))
+            out[name] = edge.SparseVector(value.indices, value.values)
         elif hasattr(value, "tolist"):
             out[name] = value.tolist()
         elif isinstance(value, list) and (not value or not isinstance(value[0], list)):

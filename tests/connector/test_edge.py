@@ -119,3 +119,5 @@ def test_what_the_engine_cannot_do_is_a_sink_error(client: EdgeClient) -> None:
         client.upsert("c", [qm.PointStruct(id=ID, vector={"d": [1.0, 2.0, 3.0]})])
     with pytest.raises(SinkError, match="does not run"):
         client.query_points("c", query=qm.OrderByQuery(order_by="x"))
+    with pytest.raises(SinkError, match="cannot index"):
+        client.create_payload_index("c", "k", qm.KeywordIndexParams(type="keyword"))
