@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from connector.dense import load_dense_encoders
+from connector.errors import ConfigError
 from connector.gpu import GIB, BatchPolicy, DeviceExecutor, LeasePool
 from connector.manifest import DeviceUsage
 from connector.runner import SparseTarget
 from connector.sink import CollectionLayout, QdrantSink, make_client
-from connector.sparse import generator_from_settings, model_spec
+from connector.sparse import model_spec
+from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
 from connector.stages import DenseStage
 
 if TYPE_CHECKING:
@@ -84,22 +86,41 @@ def dense_stage(settings: Settings, executor: DeviceExecutor | None = None) -> D
     )
 
 
-def sparse_target(settings: Settings, executor: DeviceExecutor | None = None) -> SparseTarget:
+def sparse_target(
+    settings: Settings,
+    executor: DeviceExecutor | None = None,
+    *,
+    avg_len: float | None = None,
+) -> SparseTarget:
     """The configured sparse model and its vector (whether sync uses it is the switch's call).
 
     Args:
         settings: The ``sparse`` and ``gpu`` sections.
         executor: Where the model runs (default: the CPU only, enough for queries).
+        avg_len: BM25's ``avg_len`` when the setting is ``"auto"`` (see
+            :func:`connector.avglen.resolve_avg_len`).
+
+    Raises:
+        ConfigError: ``avg_len`` is ``"auto"`` and no value was given.
     """
     sparse, gpu = settings.sparse, settings.gpu
     spec = model_spec(sparse.model)
+    options = sparse.model_options()
+    recorded: dict[str, Any] = {}
+    if spec.kind == "bm25":
+        if sparse.bm25.avg_len == "auto":
+            if avg_len is None:
+                raise ConfigError("sparse.bm25.avg_len: 'auto' was not resolved to a number")
+            options["bm25"] = options["bm25"] | {"avg_len": avg_len}
+        recorded = dict(options["bm25"]) | {"avg_len_auto": sparse.bm25.avg_len == "auto"}
     return SparseTarget(
-        generator=generator_from_settings(sparse, executor),
+        generator=SparseVectorGenerator(ModelRegistry(options), executor),
         model_name=spec.name,
         vector_name=sparse.vector_name or spec.name,
         idf=spec.idf,
         use_gpu=gpu.enabled,
         device_ids=tuple(gpu.device_ids) if gpu.device_ids is not None else None,
+        options=recorded,
     )
 
 

@@ -72,9 +72,24 @@ def _parser() -> argparse.ArgumentParser:
     sparse.add_argument("state", choices=["on", "off", "status"])
 
     search = commands.add_parser("search", parents=[common], help="query a synced collection")
-    search.add_argument("query", metavar="QUERY", help="the text to look for")
+    search.add_argument("query", metavar="QUERY", nargs="?", help="the text to look for")
+    search.add_argument(
+        "--queries",
+        metavar="FILE",
+        help="JSONL of queries ({_id, text} per line, as BEIR's queries.jsonl): one result line "
+        "per query (JSON with --json, else TREC run lines)",
+    )
     search.add_argument("--mode", choices=["hybrid", "dense", "sparse"], default="hybrid")
     search.add_argument("--limit", type=int, default=10, metavar="N")
+    search.add_argument(
+        "--fusion", choices=["dbsf", "rrf"], help="how hybrid hit lists merge (search.fusion)"
+    )
+    search.add_argument(
+        "--feedback",
+        type=int,
+        metavar="N",
+        help="refine the dense query with its first N hits (search.feedback_docs; 0: off)",
+    )
     add_commands(commands, common)
     return parser
 
@@ -97,6 +112,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if args.allow_mass_delete:
             put("sync", "allow_mass_delete", True)
         put("gpu", "enabled", args.gpu)
+    if args.command == "search":
+        put("search", "fusion", args.fusion)
+        put("search", "feedback_docs", args.feedback)
     return out
 
 
@@ -163,6 +181,7 @@ def _sync(settings: Any, args: argparse.Namespace, telemetry: Any = None) -> int
         open_sink,
         sparse_target,
     )
+    from connector.avglen import resolve_avg_len
     from connector.commands import recorded_sync
     from connector.progress import NULL_PROGRESS, TerminalProgress
     from connector.runner import Syncer
@@ -185,9 +204,14 @@ def _sync(settings: Any, args: argparse.Namespace, telemetry: Any = None) -> int
     dense = dense_encoders(settings)
     executor = device_executor(settings, holder="connector sync")
     enabled, _ = sparse_enabled(settings.state_dir, settings.sparse.enabled, args.sparse)
-    sparse = sparse_target(settings, executor) if enabled else None
     show_bar = sys.stderr.isatty() and not args.json
     sink = open_sink(settings, telemetry=telemetry)
+    try:
+        avg_len = resolve_avg_len(settings, sink, source) if enabled else None
+        sparse = sparse_target(settings, executor, avg_len=avg_len) if enabled else None
+    except BaseException:
+        sink.close()
+        raise
     syncer = Syncer(
         sink,
         dense,
@@ -255,13 +279,26 @@ def _sparse_switch(settings: Any, args: argparse.Namespace) -> int:
 
 def _search(settings: Any, args: argparse.Namespace) -> int:
     from connector.app import dense_encoders, open_sink, sparse_target
+    from connector.avglen import resolve_avg_len
     from connector.search import Searcher
 
+    if (args.query is None) == (args.queries is None):
+        raise ConfigError("search: give either QUERY or --queries FILE")
+    s = settings.search
     sink = open_sink(settings)
     try:
-        hits = Searcher(sink, dense_encoders(settings), sparse_target(settings)).search(
-            args.query, mode=args.mode, limit=args.limit
+        searcher = Searcher(
+            sink,
+            dense_encoders(settings),
+            sparse_target(settings, avg_len=resolve_avg_len(settings, sink)),
+            candidates=s.candidates,
+            fusion=s.fusion,
+            feedback_docs=s.feedback_docs,
+            feedback_weight=s.feedback_weight,
         )
+        if args.queries is not None:
+            return _search_many(searcher, args)
+        hits = searcher.search(args.query, mode=args.mode, limit=args.limit)
     finally:
         sink.close()
     if args.json:
@@ -273,6 +310,21 @@ def _search(settings: Any, args: argparse.Namespace) -> int:
         snippet = " ".join(hit.text.split())
         snippet = snippet if len(snippet) <= 100 else snippet[:99] + "…"
         print(f"{rank:>2}. {hit.score:.4f}  {hit.chunk_id}  {snippet}")
+    return 0
+
+
+def _search_many(searcher: Any, args: argparse.Namespace) -> int:
+    """One line per query, in file order: JSON with --json, else TREC run format."""
+    from connector.queries import read_queries
+
+    for query in read_queries(args.queries):
+        hits = searcher.search(query.text, mode=args.mode, limit=args.limit)
+        if args.json:
+            found = [{"chunk_id": h.chunk_id, "score": h.score, "source": h.source} for h in hits]
+            print(json.dumps({"query_id": query.query_id, "hits": found}, ensure_ascii=False))
+            continue
+        for rank, hit in enumerate(hits, 1):
+            print(f"{query.query_id} Q0 {hit.chunk_id} {rank} {hit.score:.6f} connector")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ __all__ = [
     "DEFAULT_DENSE_MODEL",
     "DenseEncoder",
     "SentenceTransformerEncoder",
+    "describe_model_folder",
     "load_dense_encoders",
     "resolve_model_path",
     "vector_name_for",
@@ -77,12 +79,20 @@ class SentenceTransformerEncoder:
         self.name = config.name or vector_name_for(config.model)
         self.device = device
         self._model: Any = None
+        self._description: tuple[int, int] | tuple[()] | None = None
 
     @property
     def model(self) -> Any:
         if self._model is None:
             self._model = self._load()
         return self._model
+
+    def _described(self) -> tuple[int, int] | None:
+        # A sync of unchanged chunks needs only the size and signature; reading them from the
+        # model folder's files spares it importing torch and loading the weights (seconds).
+        if self._description is None:
+            self._description = describe_model_folder(resolve_model_path(self.config.model))
+        return self._description or None
 
     def _load(self) -> Any:
         # Imported here so that `connector --help` does not pay for torch.
@@ -115,6 +125,9 @@ class SentenceTransformerEncoder:
 
     @property
     def dim(self) -> int:
+        described = self._described()
+        if described is not None:
+            return described[0]
         size = self.model.get_embedding_dimension()
         if not size:
             raise ModelError(f"dense model {self.config.model!r}: reports no embedding size")
@@ -122,7 +135,9 @@ class SentenceTransformerEncoder:
 
     @property
     def signature(self) -> str:
-        parts = [self.config.model, f"dim={self.dim}", f"max_seq={self.model.max_seq_length}"]
+        described = self._described()
+        max_seq = described[1] if described is not None else self.model.max_seq_length
+        parts = [self.config.model, f"dim={self.dim}", f"max_seq={max_seq}"]
         if self.config.revision:
             parts.append(f"rev={self.config.revision}")
         return "|".join(parts)
@@ -141,6 +156,45 @@ class SentenceTransformerEncoder:
 
     def encode_query(self, text: str) -> list[float]:
         return self.encode([text])[0]
+
+
+_PLAIN_MODULES = {
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+}
+_POOLING_MODES = (
+    "pooling_mode_cls_token",
+    "pooling_mode_mean_tokens",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
+
+
+def describe_model_folder(where: str) -> tuple[int, int] | tuple[()]:
+    """``(dim, max_seq_length)`` of a sentence-transformers folder from its files alone.
+
+    Only the plain layout (Transformer, one pooling mode, optional Normalize) is described;
+    anything else gives ``()`` and the model is loaded to ask it.
+    """
+    folder = Path(where)
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        if {m["type"] for m in modules} - _PLAIN_MODULES:
+            return ()
+        (pooling,) = [m for m in modules if m["type"].endswith(".Pooling")]
+        pool = json.loads((folder / pooling["path"] / "config.json").read_text(encoding="utf-8"))
+        bert = json.loads((folder / "sentence_bert_config.json").read_text(encoding="utf-8"))
+        if sum(bool(pool.get(mode)) for mode in _POOLING_MODES) != 1:
+            return ()
+        dim, max_seq = pool["word_embedding_dimension"], bert["max_seq_length"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()
+    if not isinstance(dim, int) or not isinstance(max_seq, int) or dim < 1 or max_seq < 1:
+        return ()
+    return dim, max_seq
 
 
 def load_dense_encoders(

@@ -48,6 +48,8 @@ class SparseTarget:
     idf: bool
     use_gpu: bool = False
     device_ids: tuple[int, ...] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    """Options that shape the vectors (BM25's k, b, avg_len...), recorded on the collection."""
 
     @property
     def signature(self) -> str:
@@ -168,6 +170,8 @@ class Syncer:
                 "signature": self.sparse.signature,
                 "idf": self.sparse.idf,
             }
+            if self.sparse.options:
+                vectors[self.sparse.vector_name]["options"] = self.sparse.options
         return CollectionLayout(
             dense={e.name: e.dim for e in self.dense},
             sparse=sparse,

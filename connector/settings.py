@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -35,6 +35,7 @@ __all__ = [
     "DenseSettings",
     "GpuSettings",
     "QdrantSettings",
+    "SearchSettings",
     "Settings",
     "SourceSettings",
     "SparseSettings",
@@ -62,6 +63,9 @@ class QdrantSettings(_Section):
     """API key for a Qdrant server. Never logged or written anywhere."""
     path: Path | None = None
     """Folder of the embedded Qdrant. Default: ``qdrant/`` inside ``state_dir``."""
+    engine: Literal["local", "edge"] = "local"
+    """Embedded engine: ``local`` (qdrant-client's local mode) or ``edge`` (Qdrant's engine
+    in-process, ``qdrant-edge-py``: far faster writes, points kept on disk). Not for a server."""
     collection: str = Field(default="chunks", min_length=1, max_length=255)
     """Collection that receives one point per chunk."""
     runs_collection: str = Field(default="connector_runs", min_length=1, max_length=255)
@@ -132,8 +136,9 @@ class Bm25Options(_Section):
     """Term-frequency saturation."""
     b: float = Field(default=0.75, ge=0, le=1)
     """Document-length normalisation."""
-    avg_len: float = Field(default=256.0, gt=0)
-    """Average document length in tokens."""
+    avg_len: Annotated[float, Field(gt=0)] | Literal["auto"] = 256.0
+    """Average document length in kept tokens. ``"auto"``: measured over the source by the first
+    sync into the collection, recorded there, and reused by later syncs."""
     language: str = "english"
     """Snowball stemmer language (stopwords are bundled for English)."""
 
@@ -263,6 +268,21 @@ class TelemetrySettings(_Section):
         return value
 
 
+class SearchSettings(_Section):
+    """How ``connector search`` queries the collection."""
+
+    fusion: Literal["dbsf", "rrf"] = "dbsf"
+    """How hybrid hit lists merge: ``dbsf`` (scores normalised by their spread, then summed) or
+    ``rrf`` (reciprocal rank; Qdrant's constant k = 2)."""
+    candidates: int = Field(default=100, ge=1, le=10_000)
+    """Hits each vector contributes before fusion."""
+    feedback_docs: int = Field(default=0, ge=0, le=100)
+    """Dense pseudo-relevance feedback: the first N hits' dense vectors refine the query, which
+    then runs again. 0: off."""
+    feedback_weight: float = Field(default=0.5, ge=0, le=10)
+    """Weight of those hits' mean vector added to the query's."""
+
+
 class Settings(BaseSettings):
     """Every setting of the connector."""
 
@@ -284,6 +304,7 @@ class Settings(BaseSettings):
     source: SourceSettings = Field(default_factory=SourceSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
 
     @property
     def qdrant_path(self) -> Path:

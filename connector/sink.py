@@ -33,6 +33,7 @@ from connector.redact import register_secret
 from connector.telemetry import Telemetry
 
 if TYPE_CHECKING:
+    from connector.edge import EdgeClient
     from connector.settings import Settings
 
 __all__ = [
@@ -54,8 +55,9 @@ STATE_KEYS = ["text_hash", "content_hash", "encoded_with"]
 CHUNK_INDEXES = ("source", "content_hash", "chunk_id")
 
 
-def make_client(settings: Settings) -> QdrantClient:
-    """A client for the configured Qdrant: a server when ``qdrant.url`` is set, else embedded.
+def make_client(settings: Settings) -> QdrantClient | EdgeClient:
+    """A client for the configured Qdrant: a server when ``qdrant.url`` is set, else embedded
+    (qdrant-client's local mode, or Qdrant's engine in-process when ``qdrant.engine = "edge"``).
 
     Raises:
         SinkError: The embedded folder is held by another process.
@@ -81,6 +83,10 @@ def make_client(settings: Settings) -> QdrantClient:
                 )
         path = settings.qdrant_path
         path.mkdir(parents=True, exist_ok=True)
+        if q.engine == "edge":
+            from connector.edge import EdgeClient
+
+            return EdgeClient(path)
         return QdrantClient(path=str(path))
 
 
@@ -186,7 +192,7 @@ class QdrantSink:
     """Writes one collection; upserts run in a background thread while the caller encodes.
 
     Args:
-        client: A qdrant-client (embedded or server).
+        client: A qdrant-client (embedded or server), or the edge engine's stand-in for one.
         collection: Collection name.
         batch_size: Points per write request.
         queue_size: Write requests that may wait; bounds memory when Qdrant is slower than encoding.
@@ -197,7 +203,7 @@ class QdrantSink:
 
     def __init__(
         self,
-        client: QdrantClient,
+        client: QdrantClient | EdgeClient,
         collection: str,
         *,
         batch_size: int = 128,

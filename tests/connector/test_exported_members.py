@@ -18,6 +18,8 @@ MODULES = [
     "connector.sink",
     "connector.runner",
     "connector.search",
+    "connector.queries",
+    "connector.edge",
     "connector.manifest",
     "connector.runtime",
     "connector.telemetry",

@@ -8,6 +8,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from connector.chunks import point_id
+from connector.edge import EdgeClient
 from connector.errors import CollectionMismatch, SourceError, UnsafeDelete
 from connector.runner import SparseTarget, Syncer
 from connector.sink import QdrantSink
@@ -23,9 +24,12 @@ CORPUS = [
 ]
 
 
-@pytest.fixture
-def sink(tmp_path: Path):
-    sink = QdrantSink(QdrantClient(path=str(tmp_path / "qdrant")), "chunks", batch_size=3)
+@pytest.fixture(params=["local", "edge"])
+def sink(tmp_path: Path, request: pytest.FixtureRequest):
+    # The same checks run on both embedded engines.
+    path = tmp_path / "qdrant"
+    client = QdrantClient(path=str(path)) if request.param == "local" else EdgeClient(path)
+    sink = QdrantSink(client, "chunks", batch_size=3)
     yield sink
     sink.close()
 

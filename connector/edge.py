@@ -1,0 +1,736 @@
+"""The embedded store on Qdrant's own engine (``qdrant-edge-py``), behind qdrant-client's calls.
+
+qdrant-client's local mode keeps every point in Python objects and pickles each write to SQLite,
+which caps a sparse-only sync at a few hundred points per second and holds the whole collection in
+memory. :class:`EdgeClient` answers the calls the connector makes (``upsert``, ``retrieve``,
+``scroll``, ``query_points`` with prefetch and fusion, collection metadata, ...) with the same
+arguments and result types as ``QdrantClient``, and runs them on Qdrant's engine in-process: one
+shard per collection under ``<path>/edge/<collection>/``. The sink, the search and the tests call
+it exactly as they call a ``QdrantClient``.
+
+What the engine has no notion of, this module keeps beside each shard in ``collection.json``: the
+collection's metadata and its vector parameters (the shard does not report them back). Aliases
+live in ``aliases.json`` at the root, replaced in one step, so a swap is atomic as on a server.
+
+Not supported (a :class:`~connector.errors.SinkError` says so): snapshots, unnamed vectors,
+multivectors, and query types other than nearest-vector and fusion.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import portalocker
+import qdrant_edge as edge
+from qdrant_client import models as qm
+from qdrant_client.http.models import QueryResponse
+
+from connector.errors import ConnectorError, SinkError
+
+__all__ = ["EdgeClient"]
+
+_DISTANCES = {
+    qm.Distance.COSINE: edge.Distance.Cosine,
+    qm.Distance.DOT: edge.Distance.Dot,
+    qm.Distance.EUCLID: edge.Distance.Euclid,
+    qm.Distance.MANHATTAN: edge.Distance.Manhattan,
+}
+_SCHEMAS = {
+    qm.PayloadSchemaType.KEYWORD: edge.PayloadSchemaType.Keyword,
+    qm.PayloadSchemaType.INTEGER: edge.PayloadSchemaType.Integer,
+    qm.PayloadSchemaType.FLOAT: edge.PayloadSchemaType.Float,
+    qm.PayloadSchemaType.BOOL: edge.PayloadSchemaType.Bool,
+    qm.PayloadSchemaType.GEO: edge.PayloadSchemaType.Geo,
+    qm.PayloadSchemaType.TEXT: edge.PayloadSchemaType.Text,
+    qm.PayloadSchemaType.DATETIME: edge.PayloadSchemaType.Datetime,
+    qm.PayloadSchemaType.UUID: edge.PayloadSchemaType.Uuid,
+}
+# The engine needs at least one vector per shard; a payload-only collection gets this sparse one,
+# which no point carries and no caller sees.
+_PLACEHOLDER = "__connector_payload_only"
+_CONFIG_FILE = "collection.json"
+_ALIAS_FILE = "aliases.json"
+_SHARD_DIR = "shard"
+
+
+class EdgeClient:
+    """The subset of ``QdrantClient`` the connector uses, on an in-process Qdrant engine.
+
+    Args:
+        path: Folder of the embedded store; collections live in ``<path>/edge/``.
+
+    Raises:
+        SinkError: Another process has the folder open.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.root = Path(path) / "edge"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._guard = threading.RLock()
+        self._lock_file = portalocker.Lock(
+            str(self.root / ".lock"), mode="a", timeout=0, fail_when_locked=True
+        )
+        try:
+            self._lock_file.acquire()
+        except portalocker.exceptions.LockException:
+            raise SinkError(
+                f"open Qdrant: the embedded Qdrant folder {path} is in use by another process "
+                "(only one process can open it; wait for it or use a Qdrant server)"
+            ) from None
+        self._shards: dict[str, edge.EdgeShard] = {}
+        self._configs: dict[str, dict[str, Any]] = {}
+        self._alias_map: dict[str, str] | None = None
+        self._closed = False
+
+    # -- collections ---------------------------------------------------------------------------
+
+    def collection_exists(self, collection_name: str) -> bool:
+        collection_name = self._resolve(collection_name)
+        return (self._folder(collection_name) / _CONFIG_FILE).is_file()
+
+    def get_collections(self) -> qm.CollectionsResponse:
+        names = sorted(p.parent.name for p in self.root.glob(f"*/{_CONFIG_FILE}"))
+        return qm.CollectionsResponse(
+            collections=[qm.CollectionDescription(name=name) for name in names]
+        )
+
+    def create_collection(
+        self,
+        collection_name: str,
+        vectors_config: Mapping[str, qm.VectorParams] | qm.VectorParams | None = None,
+        sparse_vectors_config: Mapping[str, qm.SparseVectorParams] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> bool:
+        if self.collection_exists(collection_name) or collection_name in self._aliases():
+            raise SinkError(f"collection {collection_name!r} already exists")
+        if isinstance(vectors_config, qm.VectorParams):
+            raise SinkError("the edge engine keeps named vectors only")
+        dense = {
+            name: {"size": params.size, "distance": _distance_name(params.distance)}
+            for name, params in (vectors_config or {}).items()
+        }
+        sparse = {
+            name: {"idf": params.modifier == qm.Modifier.IDF}
+            for name, params in (sparse_vectors_config or {}).items()
+        }
+        config = {"dense": dense, "sparse": sparse, "metadata": _jsonable(metadata or {})}
+        engine_sparse = dict(sparse) or ({} if dense else {_PLACEHOLDER: {"idf": False}})
+        folder = self._folder(collection_name)
+        with self._guard, _engine_errors(f"create collection {collection_name!r}"):
+            if folder.exists():
+                shutil.rmtree(folder)  # a creation that stopped half-way: nothing to keep
+            folder.mkdir(parents=True)
+            shard = edge.EdgeShard.create(
+                str(folder / _SHARD_DIR),
+                edge.EdgeConfig(
+                    vectors={n: _dense_params(v) for n, v in dense.items()},
+                    sparse_vectors={n: _sparse_params(v["idf"]) for n, v in engine_sparse.items()},
+                ),
+            )
+            self._shards[collection_name] = shard
+            self._save_config(collection_name, config)
+        return True
+
+    def delete_collection(self, collection_name: str, **kwargs: Any) -> bool:
+        with self._guard:
+            shard = self._shards.pop(collection_name, None)
+            self._configs.pop(collection_name, None)
+            if shard is not None:
+                shard.close()
+            folder = self._folder(collection_name)
+            if not folder.exists():
+                return False
+            shutil.rmtree(folder)
+            aliases = self._aliases()
+            if collection_name in aliases.values():
+                self._save_aliases({a: c for a, c in aliases.items() if c != collection_name})
+            return True
+
+    def get_collection(self, collection_name: str) -> qm.CollectionInfo:
+        collection_name = self._resolve(collection_name)
+        config = self._config(collection_name)
+        shard = self._shard(collection_name)
+        with _engine_errors(f"read collection {collection_name!r}"):
+            info = shard.info()
+        return qm.CollectionInfo(
+            status=qm.CollectionStatus.GREEN,
+            optimizer_status=qm.OptimizersStatusOneOf.OK,
+            indexed_vectors_count=info.indexed_vectors_count,
+            points_count=info.points_count,
+            segments_count=info.segments_count,
+            payload_schema={},
+            config=qm.CollectionConfig(
+                params=qm.CollectionParams(
+                    vectors={
+                        name: qm.VectorParams(size=v["size"], distance=qm.Distance(v["distance"]))
+                        for name, v in config["dense"].items()
+                    },
+                    sparse_vectors={
+                        name: qm.SparseVectorParams(modifier=qm.Modifier.IDF if v["idf"] else None)
+                        for name, v in config["sparse"].items()
+                    },
+                ),
+                hnsw_config=qm.HnswConfig(m=16, ef_construct=100, full_scan_threshold=10000),
+                optimizer_config=qm.OptimizersConfig(
+                    deleted_threshold=0.2,
+                    vacuum_min_vector_number=1000,
+                    default_segment_number=0,
+                    flush_interval_sec=5,
+                ),
+                wal_config=qm.WalConfig(wal_capacity_mb=32, wal_segments_ahead=0),
+                metadata=json.loads(json.dumps(config["metadata"])) or None,
+            ),
+        )
+
+    def update_collection(
+        self, collection_name: str, metadata: dict[str, Any] | None = None, **kwargs: Any
+    ) -> bool:
+        collection_name = self._resolve(collection_name)
+        unsupported = sorted(k for k, v in kwargs.items() if v is not None)
+        if unsupported:
+            raise SinkError(f"the edge engine cannot update {', '.join(unsupported)}")
+        if metadata is None:
+            return False
+        with self._guard:
+            config = self._config(collection_name)
+            # Like a server: top-level keys are replaced, others kept.
+            config["metadata"].update(_jsonable(metadata))
+            self._save_config(collection_name, config)
+        return True
+
+    def create_vector_name(
+        self,
+        collection_name: str,
+        vector_name: str,
+        vector_name_config: qm.DenseVectorNameConfig | qm.SparseVectorNameConfig,
+        **kwargs: Any,
+    ) -> qm.UpdateResult:
+        collection_name = self._resolve(collection_name)
+        with self._guard:
+            config = self._config(collection_name)
+            if vector_name in config["dense"] or vector_name in config["sparse"]:
+                raise SinkError(f"collection {collection_name!r} has vector {vector_name!r}")
+            if isinstance(vector_name_config, qm.DenseVectorNameConfig):
+                dense = vector_name_config.dense
+                entry = {"size": dense.size, "distance": _distance_name(dense.distance)}
+                operation = edge.UpdateOperation.create_dense_vector(
+                    vector_name, dense.size, _DISTANCES[qm.Distance(entry["distance"])]
+                )
+                config["dense"][vector_name] = entry
+            else:
+                idf = vector_name_config.sparse.modifier == qm.Modifier.IDF
+                operation = edge.UpdateOperation.create_sparse_vector(
+                    vector_name, modifier=edge.Modifier.Idf if idf else None
+                )
+                config["sparse"][vector_name] = {"idf": idf}
+            self._update(collection_name, operation, f"add vector {vector_name!r}")
+            self._save_config(collection_name, config)
+        return _completed()
+
+    def create_payload_index(
+        self,
+        collection_name: str,
+        field_name: str,
+        field_schema: qm.PayloadSchemaType | None = None,
+        **kwargs: Any,
+    ) -> qm.UpdateResult:
+        collection_name = self._resolve(collection_name)
+        try:
+            schema = _SCHEMAS.get(qm.PayloadSchemaType(field_schema or "keyword"))
+        except ValueError:
+            schema = None
+        if schema is None:
+            raise SinkError(f"the edge engine cannot index {field_name!r} as {field_schema}")
+        operation = edge.UpdateOperation.create_field_index(field_name, schema)
+        self._update(collection_name, operation, f"index payload key {field_name!r}")
+        return _completed()
+
+    # -- points --------------------------------------------------------------------------------
+
+    def upsert(
+        self, collection_name: str, points: Sequence[qm.PointStruct], **kwargs: Any
+    ) -> qm.UpdateResult:
+        collection_name = self._resolve(collection_name)
+        if not isinstance(points, Sequence):
+            raise SinkError("the edge engine takes points as a list of PointStruct")
+        converted = [edge.Point(_point_id(p.id), _vectors(p.vector), p.payload) for p in points]
+        operation = edge.UpdateOperation.upsert_points(converted)
+        self._update(collection_name, operation, f"upsert {len(points)} points")
+        return _completed()
+
+    def update_vectors(
+        self, collection_name: str, points: Sequence[qm.PointVectors], **kwargs: Any
+    ) -> qm.UpdateResult:
+        collection_name = self._resolve(collection_name)
+        converted = [edge.PointVectors(_point_id(p.id), _vectors(p.vector)) for p in points]
+        operation = edge.UpdateOperation.update_vectors(converted)
+        self._update(collection_name, operation, f"update vectors of {len(points)} points")
+        return _completed()
+
+    def overwrite_payload(
+        self,
+        collection_name: str,
+        payload: dict[str, Any],
+        points: Sequence[qm.ExtendedPointId] | qm.Filter,
+        **kwargs: Any,
+    ) -> qm.UpdateResult:
+        collection_name = self._resolve(collection_name)
+        operation = (
+            edge.UpdateOperation.overwrite_payload_by_filter(_filter(points), payload)
+            if isinstance(points, qm.Filter)
+            else edge.UpdateOperation.overwrite_payload([_point_id(p) for p in points], payload)
+        )
+        self._update(collection_name, operation, "overwrite payload")
+        return _completed()
+
+    def set_payload(
+        self,
+        collection_name: str,
+        payload: dict[str, Any],
+        points: Sequence[qm.ExtendedPointId] | qm.Filter,
+        **kwargs: Any,
+    ) -> qm.UpdateResult:
+        collection_name = self._resolve(collection_name)
+        operation = (
+            edge.UpdateOperation.set_payload_by_filter(_filter(points), payload)
+            if isinstance(points, qm.Filter)
+            else edge.UpdateOperation.set_payload([_point_id(p) for p in points], payload)
+        )
+        self._update(collection_name, operation, "set payload")
+        return _completed()
+
+    def batch_update_points(
+        self, collection_name: str, update_operations: Sequence[Any], **kwargs: Any
+    ) -> list[qm.UpdateResult]:
+        collection_name = self._resolve(collection_name)
+        results = []
+        for operation in update_operations:
+            if isinstance(operation, qm.OverwritePayloadOperation):
+                body = operation.overwrite_payload
+                target = body.points if body.points is not None else body.filter
+                results.append(self.overwrite_payload(collection_name, body.payload, target))
+            elif isinstance(operation, qm.SetPayloadOperation):
+                body = operation.set_payload
+                target = body.points if body.points is not None else body.filter
+                results.append(self.set_payload(collection_name, body.payload, target))
+            elif isinstance(operation, qm.UpsertOperation) and isinstance(
+                operation.upsert, qm.PointsList
+            ):
+                results.append(self.upsert(collection_name, operation.upsert.points))
+            elif isinstance(operation, qm.DeleteOperation):
+                results.append(self.delete(collection_name, operation.delete))
+            else:
+                raise SinkError(
+                    f"the edge engine does not run {type(operation).__name__} in a batch"
+                )
+        return results
+
+    def delete(
+        self,
+        collection_name: str,
+        points_selector: qm.PointIdsList | qm.FilterSelector | Sequence[qm.ExtendedPointId],
+        **kwargs: Any,
+    ) -> qm.UpdateResult:
+        collection_name = self._resolve(collection_name)
+        if isinstance(points_selector, qm.FilterSelector):
+            operation = edge.UpdateOperation.delete_points_by_filter(
+                _filter(points_selector.filter)
+            )
+        else:
+            ids = (
+                points_selector.points
+                if isinstance(points_selector, qm.PointIdsList)
+                else points_selector
+            )
+            operation = edge.UpdateOperation.delete_points([_point_id(p) for p in ids])
+        self._update(collection_name, operation, "delete points")
+        return _completed()
+
+    def retrieve(
+        self,
+        collection_name: str,
+        ids: Sequence[qm.ExtendedPointId],
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+        **kwargs: Any,
+    ) -> list[qm.Record]:
+        collection_name = self._resolve(collection_name)
+        shard = self._shard(collection_name)
+        with _engine_errors(f"read points of {collection_name!r}"):
+            records = shard.retrieve(
+                [_point_id(p) for p in ids], _selector(with_payload), _selector(with_vectors)
+            )
+        return [_record(r) for r in records]
+
+    def scroll(
+        self,
+        collection_name: str,
+        scroll_filter: qm.Filter | None = None,
+        limit: int = 10,
+        offset: qm.ExtendedPointId | None = None,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+        **kwargs: Any,
+    ) -> tuple[list[qm.Record], qm.ExtendedPointId | None]:
+        collection_name = self._resolve(collection_name)
+        shard = self._shard(collection_name)
+        request = edge.ScrollRequest(
+            offset=_point_id(offset) if offset is not None else None,
+            limit=limit,
+            filter=_filter(scroll_filter) if scroll_filter is not None else None,
+            with_payload=_selector(with_payload),
+            with_vector=_selector(with_vectors),
+        )
+        with _engine_errors(f"list points of {collection_name!r}"):
+            records, next_offset = shard.scroll(request)
+        return [_record(r) for r in records], _plain_id(next_offset)
+
+    def count(
+        self, collection_name: str, count_filter: qm.Filter | None = None, **kwargs: Any
+    ) -> qm.CountResult:
+        collection_name = self._resolve(collection_name)
+        shard = self._shard(collection_name)
+        request = edge.CountRequest(
+            filter=_filter(count_filter) if count_filter is not None else None, exact=True
+        )
+        with _engine_errors(f"count points of {collection_name!r}"):
+            return qm.CountResult(count=shard.count(request))
+
+    def query_points(
+        self,
+        collection_name: str,
+        query: Any = None,
+        using: str | None = None,
+        prefetch: qm.Prefetch | Sequence[qm.Prefetch] | None = None,
+        query_filter: qm.Filter | None = None,
+        limit: int = 10,
+        with_payload: bool | Sequence[str] = True,
+        with_vectors: bool | Sequence[str] = False,
+        score_threshold: float | None = None,
+        **kwargs: Any,
+    ) -> QueryResponse:
+        collection_name = self._resolve(collection_name)
+        shard = self._shard(collection_name)
+        request = edge.QueryRequest(
+            limit=limit,
+            query=_query(query, using) if query is not None else None,
+            prefetches=_prefetches(prefetch),
+            filter=_filter(query_filter) if query_filter is not None else None,
+            score_threshold=score_threshold,
+            with_payload=_selector(with_payload),
+            with_vector=_selector(with_vectors),
+        )
+        with _engine_errors(f"query {collection_name!r}"):
+            points = shard.query(request)
+        return QueryResponse(points=[_scored(p) for p in points])
+
+    def close(self, **kwargs: Any) -> None:
+        with self._guard:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                for shard in self._shards.values():
+                    shard.flush()
+                    shard.close()
+            finally:
+                self._shards.clear()
+                self._lock_file.release()
+
+    # -- aliases -------------------------------------------------------------------------------
+
+    def get_aliases(self) -> qm.CollectionsAliasesResponse:
+        return qm.CollectionsAliasesResponse(
+            aliases=[
+                qm.AliasDescription(alias_name=alias, collection_name=target)
+                for alias, target in sorted(self._aliases().items())
+            ]
+        )
+
+    def get_collection_aliases(self, collection_name: str) -> qm.CollectionsAliasesResponse:
+        every = self.get_aliases().aliases
+        return qm.CollectionsAliasesResponse(
+            aliases=[a for a in every if a.collection_name == collection_name]
+        )
+
+    def update_collection_aliases(
+        self, change_aliases_operations: Sequence[Any], **kwargs: Any
+    ) -> bool:
+        """Applies every change or none: the alias file is replaced in one step."""
+        with self._guard:
+            aliases = dict(self._aliases())
+            for operation in change_aliases_operations:
+                if isinstance(operation, qm.CreateAliasOperation):
+                    change = operation.create_alias
+                    if not self.collection_exists(change.collection_name):
+                        raise SinkError(f"collection {change.collection_name!r} does not exist")
+                    aliases[change.alias_name] = change.collection_name
+                elif isinstance(operation, qm.DeleteAliasOperation):
+                    name = operation.delete_alias.alias_name
+                    if aliases.pop(name, None) is None:
+                        raise SinkError(f"alias {name!r} does not exist")
+                elif isinstance(operation, qm.RenameAliasOperation):
+                    change = operation.rename_alias
+                    if change.old_alias_name not in aliases:
+                        raise SinkError(f"alias {change.old_alias_name!r} does not exist")
+                    aliases[change.new_alias_name] = aliases.pop(change.old_alias_name)
+                else:
+                    raise SinkError(f"the edge engine cannot apply {type(operation).__name__}")
+            self._save_aliases(aliases)
+        return True
+
+    def _aliases(self) -> dict[str, str]:
+        if self._alias_map is None:
+            path = self.root / _ALIAS_FILE
+            try:
+                self._alias_map = json.loads(path.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                self._alias_map = {}
+            except (OSError, ValueError) as exc:
+                raise SinkError(f"cannot read the aliases in {path}: {exc}") from None
+        return self._alias_map
+
+    def _save_aliases(self, aliases: dict[str, str]) -> None:
+        path = self.root / _ALIAS_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(aliases, sort_keys=True), encoding="utf-8")
+        os.replace(temporary, path)  # readers see the old aliases or the new, never a mix
+        self._alias_map = dict(aliases)
+
+    def _resolve(self, name: str) -> str:
+        """The collection behind ``name`` when it is an alias, else ``name`` itself."""
+        return self._aliases().get(name, name)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _folder(self, name: str) -> Path:
+        # A collection name becomes a folder name: keep it from leaving the root.
+        if not name or name in {".", ".."} or "/" in name or "\\" in name or "\x00" in name:
+            raise SinkError(f"collection name {name!r} cannot be used by the edge engine")
+        return self.root / name
+
+    def _config(self, name: str) -> dict[str, Any]:
+        with self._guard:
+            if name not in self._configs:
+                path = self._folder(name) / _CONFIG_FILE
+                try:
+                    self._configs[name] = json.loads(path.read_text(encoding="utf-8"))
+                except FileNotFoundError:
+                    raise SinkError(f"collection {name!r} does not exist") from None
+                except (OSError, ValueError) as exc:
+                    raise SinkError(f"collection {name!r}: cannot read {path}: {exc}") from None
+            return self._configs[name]
+
+    def _save_config(self, name: str, config: dict[str, Any]) -> None:
+        path = self._folder(name) / _CONFIG_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(config, sort_keys=True), encoding="utf-8")
+        os.replace(temporary, path)  # never a half-written file
+        self._configs[name] = config
+
+    def _shard(self, name: str) -> edge.EdgeShard:
+        if self._closed:
+            raise SinkError("the embedded Qdrant is closed")
+        with self._guard:
+            shard = self._shards.get(name)
+            if shard is None:
+                self._config(name)  # a clear error when the collection does not exist
+                with _engine_errors(f"open collection {name!r}"):
+                    shard = edge.EdgeShard.load(str(self._folder(name) / _SHARD_DIR))
+                self._shards[name] = shard
+            return shard
+
+    def _update(self, name: str, operation: Any, action: str) -> None:
+        shard = self._shard(name)
+        with _engine_errors(f"{action} in {name!r}"):
+            shard.update(operation)
+
+
+@contextmanager
+def _engine_errors(action: str) -> Iterator[None]:
+    """The engine raises bare ``Exception``s; give them the action and the connector's type."""
+    try:
+        yield
+    except ConnectorError:
+        raise
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        if "WouldBlock" in text:
+            raise SinkError(
+                f"{action}: the embedded Qdrant collection is in use by another process"
+            ) from exc
+        raise SinkError(f"{action}: {text or type(exc).__name__}") from exc
+
+
+def _completed() -> qm.UpdateResult:
+    return qm.UpdateResult(operation_id=None, status=qm.UpdateStatus.COMPLETED)
+
+
+def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    # Stored as JSON, as a server does: datetimes and UUIDs become strings.
+    return json.loads(json.dumps(value, default=str))
+
+
+def _distance_name(distance: qm.Distance) -> str:
+    distance = qm.Distance(distance)
+    if distance not in _DISTANCES:
+        raise SinkError(f"the edge engine has no distance {distance.value!r}")
+    return distance.value
+
+
+def _dense_params(entry: dict[str, Any]) -> edge.EdgeVectorParams:
+    return edge.EdgeVectorParams(
+        size=entry["size"], distance=_DISTANCES[qm.Distance(entry["distance"])]
+    )
+
+
+def _sparse_params(idf: bool) -> edge.EdgeSparseVectorParams:
+    return edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf if idf else None)
+
+
+def _point_id(point: Any) -> Any:
+    if isinstance(point, uuid.UUID):
+        return str(point)
+    if isinstance(point, str | int) and not isinstance(point, bool):
+        return point
+    raise SinkError(f"the edge engine takes point ids as UUID strings or integers, not {point!r}")
+
+
+def _plain_id(point: Any) -> qm.ExtendedPointId | None:
+    if point is None:
+        return None
+    return str(point) if isinstance(point, uuid.UUID) else point
+
+
+def _vectors(vector: Any) -> dict[str, Any]:
+    if not isinstance(vector, Mapping):
+        raise SinkError("the edge engine keeps named vectors only")
+    out: dict[str, Any] = {}
+    for name, value in vector.items():
+        if isinstance(value, qm.SparseVector):
+            out[name] = edge.SparseVector(value.indices, value.values)
+        elif hasattr(value, "tolist"):
+            out[name] = value.tolist()
+        elif isinstance(value, list) and (not value or not isinstance(value[0], list)):
+            out[name] = value
+        else:
+            raise SinkError(f"vector {name!r}: the edge engine takes dense or sparse vectors only")
+    return out
+
+
+def _vectors_back(vector: Any) -> dict[str, Any] | None:
+    if vector is None:
+        return None
+    out: dict[str, Any] = {}
+    for name, value in vector.items():
+        if name == _PLACEHOLDER:
+            continue
+        if isinstance(value, edge.SparseVector):
+            out[name] = qm.SparseVector(indices=list(value.indices), values=list(value.values))
+        else:
+            out[name] = value
+    return out
+
+
+def _selector(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, qm.PayloadSelectorInclude):
+        return list(value.include)
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return list(value)
+    raise SinkError(f"the edge engine cannot select {value!r}")
+
+
+def _record(record: Any) -> qm.Record:
+    return qm.Record(
+        id=_plain_id(record.id),
+        payload=record.payload,
+        vector=_vectors_back(record.vector),
+    )
+
+
+def _scored(point: Any) -> qm.ScoredPoint:
+    return qm.ScoredPoint(
+        id=_plain_id(point.id),
+        version=point.version,
+        score=point.score,
+        payload=point.payload,
+        vector=_vectors_back(point.vector),
+    )
+
+
+def _query(query: Any, using: str | None) -> Any:
+    if isinstance(query, qm.NearestQuery):
+        query = query.nearest
+    if isinstance(query, qm.FusionQuery):
+        if query.fusion == qm.Fusion.DBSF:
+            return edge.Fusion.Dbsf()
+        return edge.Fusion.Rrf(k=2)  # Qdrant's default constant
+    if isinstance(query, qm.RrfQuery):
+        rrf = query.rrf
+        return edge.Fusion.Rrf(k=rrf.k if rrf.k is not None else 2, weights=rrf.weights)
+    if isinstance(query, qm.SparseVector):
+        vector: Any = edge.SparseVector(list(query.indices), list(query.values))
+    elif hasattr(query, "tolist"):
+        vector = query.tolist()
+    elif isinstance(query, list) and all(isinstance(v, int | float) for v in query):
+        vector = [float(v) for v in query]
+    else:
+        raise SinkError(f"the edge engine does not run {type(query).__name__} queries")
+    return edge.Query.Nearest(vector, using=using)
+
+
+def _prefetches(prefetch: qm.Prefetch | Sequence[qm.Prefetch] | None) -> list[Any] | None:
+    if prefetch is None:
+        return None
+    items = [prefetch] if isinstance(prefetch, qm.Prefetch) else list(prefetch)
+    return [
+        edge.Prefetch(
+            limit=item.limit if item.limit is not None else 10,
+            query=_query(item.query, item.using) if item.query is not None else None,
+            prefetches=_prefetches(item.prefetch),
+            filter=_filter(item.filter) if item.filter is not None else None,
+            score_threshold=item.score_threshold,
+        )
+        for item in items
+    ]
+
+
+def _filter(flt: qm.Filter) -> edge.Filter:
+    def conditions(items: Any) -> list[Any] | None:
+        if items is None:
+            return None
+        items = items if isinstance(items, list) else [items]
+        return [_condition(item) for item in items]
+
+    if flt.min_should is not None:
+        raise SinkError("the edge engine does not take min_should in filters")
+    return edge.Filter(
+        must=conditions(flt.must), should=conditions(flt.should), must_not=conditions(flt.must_not)
+    )
+
+
+def _condition(condition: Any) -> Any:
+    if isinstance(condition, qm.Filter):
+        return _filter(condition)
+    if isinstance(condition, qm.HasIdCondition):
+        return edge.HasIdCondition({_point_id(p) for p in condition.has_id})
+    if isinstance(condition, qm.FieldCondition) and condition.match is not None:
+        match = condition.match
+        if isinstance(match, qm.MatchValue):
+            return edge.FieldCondition(condition.key, match=edge.MatchValue(match.value))
+        if isinstance(match, qm.MatchAny):
+            return edge.FieldCondition(condition.key, match=edge.MatchAny(list(match.any)))
+        if isinstance(match, qm.MatchExcept):
+            return edge.FieldCondition(condition.key, match=edge.MatchExcept(list(match.except_)))
+    raise SinkError(f"the edge engine does not take the filter condition {condition!r}")
