@@ -14,6 +14,7 @@ import pytest
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
+from connector.edge import EdgeClient
 from connector.errors import CollectionMismatch, ConfigError, SchemaOutdated, SinkError
 from connector.migrator import SCHEMA_KEY, Migrator, discover
 from connector.runner import SparseTarget, Syncer
@@ -39,9 +40,12 @@ CORPUS = [
 ]
 
 
-@pytest.fixture
-def sink(tmp_path: Path):
-    sink = QdrantSink(QdrantClient(path=str(tmp_path / "qdrant")), "chunks", batch_size=3)
+@pytest.fixture(params=["local", "edge"])
+def sink(tmp_path: Path, request: pytest.FixtureRequest):
+    # Both embedded engines: the alias swap must be atomic on Qdrant's own engine too.
+    path = str(tmp_path / "qdrant")
+    client = QdrantClient(path=path) if request.param == "local" else EdgeClient(path)
+    sink = QdrantSink(client, "chunks", batch_size=3)
     yield sink
     sink.close()
 
