@@ -70,13 +70,20 @@ def _settings(state: Path, engine: str, device: str = "cpu"):
         {
             "state_dir": str(state),
             "qdrant": {"engine": engine, "collection": "bench"},
-            "dense": {"device": device},
+            # A GPU is used through the connector's leases (gpu.enabled), as a sync would.
+            "gpu": {"enabled": device != "cpu"},
         },
     )
 
 
 def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespace) -> None:
-    from connector.app import dense_encoders, open_sink, sparse_target
+    from connector.app import (
+        dense_encoders,
+        dense_stage,
+        device_executor,
+        open_sink,
+        sparse_target,
+    )
     from connector.runner import Syncer
     from connector.sources import open_source
 
@@ -85,6 +92,7 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
     settings = _settings(work / "dense-state", args.engine, args.device)
     dense = dense_encoders(settings)
     model = dense[0].model  # loaded before any clock starts
+    executor = device_executor(settings, holder="bench")
     window = settings.sync.batch_size
     texts = [json.loads(line)["text"] for line in corpus.open(encoding="utf-8")]
     model.encode(texts[:64], batch_size=32, show_progress_bar=False)  # warm-up, untimed
@@ -94,6 +102,7 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
 
     raw_s, sync_s = [], []
     for round_ in range(1, args.rounds + 1):
+        model.to(device)  # the raw loop keeps its model resident on the device
         started = time.perf_counter()
         for start in range(0, len(texts), window):
             model.encode(
@@ -104,15 +113,28 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
                 show_progress_bar=False,
             )
         raw_s.append(time.perf_counter() - started)
+        model.to("cpu")
         # Each round syncs into a new collection: a first sync every time.
         sink = open_sink(settings, f"round{round_}")
         try:
-            syncer = Syncer(sink, dense, sparse_target(settings), batch_size=window)
+            syncer = Syncer(
+                sink,
+                dense,
+                sparse_target(settings, executor),
+                batch_size=window,
+                dense_stage=dense_stage(settings, executor),
+            )
             started = time.perf_counter()
             first = syncer.run(source)
             sync_s.append(time.perf_counter() - started)
             started = time.perf_counter()
-            again = Syncer(sink, dense, sparse_target(settings), batch_size=window).run(source)
+            again = Syncer(
+                sink,
+                dense,
+                sparse_target(settings, executor),
+                batch_size=window,
+                dense_stage=dense_stage(settings, executor),
+            ).run(source)
             again_s = time.perf_counter() - started
         finally:
             sink.close()
@@ -133,7 +155,7 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
     env = os.environ | {
         "CONNECTOR_STATE_DIR": str(work / "dense-state"),
         "CONNECTOR_QDRANT__ENGINE": args.engine,
-        "CONNECTOR_DENSE__DEVICE": args.device,
+        "CONNECTOR_GPU__ENABLED": "true" if args.device != "cpu" else "false",
     }
     command = [sys.executable, "-m", "connector", "sync", "--source", str(corpus)]
     command += ["--source-name", "bench", "--collection", f"round{args.rounds}", "--json"]
