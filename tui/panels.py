@@ -75,10 +75,10 @@ class GpuPanel(Static):
         if not self.rows:
             return Text("No GPU found (NVML reports none): syncs run their models on the CPU.")
         table = Table(box=None, expand=True, padding=(0, 1), show_edge=False)
-        table.add_column("GPU", no_wrap=True, overflow="ellipsis", max_width=18)
-        table.add_column("Memory (GiB)", no_wrap=True)
+        table.add_column("GPU", no_wrap=True, overflow="ellipsis", max_width=14)
+        table.add_column("VRAM GiB", no_wrap=True)
         table.add_column("Util", no_wrap=True, justify="right")
-        table.add_column("Lease (since UTC)", ratio=1)
+        table.add_column("Lease (held for; reserved)", ratio=1)
         for row in self.rows:
             table.add_row(*row)
         return table
@@ -90,7 +90,7 @@ def _gpu_rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
     for info in snapshot.gpus:
         seen.add(info.index)
         share = info.used_bytes / info.total_bytes if info.total_bytes else None
-        memory = f"{fmt.bar(share, 8)} {fmt.gib(info.used_bytes)}/{fmt.gib(info.total_bytes)}"
+        memory = f"{fmt.bar(share, 6)} {fmt.gib(info.used_bytes)}/{fmt.gib(info.total_bytes)}"
         util = fmt.DASH if info.utilisation_pct is None else f"{info.utilisation_pct}%"
         rows.append((f"{info.index} {info.name}", memory, util, _lease(snapshot, info.index)))
     for lease in snapshot.leases:  # held on a GPU the probe does not see (NVML gone?)
@@ -106,8 +106,8 @@ def _lease(snapshot: Snapshot, device: int) -> str:
         return "free"
     held = fmt.duration(_seconds(snapshot, lease.started_at))
     return (
-        f"pid {lease.pid} {lease.holder} · {lease.model or fmt.DASH} · "
-        f"since {fmt.clock(lease.started_at)} ({held}) · {fmt.gib(lease.vram_reserved)} GiB"
+        f"pid {lease.pid} {lease.holder}, {held}\n"
+        f"{lease.model or fmt.DASH}, {fmt.gib(lease.vram_reserved)} GiB"
     )
 
 
@@ -184,8 +184,16 @@ class TrendPanel(Vertical):
         self.query_one("#rate-label", Label).update(
             _trend_label("chunks/s", rates, _rate, "no run finished yet")
         )
+        self._series = (ratios, rates)
+        self._draw()
+
+    def on_resize(self) -> None:
+        self._draw()  # one cell per run: how many fit depends on the width
+
+    def _draw(self) -> None:
+        ratios, rates = getattr(self, "_series", ([], []))
+        width = self.content_size.width
         # Fallbacks on a fixed 0-100% scale: a flat line at the bottom means none.
-        width = max(1, self.content_size.width)
         self.query_one("#fallback-chart", Static).update(fmt.spark(ratios, width, top=1.0))
         self.query_one("#rate-chart", Static).update(fmt.spark(rates, width))
 

@@ -122,8 +122,8 @@ async def test_the_lease_table_shows_a_lease_held_by_another_process(settings: S
             await wait_for(pilot, lambda: panel.rows)
             ((gpu, memory, util, lease),) = panel.rows
             assert gpu == "0 Simulated GPU" and memory.endswith("0.0/16.0") and util == "0%"
-            assert lease.startswith(f"pid {holder.pid} connector sync · qdrant-minilm-attention")
-            assert lease.endswith("12.0 GiB")
+            assert lease.startswith(f"pid {holder.pid} connector sync, ")
+            assert lease.endswith("\nqdrant-minilm-attention, 12.0 GiB")
             holder.kill()  # a dead holder frees its GPU, and the table says so
             holder.wait(timeout=30)
             await wait_for(pilot, lambda: panel.rows and panel.rows[0][3] == "free")
