@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.message import Message
 from textual.widgets import DataTable, Footer
 
 from connector.errors import ConfigError
@@ -27,6 +24,7 @@ from connector.runtime import RuntimeState, load_runtime, save_runtime
 from tui.control import SyncProcess, stop_live_sync
 from tui.health import QdrantHealth
 from tui.history import HistoryTable
+from tui.messages import HealthChecked, SnapshotReady, SyncEnded
 from tui.panels import Banner, GpuPanel, RunPanel, StatusLine, TrendPanel
 from tui.screens import ConfirmScreen, ManifestScreen
 from tui.state import Snapshot
@@ -34,24 +32,6 @@ from tui.state import Snapshot
 __all__ = ["DashboardApp"]
 
 _EXIT_MEANING = {0: "succeeded", 143: "stopped, recorded interrupted", 1: "failed"}
-
-
-@dataclass
-class SnapshotReady(Message):
-    snapshot: Snapshot
-
-
-@dataclass
-class HealthChecked(Message):
-    health: QdrantHealth
-
-
-@dataclass
-class SyncEnded(Message):
-    pid: int | None
-    status: int | None
-    log_path: Path
-    problem: str | None = None
 
 
 class DashboardApp(App[None]):
@@ -196,7 +176,7 @@ class DashboardApp(App[None]):
 
     def watch_theme(self) -> None:
         if self.snapshot is not None:  # status colours follow the theme
-            self.query_one(HistoryTable).show(self.snapshot.runs, force=True)
+            self.screen_stack[0].query_one(HistoryTable).show(self.snapshot.runs, force=True)
 
     # -- rendering -----------------------------------------------------------------------------
 
@@ -207,7 +187,9 @@ class DashboardApp(App[None]):
             return
         self.snapshot = snapshot
         pid = self.sync.pid if self.sync is not None else None
-        self.query_one(StatusLine).show(snapshot, self.health, pid)
+        # The main screen, also while a question or a manifest is on top of it.
+        main = self.screen_stack[0]
+        main.query_one(StatusLine).show(snapshot, self.health, pid)
         problems = list(snapshot.problems)
         if self.health is not None and self.health.reachable is False:
             problems.insert(
@@ -215,11 +197,11 @@ class DashboardApp(App[None]):
                 f"Qdrant at {self.health.target} is unreachable ({self.health.problem}); "
                 f"retrying every {self.health_every_s:g}s; the panels read the state folder.",
             )
-        self.query_one(Banner).show(problems)
-        self.query_one(GpuPanel).show(snapshot)
-        self.query_one(RunPanel).show(snapshot, pid)
-        self.query_one(TrendPanel).show(snapshot)
-        self.query_one(HistoryTable).show(snapshot.runs)
+        main.query_one(Banner).show(problems)
+        main.query_one(GpuPanel).show(snapshot)
+        main.query_one(RunPanel).show(snapshot, pid)
+        main.query_one(TrendPanel).show(snapshot)
+        main.query_one(HistoryTable).show(snapshot.runs)
 
     # -- actions -------------------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ async def test_the_sparse_switch_is_persisted_and_the_next_sync_honours_it(
         await wait_for(pilot, lambda: "sparse ON" in status_text(app))
         await pilot.press("s")
         assert isinstance(app.screen, ConfirmScreen)
+        shown = app.snapshot
+        await wait_for(pilot, lambda: app.snapshot is not shown)  # refreshed under the question
         await pilot.press("n")  # declined: nothing written
         assert load_runtime(state).sparse_enabled is None
         await pilot.press("s", "y")

@@ -14,6 +14,7 @@ MODULES = [
     "tui.health",
     "tui.history",
     "tui.launch",
+    "tui.messages",
     "tui.panels",
     "tui.screens",
     "tui.state",
