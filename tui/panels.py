@@ -177,7 +177,8 @@ class TrendPanel(Vertical):
         recent = list(reversed(snapshot.runs[:runs]))  # oldest first: the newest is right-most
         ratios = [r.fallback_ratio for r in recent if r.fallback_ratio is not None]
         rates = [r.chunks_per_s for r in recent if r.chunks_per_s is not None]
-        self.border_title = f"Last {len(recent)} runs" if recent else "Recent runs"
+        plural = "s" if len(recent) > 1 else ""
+        self.border_title = f"Last {len(recent)} run{plural}" if recent else "Recent runs"
         self.query_one("#fallback-label", Label).update(
             _trend_label("sparse fallback", ratios, fmt.ratio, "sparse off in every run")
         )

@@ -8,7 +8,7 @@ folder, and the dashboard must still show it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -166,8 +166,11 @@ class Collector:
             problems.append(str(exc))
             enabled, decided_by = self.sparse_configured, "settings"
         progress = read_progress(self.state_dir)
+        live = progress is not None and self.liveness(progress)
         summaries = sorted(self._summaries(), key=lambda s: s.run.started_at)
-        recent = summaries[::-1][: self.history]
+        rows = [RunRow.from_summary(s) for s in summaries[::-1][: self.history]]
+        if live and progress is not None:  # a running run's manifest is rewritten only at its end
+            rows = [_with_progress(row, progress, self.clock()) for row in rows]
         return Snapshot(
             taken_at=self.clock(),
             state_dir=self.state_dir,
@@ -176,8 +179,20 @@ class Collector:
             gpus=tuple(self.probe.devices()),
             leases=tuple(read_leases(self.state_dir)),
             progress=progress,
-            live=progress is not None and self.liveness(progress),
-            runs=tuple(RunRow.from_summary(s) for s in recent),
+            live=live,
+            runs=tuple(rows),
             sparse=SparseSwitch(enabled, decided_by),
             problems=tuple(problems),
         )
+
+
+def _with_progress(row: RunRow, progress: LiveProgress, now: datetime) -> RunRow:
+    if row.run_id != progress.run_id or row.status != "running":
+        return row
+    started = datetime.fromisoformat(progress.started_at)
+    return replace(
+        row,
+        chunks=progress.chunks_done,
+        duration_s=max(0.0, (now - started).total_seconds()),
+        chunks_per_s=progress.chunks_per_s,
+    )

@@ -230,6 +230,9 @@ async def test_a_sync_started_from_the_dashboard_is_cancelled_gracefully(
 
         await wait_for(pilot, writing, timeout_s=120)
         (process,) = started
+        # The running run's row counts from the live progress (its manifest is written at its end).
+        await wait_for(pilot, lambda: app.snapshot.runs[0].chunks > 0)  # type: ignore[union-attr]
+        assert app.snapshot.runs[0].status == "running"  # type: ignore[union-attr]
         assert f"pid {process.pid} (started here)" in str(panel.content)
         await pilot.press("g")  # one at a time
         assert len(started) == 1
