@@ -1,4 +1,4 @@
-"""The ``connector`` command: ``sync``, ``search``, ``sparse``, and (from
+"""The ``connector`` command: ``sync``, ``search``, ``sparse``, ``tui``, and (from
 :mod:`connector.commands`) ``runs``, ``schema``, ``migrate``."""
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sparse.add_argument("state", choices=["on", "off", "status"])
 
+    commands.add_parser(
+        "tui", parents=[common], help="open the operator dashboard (runs, GPUs, sparse switch)"
+    )
+
     search = commands.add_parser("search", parents=[common], help="query a synced collection")
     search.add_argument("query", metavar="QUERY", nargs="?", help="the text to look for")
     search.add_argument(
@@ -128,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from connector.telemetry import setup_telemetry
 
         settings = load_settings(args.config, _overrides(args))
+        if args.command == "tui":  # full screen: it logs to a file, and imports Textual only now
+            from tui.launch import run_dashboard
+
+            return run_dashboard(settings, args.config)
         _setup_logging(settings.log_level)
         telemetry = setup_telemetry(settings.telemetry)
         try:

@@ -1,0 +1,60 @@
+"""Helpers of the dashboard tests: a real sync into a state folder, and waiting on the app."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+
+from connector.cli import main
+from connector.settings import Settings, load_settings
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def run_sync(workdir: Path, *extra: str) -> int:
+    """``connector sync`` of the fixture corpus into ``workdir/state`` (in this process)."""
+    return main(["sync", "--source", str(workdir / "corpus.jsonl"), "--json", *extra])
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder with the fixture corpus; ``CONNECTOR_STATE_DIR`` points at its ``state``."""
+    for name in list(os.environ):
+        if name.startswith("CONNECTOR_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CONNECTOR_STATE_DIR", str(tmp_path / "state"))
+    shutil.copy(FIXTURES / "corpus.jsonl", tmp_path / "corpus.jsonl")
+    return tmp_path
+
+
+@pytest.fixture
+def settings(workdir: Path) -> Settings:
+    return load_settings(None, {"source": {"path": str(workdir / "corpus.jsonl")}})
+
+
+async def wait_for(pilot: Pilot, ready: Callable[[], object], timeout_s: float = 30.0) -> None:
+    """Let the app run until ``ready()`` is true (its workers refresh in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert time.monotonic() < deadline, "the dashboard never showed it"
+        await pilot.pause(0.05)
+
+
+@pytest.fixture
+def no_gpu() -> Iterator[object]:
+    from tests.fakes import FakeProbe
+
+    yield FakeProbe(0)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # The async tests run on anyio's pytest plugin (installed with httpx), on asyncio only.
+    return "asyncio"

@@ -1,0 +1,43 @@
+"""The snapshot: what the state folder and the probe say, without opening Qdrant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from connector.runtime import RuntimeState, save_runtime
+from connector.settings import Settings
+from tests.fakes import FakeProbe
+from tests.tui.conftest import run_sync
+from tui.state import Collector
+
+
+def test_a_real_sync_is_read_back_from_the_state_folder(workdir: Path, settings: Settings) -> None:
+    assert run_sync(workdir) == 0
+    collector = Collector(settings.state_dir, probe=FakeProbe(0))
+    snapshot = collector.snapshot()
+    (run,) = snapshot.runs
+    assert (run.status, run.chunks, run.encoded, run.schema_version) == ("succeeded", 40, 40, "4.1")
+    assert run.fallback_ratio == 0.0 and run.chunks_per_s and run.device == "cpu"
+    assert snapshot.progress is not None and snapshot.progress.run_id == run.run_id
+    assert not snapshot.live  # that sync has ended
+    assert (snapshot.sparse.enabled, snapshot.sparse.decided_by) == (True, "settings")
+
+
+def test_runs_newest_first_unreadable_manifests_skipped(settings: Settings) -> None:
+    runs = settings.state_dir / "runs"
+    (runs / "broken").mkdir(parents=True)
+    (runs / "broken" / "processing_summary.json").write_text("{not json")
+    save_runtime(settings.state_dir, RuntimeState(sparse_enabled=False))
+    snapshot = Collector(settings.state_dir, probe=FakeProbe(2)).snapshot()
+    assert snapshot.runs == () and len(snapshot.gpus) == 2
+    assert (snapshot.sparse.enabled, snapshot.sparse.decided_by) == (False, "switch")
+
+
+def test_an_unreadable_switch_is_a_problem_not_a_crash(settings: Settings) -> None:
+    settings.state_dir.mkdir(parents=True)
+    (settings.state_dir / "runtime.json").write_text(json.dumps({"sparse_enabled": "yes"}))
+    snapshot = Collector(settings.state_dir, sparse_configured=True, probe=FakeProbe(0)).snapshot()
+    assert snapshot.sparse.enabled and snapshot.sparse.decided_by == "settings"
+    (problem,) = snapshot.problems
+    assert "sparse_enabled must be true or false" in problem

@@ -1,0 +1,63 @@
+"""Whether the configured Qdrant server answers, asked from a background worker.
+
+With no ``qdrant.url`` the connector runs Qdrant embedded in the state folder, which a running sync
+holds open: the dashboard does not open it, and there is nothing to check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from connector.errors import ConnectorError
+from connector.redact import redact
+from connector.settings import Settings
+
+__all__ = ["CHECK_TIMEOUT_S", "QdrantHealth", "check_qdrant"]
+
+CHECK_TIMEOUT_S = 3.0
+"""Longest wait for the server's answer (the configured request timeout may be much longer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QdrantHealth:
+    """The answer of one check."""
+
+    target: str
+    """The server URL, or ``embedded`` (never an API key)."""
+    reachable: bool | None
+    """``None``: embedded, not checked."""
+    problem: str | None = None
+    checked_at: datetime | None = None
+
+
+def check_qdrant(settings: Settings) -> QdrantHealth:
+    """Ask the configured server for its collections (the same client code a sync uses).
+
+    Never raises for a server that is down, refuses the key or times out: that is the answer.
+    """
+    from connector.sink import make_client, translate_errors
+
+    url = settings.qdrant.url
+    if url is None:
+        return QdrantHealth(target="embedded", reachable=None)
+    quick = settings.model_copy(
+        update={
+            "qdrant": settings.qdrant.model_copy(
+                update={"timeout_s": min(settings.qdrant.timeout_s, CHECK_TIMEOUT_S)}
+            )
+        }
+    )
+    now = datetime.now(UTC)
+    try:
+        client = make_client(quick)
+        try:
+            with translate_errors(f"reach Qdrant at {url}"):
+                client.get_collections()
+        finally:
+            client.close()
+    except ConnectorError as exc:
+        return QdrantHealth(url, False, redact(str(exc)), now)
+    except Exception as exc:  # whatever the client raises, the dashboard stays up
+        return QdrantHealth(url, False, f"{type(exc).__name__}", now)
+    return QdrantHealth(url, True, None, now)
