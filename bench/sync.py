@@ -78,12 +78,14 @@ def _settings(state: Path, engine: str, device: str = "cpu"):
 
 def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespace) -> None:
     from connector.app import (
+        collection_layout,
         dense_encoders,
         dense_stage,
         device_executor,
         open_sink,
         sparse_target,
     )
+    from connector.migrator import Migrator
     from connector.runner import Syncer
     from connector.sources import open_source
 
@@ -117,6 +119,10 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
         # Each round syncs into a new collection: a first sync every time.
         sink = open_sink(settings, f"round{round_}")
         try:
+            # As `connector sync` does: the collection is created at the latest schema.
+            Migrator(
+                sink, collection_layout(settings, dense), settings.qdrant.runs_collection
+            ).prepare_for_sync()
             syncer = Syncer(
                 sink,
                 dense,
@@ -160,7 +166,9 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
     command = [sys.executable, "-m", "connector", "sync", "--source", str(corpus)]
     command += ["--source-name", "bench", "--collection", f"round{args.rounds}", "--json"]
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the re-sync process failed: {done.stderr.strip()}")
     wall = time.perf_counter() - started
     report = json.loads(done.stdout.strip().splitlines()[-1])
     print(

@@ -238,6 +238,8 @@ class Syncer:
             self._signatures[self.sparse.vector_name] = self.sparse.signature
         seen: set[int] = set()
         duplicates = SkipLog(strict=self.strict)
+        # A source of one's own may keep no skip log: then it skipped nothing.
+        skipped: SkipLog = getattr(source, "skips", None) or SkipLog()
         self.progress.start(source.total_bytes)
         try:
             window: list[tuple[ChunkRecord, str]] = []
@@ -254,10 +256,10 @@ class Syncer:
                 self._process(window, report)
                 self._advance(len(window), source.bytes_read, report)
             self.sink.flush()
-            self._note_skips(report, source.skips, duplicates)
-            for skips in (source.skips, duplicates):
+            self._note_skips(report, skipped, duplicates)
+            for skips in (skipped, duplicates):
                 seen.update(as_uuid_int(point_id(source.name, i)) for i in skips.protected_ids)
-            self._delete_missing(source.name, seen, report, source.skips.unidentified)
+            self._delete_missing(source.name, seen, report, skipped.unidentified)
             report.status = "succeeded"
         except BaseException as exc:
             # Ctrl-C or SIGTERM stops a run; it did not fail on its own.
@@ -265,7 +267,7 @@ class Syncer:
             report.status = "interrupted" if stopped else "failed"
             report.status_reason = _reason(exc)
             self._keep_acknowledged()
-            self._note_skips(report, source.skips, duplicates)
+            self._note_skips(report, skipped, duplicates)
             raise
         finally:
             self._copy_counts(report)

@@ -36,7 +36,8 @@ class Source(Protocol):
         name: Stable identity of the source, used in point ids and the payload.
         total_bytes: The input's size when known, for progress and ETA.
         bytes_read: Bytes consumed so far, updated while iterating.
-        skips: Records the current iteration skipped, with reasons; reset when it starts.
+        skips: Records the current iteration skipped, with reasons; reset when it starts
+            (a source without one is taken to skip nothing).
     """
 
     name: str

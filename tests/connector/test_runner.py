@@ -298,3 +298,16 @@ def test_metadata_fallback_is_searchable_recorded_and_retried(sink: QdrantSink) 
     points = stored(sink)
     assert "sparse_fallback" not in points["p"]["payload"]
     assert "qdrant-bm25" in points["a"]["vector"]
+
+
+def test_a_source_without_a_skip_log_syncs(sink: QdrantSink) -> None:
+    class Plain:
+        name = "plain://source"
+        total_bytes = None
+        bytes_read = 0
+
+        def __iter__(self):
+            yield from CORPUS
+
+    report = syncer(sink, FakeDense()).run(Plain())
+    assert (report.status, report.upserted, report.skipped) == ("succeeded", 4, 0)
