@@ -30,8 +30,9 @@ class RunRow:
     duration_s: float | None
     status: str
     chunks: int
-    encoded: int
-    deleted: int
+    encoded: int | None
+    """``None`` while the run goes: only its end records it."""
+    deleted: int | None
     fallback_ratio: float | None
     """Share of sparse vectors that did not come from the model; ``None``: sparse was off."""
     chunks_per_s: float | None
@@ -193,6 +194,8 @@ def _with_progress(row: RunRow, progress: LiveProgress, now: datetime) -> RunRow
     return replace(
         row,
         chunks=progress.chunks_done,
+        encoded=None,
+        deleted=None,
         duration_s=max(0.0, (now - started).total_seconds()),
         chunks_per_s=progress.chunks_per_s,
     )

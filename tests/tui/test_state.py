@@ -41,3 +41,23 @@ def test_an_unreadable_switch_is_a_problem_not_a_crash(settings: Settings) -> No
     assert snapshot.sparse.enabled and snapshot.sparse.decided_by == "settings"
     (problem,) = snapshot.problems
     assert "sparse_enabled must be true or false" in problem
+
+
+def test_a_running_run_shows_live_progress_and_no_final_counts(
+    workdir: Path, settings: Settings
+) -> None:
+    assert run_sync(workdir) == 0
+    state = settings.state_dir
+    (manifest,) = (state / "runs").glob("*/processing_summary.json")
+    summary = json.loads(manifest.read_text())
+    summary["run"]["status"] = "running"  # as the start of a run writes it
+    manifest.write_text(json.dumps(summary))
+    progress = json.loads((state / "progress.json").read_text())
+    progress |= {"status": "running", "chunks_done": 12}
+    (state / "progress.json").write_text(json.dumps(progress))
+
+    snapshot = Collector(state, probe=FakeProbe(0), liveness=lambda _: True).snapshot()
+
+    (run,) = snapshot.runs
+    assert snapshot.live and (run.status, run.chunks) == ("running", 12)
+    assert (run.encoded, run.deleted) == (None, None)  # known at the end of the run only
