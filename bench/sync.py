@@ -260,6 +260,11 @@ class _OutsideStore:
     def collection_exists(self, name: str) -> bool:
         return False
 
+    def get_aliases(self) -> object:
+        from qdrant_client import models
+
+        return models.CollectionsAliasesResponse(aliases=[])
+
     def create_collection(self, *args, **kwargs) -> bool:
         return True
 
