@@ -283,14 +283,7 @@ class EdgeClient:
         points: Sequence[qm.ExtendedPointId] | qm.Filter,
         **kwargs: Any,
     ) -> qm.UpdateResult:
-        collection_name = self._resolve(collection_name)
-        operation = (
-            edge.UpdateOperation.overwrite_payload_by_filter(_filter(points), payload)
-            if isinstance(points, qm.Filter)
-            else edge.UpdateOperation.overwrite_payload([_point_id(p) for p in points], payload)
-        )
-        self._update(collection_name, operation, "overwrite payload")
-        return _completed()
+        return self._payload_update(collection_name, payload, points, overwrite=True)
 
     def set_payload(
         self,
@@ -299,13 +292,25 @@ class EdgeClient:
         points: Sequence[qm.ExtendedPointId] | qm.Filter,
         **kwargs: Any,
     ) -> qm.UpdateResult:
+        return self._payload_update(collection_name, payload, points, overwrite=False)
+
+    def _payload_update(
+        self,
+        collection_name: str,
+        payload: dict[str, Any],
+        points: Sequence[qm.ExtendedPointId] | qm.Filter,
+        *,
+        overwrite: bool,
+    ) -> qm.UpdateResult:
         collection_name = self._resolve(collection_name)
-        operation = (
-            edge.UpdateOperation.set_payload_by_filter(_filter(points), payload)
-            if isinstance(points, qm.Filter)
-            else edge.UpdateOperation.set_payload([_point_id(p) for p in points], payload)
-        )
-        self._update(collection_name, operation, "set payload")
+        ops = edge.UpdateOperation
+        if isinstance(points, qm.Filter):
+            by_filter = ops.overwrite_payload_by_filter if overwrite else ops.set_payload_by_filter
+            operation = by_filter(_filter(points), payload)
+        else:
+            by_ids = ops.overwrite_payload if overwrite else ops.set_payload
+            operation = by_ids([_point_id(p) for p in points], payload)
+        self._update(collection_name, operation, f"{'overwrite' if overwrite else 'set'} payload")
         return _completed()
 
     def batch_update_points(

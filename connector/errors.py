@@ -21,6 +21,8 @@ between retrying and stopping by type, never by reading messages.
 
 from __future__ import annotations
 
+import signal
+
 __all__ = [
     "CollectionMismatch",
     "ConfigError",
@@ -36,6 +38,7 @@ __all__ = [
     "TerminalError",
     "TransientError",
     "UnsafeDelete",
+    "describe_failure",
 ]
 
 
@@ -111,3 +114,20 @@ class SchemaOutdated(SinkError):
 
 class UnsafeDelete(TerminalError):
     """A run would delete points it has no right to delete (an empty read, say)."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Why a run ended early, for its manifest: the connector's own message, else the type only.
+
+    A foreign exception's message may quote its input (chunk text); the connector's messages name
+    files, lines and settings only.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    if isinstance(exc, SystemExit):
+        if exc.code == 128 + signal.SIGTERM:  # how `connector sync` turns SIGTERM into an exit
+            return "stopped by SIGTERM"
+        return f"stopped (exit status {exc.code})"
+    if isinstance(exc, ConnectorError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__} (details in the log)"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -11,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from connector.errors import ConnectorError
+from connector.errors import ConnectorError, describe_failure
 from connector.live import LiveProgress, write_progress
 from connector.liveness import this_process
 from connector.manifest import (
@@ -219,20 +218,3 @@ class RunRecorder:
 
 def _is_stop(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt | SystemExit)
-
-
-def describe_failure(exc: BaseException) -> str:
-    """Why a run ended early, for its manifest: the connector's own message, else the type only.
-
-    A foreign exception's message may quote its input (chunk text); the connector's messages name
-    files, lines and settings only.
-    """
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
-    if isinstance(exc, SystemExit):
-        if exc.code == 128 + signal.SIGTERM:  # how `connector sync` turns SIGTERM into an exit
-            return "stopped by SIGTERM"
-        return f"stopped (exit status {exc.code})"
-    if isinstance(exc, ConnectorError):
-        return f"{type(exc).__name__}: {exc}"
-    return f"{type(exc).__name__} (details in the log)"

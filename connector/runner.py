@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from qdrant_client import models as qm
 
 from connector.chunks import ChunkRecord, content_hash, point_id, text_hash
-from connector.errors import ConnectorError, InvalidRecord, SourceError, UnsafeDelete
+from connector.errors import InvalidRecord, SourceError, UnsafeDelete, describe_failure
 from connector.progress import NULL_PROGRESS, Progress
 from connector.sink import (
     CollectionLayout,
@@ -265,7 +265,7 @@ class Syncer:
             # Ctrl-C or SIGTERM stops a run; it did not fail on its own.
             stopped = isinstance(exc, KeyboardInterrupt | SystemExit)
             report.status = "interrupted" if stopped else "failed"
-            report.status_reason = _reason(exc)
+            report.status_reason = describe_failure(exc)
             self._keep_acknowledged()
             self._note_skips(report, skipped, duplicates)
             raise
@@ -506,13 +506,3 @@ def _device_of(encoders: Sequence[DenseEncoder]) -> str:
     """Where the dense models run, as configured (``auto`` when the library picks)."""
     devices = sorted({str(getattr(e, "device", None) or "auto") for e in encoders})
     return ",".join(devices) or "none"
-
-
-def _reason(exc: BaseException) -> str:
-    """Why the run ended early. A foreign exception's message may quote its input (chunk
-    text), so only the connector's own messages, which name files, lines and settings, are kept."""
-    if isinstance(exc, KeyboardInterrupt | SystemExit):
-        return "interrupted by a signal"
-    if isinstance(exc, ConnectorError):
-        return f"{type(exc).__name__}: {exc}"
-    return f"{type(exc).__name__} (details in the log)"

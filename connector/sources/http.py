@@ -10,8 +10,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 
 from connector.chunks import ChunkRecord
-from connector.errors import InvalidRecord, SourceError, SourceUnavailable
-from connector.sources.jsonl import DEFAULT_MAX_LINE_BYTES, parse_line, too_long
+from connector.errors import SourceError, SourceUnavailable
+from connector.sources.jsonl import DEFAULT_MAX_LINE_BYTES, parse_or_skip, too_long
 from connector.sources.skips import SkipLog
 
 __all__ = ["HttpJsonlSource", "safe_url"]
@@ -151,14 +151,8 @@ class HttpJsonlSource:
         if isinstance(raw, int):
             self.skips.skip(too_long(location, raw, self.max_line_bytes))
             return
-        try:
-            record = parse_line(raw, location)
-        except InvalidRecord as exc:
-            self.skips.skip(exc)
-            return
-        if record is None:
-            self.skips.blank_lines += 1
-        else:
+        record = parse_or_skip(raw, location, self.skips)
+        if record is not None:
             yield record
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:

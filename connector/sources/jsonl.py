@@ -13,7 +13,14 @@ from connector.chunks import ChunkRecord
 from connector.errors import InvalidRecord, SourceError
 from connector.sources.skips import SkipLog
 
-__all__ = ["DEFAULT_MAX_LINE_BYTES", "JsonlFileSource", "decode_line", "json_type", "parse_line"]
+__all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
+    "JsonlFileSource",
+    "decode_line",
+    "json_type",
+    "parse_line",
+    "parse_or_skip",
+]
 
 # Keys with a meaning of their own; every other top-level key is copied into the metadata.
 _RESERVED = frozenset({"id", "_id", "text", "title", "metadata"})
@@ -207,15 +214,22 @@ class JsonlFileSource:
                     return
                 lineno += 1
                 self.bytes_read += len(raw)
-                try:
-                    record = parse_line(raw, location)
-                except InvalidRecord as exc:
-                    self.skips.skip(exc)
-                    continue
-                if record is None:
-                    self.skips.blank_lines += 1
-                    continue
-                yield record
+                record = parse_or_skip(raw, location, self.skips)
+                if record is not None:
+                    yield record
+
+
+def parse_or_skip(raw: bytes, location: str, skips: SkipLog) -> ChunkRecord | None:
+    """:func:`parse_line`, with a bad record noted in ``skips`` (raised when it is strict) and a
+    blank line counted; ``None`` for both."""
+    try:
+        record = parse_line(raw, location)
+    except InvalidRecord as exc:
+        skips.skip(exc)
+        return None
+    if record is None:
+        skips.blank_lines += 1
+    return record
 
 
 def too_long(location: str, size: int, limit: int) -> InvalidRecord:

@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 from pathlib import Path
 
 import pytest
 from qdrant_client import QdrantClient
 
-from connector.cli import main
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("CONNECTOR_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    shutil.copy(FIXTURES / "corpus.jsonl", tmp_path / "corpus.jsonl")
-    return tmp_path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.cli import run
 
 
 def stored_texts(workdir: Path) -> dict[str, str]:

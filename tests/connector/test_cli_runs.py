@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,24 +19,8 @@ from qdrant_client import QdrantClient
 from connector.cli import main
 from connector.live import read_progress
 from connector.migrator import SCHEMA_KEY
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.startswith("CONNECTOR_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    shutil.copy(FIXTURES / "corpus.jsonl", tmp_path / "corpus.jsonl")
-    return tmp_path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.cli import run
+from tests.conftest import FIXTURES
 
 
 def sync_json(capsys, *extra: str) -> dict:

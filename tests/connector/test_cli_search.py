@@ -10,7 +10,7 @@ import pytest
 
 from connector.errors import SourceError
 from connector.queries import read_queries
-from tests.connector.test_cli import run, workdir  # noqa: F401  (fixture)
+from tests.cli import run
 
 QUERIES = [
     {"_id": "q1", "text": "wing in a propeller slipstream lift distribution"},
@@ -25,7 +25,7 @@ def write_queries(path: Path, rows: list) -> Path:
 
 
 def test_batch_queries_on_the_edge_engine(
-    workdir: Path,  # noqa: F811
+    workdir: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -67,7 +67,7 @@ def test_batch_queries_on_the_edge_engine(
 
 
 def test_query_and_queries_file_are_exclusive(
-    workdir: Path,  # noqa: F811
+    workdir: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     queries = write_queries(workdir / "queries.jsonl", QUERIES)
@@ -98,7 +98,7 @@ def test_bad_query_line_names_file_and_line(tmp_path: Path, line: str, problem: 
 
 
 def test_bad_queries_file_is_one_error_line(
-    workdir: Path,  # noqa: F811
+    workdir: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, out, err = run(capsys, "search", "--queries", "missing.jsonl")

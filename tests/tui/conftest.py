@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +12,6 @@ from textual.pilot import Pilot
 from connector.cli import main
 from connector.settings import Settings, load_settings
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
 
 def run_sync(workdir: Path, *extra: str) -> int:
     """``connector sync`` of the fixture corpus into ``workdir/state`` (in this process)."""
@@ -23,15 +19,10 @@ def run_sync(workdir: Path, *extra: str) -> int:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A folder with the fixture corpus; ``CONNECTOR_STATE_DIR`` points at its ``state``."""
-    for name in list(os.environ):
-        if name.startswith("CONNECTOR_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CONNECTOR_STATE_DIR", str(tmp_path / "state"))
-    shutil.copy(FIXTURES / "corpus.jsonl", tmp_path / "corpus.jsonl")
-    return tmp_path
+def workdir(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared working folder, with ``CONNECTOR_STATE_DIR`` pointing at its ``state``."""
+    monkeypatch.setenv("CONNECTOR_STATE_DIR", str(workdir / "state"))
+    return workdir
 
 
 @pytest.fixture
