@@ -35,10 +35,10 @@ from typing import Any
 from connector.chunks import ChunkRecord
 from connector.dense import SentenceTransformerEncoder, resolve_model_path
 from connector.gpu import GIB, BatchPolicy, DeviceExecutor, LeasePool, NvmlProbe
+from connector.pipeline.stages import DenseStage
 from connector.settings import DenseModelConfig
 from connector.sparse.bm42 import Bm42
 from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
-from connector.stages import DenseStage
 from connector.telemetry import Telemetry
 
 SPARSE_MODEL = "qdrant-minilm-attention"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from _corpus import DEFAULT_DATASET
 
-from connector.sources.jsonl import parse_line
+from connector.sources._jsonl import parse_line
 
 K_NDCG, K_RECALL = 10, 100
 
@@ -76,12 +76,12 @@ def main() -> int:
 def _ours(
     work: Path, queries: list[tuple[str, str]], engine: str, feedback: int
 ) -> dict[str, dict[str, list[str]]]:
-    from connector.app import dense_encoders, open_sink, sparse_target
-    from connector.avglen import resolve_avg_len
-    from connector.runner import Syncer
+    from connector.pipeline.syncer import Syncer
     from connector.search import Searcher
     from connector.settings import load_settings
     from connector.sources import open_source
+    from connector.sparse.avglen import resolve_avg_len
+    from connector.wiring import dense_encoders, open_sink, sparse_target
 
     settings = load_settings(
         None,

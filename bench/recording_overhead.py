@@ -33,11 +33,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from qdrant_client import QdrantClient
 
 from connector.chunks import ChunkRecord
-from connector.recording import RunRecorder
-from connector.runner import SparseTarget, Syncer
-from connector.runs import RunStore
-from connector.sink import QdrantSink
+from connector.pipeline.syncer import SparseTarget, Syncer
+from connector.runs.collection import RunStore
+from connector.runs.recorder import RunRecorder
 from connector.sparse.generator import SparseVectorGenerator
+from connector.store._sink import QdrantSink
 from connector.telemetry import Telemetry
 
 CORPUS = Path(__file__).resolve().parents[1] / "connector" / "data" / "example_corpus.jsonl"

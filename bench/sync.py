@@ -77,7 +77,10 @@ def _settings(state: Path, engine: str, device: str = "cpu"):
 
 
 def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespace) -> None:
-    from connector.app import (
+    from connector.pipeline.syncer import Syncer
+    from connector.sources import open_source
+    from connector.store.migrator import Migrator
+    from connector.wiring import (
         collection_layout,
         dense_encoders,
         dense_stage,
@@ -85,9 +88,6 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
         open_sink,
         sparse_target,
     )
-    from connector.migrator import Migrator
-    from connector.runner import Syncer
-    from connector.sources import open_source
 
     corpus = work / "dense.jsonl"
     count = write_jsonl(varied(docs, args.chunks), corpus)
@@ -219,10 +219,10 @@ def _run_child(corpus: Path, state: Path, engine: str) -> dict:
 
 def _child(corpus: str, state: str, engine: str) -> int:
     """A BM25-only sync in this fresh process; prints chunks, seconds and peak RSS as JSON."""
-    from connector.app import open_sink, sparse_target
-    from connector.runner import Syncer
-    from connector.sink import QdrantSink
+    from connector.pipeline.syncer import Syncer
     from connector.sources import open_source
+    from connector.store._sink import QdrantSink
+    from connector.wiring import open_sink, sparse_target
 
     settings = _settings(Path(state), "edge" if engine == "outside" else engine)
     sink = QdrantSink(_OutsideStore(), "bench") if engine == "outside" else open_sink(settings)

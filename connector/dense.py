@@ -119,7 +119,7 @@ class SentenceTransformerEncoder:
         """Runs on ``device`` from now on (moves the model if it is loaded already)."""
         self.device = device
         if self._model is not None:
-            from connector.gpu.staging import move_module
+            from connector.gpu._staging import move_module
 
             move_module(self._model, device)
 

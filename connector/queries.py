@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connector.errors import SourceError
-from connector.sources.jsonl import decode_line, json_type
+from connector.sources._jsonl import decode_line, json_type
 
 __all__ = ["Query", "read_queries"]
 

@@ -17,8 +17,8 @@ from connector.errors import ConfigError, SinkError
 
 if TYPE_CHECKING:
     from connector.dense import DenseEncoder
-    from connector.runner import SparseTarget
-    from connector.sink import QdrantSink
+    from connector.pipeline.syncer import SparseTarget
+    from connector.store._sink import QdrantSink
 
 __all__ = ["FUSIONS", "MODES", "Fusion", "Hit", "Mode", "Searcher"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from connector.migrator import MigrationContext
+    from connector.store.migrator import MigrationContext
 
 
 def apply(ctx: MigrationContext) -> None:

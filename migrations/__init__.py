@@ -2,6 +2,6 @@
 
 Each ``NNNN_name.py`` brings a chunk collection from schema version ``NNNN - 1`` to ``NNNN``: its
 docstring's first line describes it, and ``apply(ctx)`` does it through a
-:class:`connector.migrator.MigrationContext`. A migration checks before it changes, so running it
-on a collection that already has its change does nothing.
+:class:`connector.store.migrator.MigrationContext`. A migration checks before it changes, so
+running it on a collection that already has its change does nothing.
 """

@@ -19,8 +19,8 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer
 
 from connector.errors import ConfigError
-from connector.manifest import summary_path
-from connector.runtime import RuntimeState, load_runtime, save_runtime
+from connector.runs.manifest import summary_path
+from connector.switches import RuntimeState, load_runtime, save_runtime
 from tui.control import SyncProcess, stop_live_sync
 from tui.health import QdrantHealth
 from tui.history import HistoryTable

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from connector.live import LiveProgress
+from connector.runs.live import LiveProgress
 from connector.settings import Settings
 
 __all__ = ["LOG_NAME", "SyncProcess", "stop_live_sync", "sync_command"]

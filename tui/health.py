@@ -36,7 +36,7 @@ def check_qdrant(settings: Settings) -> QdrantHealth:
 
     Never raises for a server that is down, refuses the key or times out: that is the answer.
     """
-    from connector.sink import make_client, translate_errors
+    from connector.store._sink import make_client, translate_errors
 
     url = settings.qdrant.url
     if url is None:

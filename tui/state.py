@@ -14,9 +14,9 @@ from pathlib import Path
 
 from connector.errors import ConfigError
 from connector.gpu import DeviceInfo, DeviceProbe, LeaseRecord, NvmlProbe, read_leases
-from connector.live import LiveProgress, read_progress
-from connector.manifest import FILE_NAME, ProcessingSummary, read_summary
-from connector.runtime import sparse_enabled
+from connector.runs.live import LiveProgress, read_progress
+from connector.runs.manifest import FILE_NAME, ProcessingSummary, read_summary
+from connector.switches import sparse_enabled
 
 __all__ = ["Collector", "RunRow", "Snapshot", "SparseSwitch"]
 

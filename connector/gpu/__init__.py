@@ -5,12 +5,12 @@ Nothing here imports torch or NVML at import time; a machine without a GPU simpl
 
 from __future__ import annotations
 
-from connector.gpu.batching import GIB, AdaptiveBatcher, BatchOutcome, BatchPolicy, Workload
-from connector.gpu.cuda import CudaMemory, DeviceMemory, cuda_device_for, is_out_of_memory
-from connector.gpu.executor import DeviceExecutor
-from connector.gpu.lease import GpuLease, LeasePool, LeaseRecord, lease_dir, read_leases
-from connector.gpu.probe import DeviceInfo, DeviceProbe, GpuProcess, NvmlProbe
-from connector.gpu.staging import move_module, staged
+from connector.gpu._batching import GIB, AdaptiveBatcher, BatchOutcome, BatchPolicy, Workload
+from connector.gpu._cuda import CudaMemory, DeviceMemory, cuda_device_for, is_out_of_memory
+from connector.gpu._executor import DeviceExecutor
+from connector.gpu._lease import GpuLease, LeasePool, LeaseRecord, lease_dir, read_leases
+from connector.gpu._probe import DeviceInfo, DeviceProbe, GpuProcess, NvmlProbe
+from connector.gpu._staging import move_module, staged
 
 __all__ = [
     "GIB",

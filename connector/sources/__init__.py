@@ -10,10 +10,10 @@ import httpx
 
 from connector.chunks import ChunkRecord
 from connector.errors import SourceError
-from connector.sources.folder import FolderSource, chunk_text
-from connector.sources.http import HttpJsonlSource
-from connector.sources.jsonl import DEFAULT_MAX_LINE_BYTES, JsonlFileSource, parse_line
-from connector.sources.skips import SkipLog, Skipped
+from connector.sources._folder import FolderSource, chunk_text
+from connector.sources._http import HttpJsonlSource
+from connector.sources._jsonl import DEFAULT_MAX_LINE_BYTES, JsonlFileSource, parse_line
+from connector.sources._skips import SkipLog, Skipped
 
 __all__ = [
     "FolderSource",

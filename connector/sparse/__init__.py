@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from connector.errors import ConfigError
 
 if TYPE_CHECKING:
-    from connector.gpu.executor import DeviceExecutor
+    from connector.gpu._executor import DeviceExecutor
     from connector.settings import SparseSettings
     from connector.sparse.generator import SparseVectorGenerator
     from connector.sparse.vector import SparseVec

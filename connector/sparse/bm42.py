@@ -250,7 +250,7 @@ class Bm42:
         """
         with self._lock:
             if self._model is not None:
-                from connector.gpu.staging import move_module
+                from connector.gpu._staging import move_module
 
                 move_module(self._model, device)
             self._device = device

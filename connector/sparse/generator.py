@@ -15,8 +15,8 @@ from typing import Any
 
 from connector.chunks import ChunkRecord
 from connector.errors import ConfigError, ConnectorError, GpuLeaseUnavailable
-from connector.gpu.batching import Workload
-from connector.gpu.executor import DeviceExecutor
+from connector.gpu._batching import Workload
+from connector.gpu._executor import DeviceExecutor
 from connector.sparse import SPARSE_MODELS, SparseEncoder, SparseModelSpec, model_spec
 from connector.sparse.vector import SparseVec
 from connector.telemetry import Telemetry

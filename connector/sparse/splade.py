@@ -131,7 +131,7 @@ class Splade:
         """Run on ``device`` from now on (moves the model if it is loaded already)."""
         self.device = device
         if self._model is not None:
-            from connector.gpu.staging import move_module
+            from connector.gpu._staging import move_module
 
             move_module(self._model, device)
 

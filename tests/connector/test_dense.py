@@ -61,7 +61,7 @@ def test_two_models_with_one_vector_name_are_refused() -> None:
 
 
 def test_the_batch_runner_can_move_it_and_knows_its_batch_size() -> None:
-    from connector.stages import DenseStage
+    from connector.pipeline.stages import DenseStage
 
     encoder = SentenceTransformerEncoder(DenseModelConfig(model="all-MiniLM-L6-v2", batch_size=2))
     texts = ["lift on a wing", "heat flow in a slab", "x"]

@@ -15,29 +15,33 @@ MODULES = [
     "connector.dense",
     "connector.sparse",
     "connector.sparse.generator",
-    "connector.sink",
-    "connector.runner",
+    "connector.store._sink",
+    "connector.pipeline.syncer",
     "connector.search",
     "connector.queries",
-    "connector.edge",
-    "connector.manifest",
-    "connector.runtime",
+    "connector.store.edge",
+    "connector.runs.manifest",
+    "connector.switches",
     "connector.telemetry",
+    "connector.runs.collection",
+    "connector.runs.recorder",
+    "connector.runs.live",
+    "connector.runs.process",
+    "connector.store.migrator",
+    "connector.store._rebuild",
+    "connector.cli",
+    "connector.wiring",
+    "connector.store",
     "connector.runs",
-    "connector.recording",
-    "connector.live",
-    "connector.liveness",
-    "connector.migrator",
-    "connector.rebuild",
-    "connector.commands",
-    "connector.stages",
+    "connector.pipeline",
+    "connector.pipeline.stages",
     "connector.gpu",
-    "connector.gpu.probe",
-    "connector.gpu.lease",
-    "connector.gpu.cuda",
-    "connector.gpu.batching",
-    "connector.gpu.staging",
-    "connector.gpu.executor",
+    "connector.gpu._probe",
+    "connector.gpu._lease",
+    "connector.gpu._cuda",
+    "connector.gpu._batching",
+    "connector.gpu._staging",
+    "connector.gpu._executor",
 ]
 
 
@@ -62,7 +66,7 @@ def test_importing_the_gpu_package_loads_neither_torch_nor_nvml() -> None:
     import sys
 
     code = (
-        "import sys, connector.gpu, connector.stages\n"
+        "import sys, connector.gpu, connector.pipeline.stages\n"
         "heavy = {'torch', 'pynvml', 'transformers'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )

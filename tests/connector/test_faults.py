@@ -10,14 +10,15 @@ import pytest
 from qdrant_client import QdrantClient
 
 from connector.errors import SinkError, SinkUnavailable, TerminalError, TransientError
-from connector.runner import SparseTarget, Syncer, SyncReport
-from connector.sink import QdrantSink
+from connector.pipeline.syncer import SparseTarget, Syncer, SyncReport
 from connector.sources import JsonlFileSource
 from connector.sparse.generator import SparseVectorGenerator
+from connector.store._sink import QdrantSink
 from tests.fakes import FakeDense
 from tests.faults import FaultyClient, dropped_connection, http_status, timeout
+from tests.paths import FIXTURES
 
-CORPUS = Path(__file__).parent.parent / "fixtures" / "corpus.jsonl"
+CORPUS = FIXTURES / "corpus.jsonl"
 SOURCE = "docs"
 
 

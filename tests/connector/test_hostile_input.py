@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient
 
-from connector.runner import SparseTarget, Syncer
+from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.search import Searcher
-from connector.sink import QdrantSink
 from connector.sources import JsonlFileSource
 from connector.sparse.generator import SparseVectorGenerator
+from connector.store._sink import QdrantSink
 from tests.fakes import FakeDense
 
 IDS = st.sampled_from(["a", "b", "c", "d", "e", "1", "2"])  # few, so that ids repeat

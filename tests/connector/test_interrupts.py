@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient
 
-from connector.live import read_progress
+from connector.runs.live import read_progress
+from tests.paths import FIXTURES
 
 pytestmark = pytest.mark.slow
 
-CORPUS = Path(__file__).parent.parent / "fixtures" / "corpus.jsonl"
+CORPUS = FIXTURES / "corpus.jsonl"
 
 
 class _NothingYet:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient
 
-from connector.edge import EdgeClient
 from connector.errors import ConfigError, SinkError
-from connector.runner import SparseTarget, Syncer
+from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.search import Searcher
-from connector.sink import QdrantSink
 from connector.sparse.generator import SparseVectorGenerator
+from connector.store._sink import QdrantSink
+from connector.store.edge import EdgeClient
 from tests.fakes import FakeDense, ListSource, chunk
 
 CORPUS = [

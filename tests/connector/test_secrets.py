@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import FIXTURES
+
 API_KEY = "sk-test-RECOGNISABLE-4f1c9e"
-CORPUS = Path(__file__).parent.parent / "fixtures" / "corpus.jsonl"
+CORPUS = FIXTURES / "corpus.jsonl"
 
 
 class _Echo(BaseHTTPRequestHandler):

@@ -11,8 +11,9 @@ from pydantic import BaseModel
 
 from connector.errors import ConfigError
 from connector.settings import Settings, load_settings
+from tests.paths import REPO
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
+EXAMPLE = REPO / "config.example.toml"
 
 
 @pytest.fixture(autouse=True)

@@ -19,12 +19,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from qdrant_client import QdrantClient
 
 from connector import __version__
-from connector.runner import SparseTarget, Syncer
+from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.settings import TelemetrySettings
-from connector.sink import QdrantSink
 from connector.sparse.bm25 import Bm25
 from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
 from connector.sparse.vector import SparseVec
+from connector.store._sink import QdrantSink
 from connector.telemetry import Telemetry, setup_telemetry
 from tests.fakes import FakeDense, ListSource, chunk
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from connector.gpu import DeviceInfo, LeaseRecord
-from connector.live import LiveProgress
-from connector.manifest import ProcessInfo
+from connector.runs.live import LiveProgress
+from connector.runs.manifest import ProcessInfo
 from tui.state import RunRow, Snapshot, SparseSwitch
 
 GIB = 1 << 30

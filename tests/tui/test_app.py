@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from connector.manifest import read_summary, summary_path
-from connector.runtime import load_runtime
+from connector.runs.manifest import read_summary, summary_path
 from connector.settings import Settings, load_settings
+from connector.switches import load_runtime
 from tests.fakes import FakeProbe
+from tests.paths import REPO
 from tests.tui.conftest import run_sync, wait_for
 from tui import build_app
 from tui.health import QdrantHealth
@@ -22,8 +23,6 @@ from tui.history import HistoryTable
 from tui.panels import Banner, GpuPanel, RunPanel, StatusLine
 from tui.screens import ConfirmScreen, ManifestScreen
 from tui.state import Collector
-
-REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.anyio
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from connector.runtime import RuntimeState, save_runtime
 from connector.settings import Settings
+from connector.switches import RuntimeState, save_runtime
 from tests.fakes import FakeProbe
 from tests.tui.conftest import run_sync
 from tui.state import Collector

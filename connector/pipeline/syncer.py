@@ -1,0 +1,508 @@
+"""One sync: read the source, encode what changed, write it, delete what disappeared."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from qdrant_client import models as qm
+
+from connector.chunks import ChunkRecord, content_hash, point_id, text_hash
+from connector.errors import InvalidRecord, SourceError, UnsafeDelete, describe_failure
+from connector.pipeline.progress import NULL_PROGRESS, Progress
+from connector.pipeline.stages import DenseStage
+from connector.sources._skips import KEPT_ENTRIES, SkipLog
+from connector.sparse import model_spec
+from connector.store._sink import (
+    CollectionLayout,
+    PointState,
+    QdrantSink,
+    WriteBatch,
+    WriteCounts,
+    as_uuid_int,
+)
+from connector.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from connector.dense import DenseEncoder
+    from connector.sources import Source
+    from connector.sparse.generator import SparseVectorGenerator
+
+__all__ = ["SparseTarget", "SyncReport", "Syncer"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SparseTarget:
+    """The sparse model of a run, the named vector it writes, and where it may run."""
+
+    generator: SparseVectorGenerator
+    model_name: str
+    vector_name: str
+    idf: bool
+    use_gpu: bool = False
+    device_ids: tuple[int, ...] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    """Options that shape the vectors (BM25's k, b, avg_len...), recorded on the collection."""
+
+    @property
+    def signature(self) -> str:
+        return self.generator.signature(self.model_name)
+
+
+@dataclass(slots=True)
+class SyncReport:
+    """What a sync did; counts of writes are those Qdrant acknowledged."""
+
+    run_id: str
+    source: str
+    collection: str
+    status: str = "running"
+    chunks_seen: int = 0
+    encoded: int = 0
+    """Chunks for which at least one vector was computed."""
+    skipped_unchanged: int = 0
+    payload_only: int = 0
+    """Chunks whose metadata changed but not their text: payload rewritten, nothing encoded."""
+    upserted: int = 0
+    vectors_updated: int = 0
+    deleted: int = 0
+    retries: int = 0
+    sparse_empty: int = 0
+    """Chunks whose sparse vector had no terms (every word a stopword, say)."""
+    sparse_model: str | None = None
+    sparse_vector_name: str | None = None
+    sparse_device: str | None = None
+    sparse_fallback_reason: str | None = None
+    sparse_fallbacks: int = 0
+    """Chunks whose sparse vector came from metadata (or is missing) instead of the model."""
+    sparse_latency_ms: float = 0.0
+    vectors_encoded: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    """Records not synced because they were malformed or repeated an id; see skipped_records."""
+    skipped_by_kind: dict[str, int] = field(default_factory=dict)
+    skipped_records: list[dict[str, str | None]] = field(default_factory=list)
+    """Location, kind and reason of the first skipped records (never their text)."""
+    blank_lines: int = 0
+    deletes_deferred: str | None = None
+    """Why points missing from the source were kept this time, when they were."""
+    status_reason: str | None = None
+    """Why the run failed or was interrupted (the error's type and message, no chunk text)."""
+    dense_models: dict[str, str] = field(default_factory=dict)
+    """Dense vector name → signature of the model that fills it."""
+    dense_device: str | None = None
+    dense_latency_ms: float = 0.0
+    """Time spent in dense encoding, summed over batches and models."""
+    upsert_latency_ms: float = 0.0
+    """Time spent in acknowledged write requests (they overlap with encoding)."""
+    payloads_updated: int = 0
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Syncer:
+    """Runs syncs of one collection with one set of models.
+
+    Args:
+        sink: Where points go.
+        dense: The dense ensemble (one named vector each).
+        sparse: The sparse model, or ``None`` when sparse is off.
+        batch_size: Chunks read, compared and encoded together.
+        strict: Fail on a repeated chunk id instead of skipping and reporting it.
+        max_delete_fraction: Largest share of a source's stored points one run may delete.
+        allow_mass_delete: Let a run delete more than that (an empty read included).
+        progress: Told how far the run is.
+        telemetry: Where the ``sync`` span and its per-batch ``dense`` span go (the sparse
+            generator and the sink emit ``sparse_inference`` and ``upsert`` under it).
+        dense_stage: Runs the dense models (default: on the CPU).
+    """
+
+    def __init__(
+        self,
+        sink: QdrantSink,
+        dense: Sequence[DenseEncoder],
+        sparse: SparseTarget | None = None,
+        *,
+        batch_size: int = 256,
+        strict: bool = False,
+        max_delete_fraction: float = 0.2,
+        allow_mass_delete: bool = False,
+        progress: Progress = NULL_PROGRESS,
+        telemetry: Telemetry | None = None,
+        dense_stage: DenseStage | None = None,
+    ) -> None:
+        self.sink = sink
+        self.dense = list(dense)
+        self.sparse = sparse
+        self.batch_size = batch_size
+        self.strict = strict
+        self.max_delete_fraction = max_delete_fraction
+        self.allow_mass_delete = allow_mass_delete
+        self.progress = progress
+        self.telemetry = telemetry or Telemetry()
+        self.dense_stage = dense_stage or DenseStage(telemetry=self.telemetry)
+        self._signatures: dict[str, str] = {}
+        self.report: SyncReport | None = None
+        """The report of the run in progress or last run, also when it failed."""
+
+    def layout(self) -> CollectionLayout:
+        """The vectors this sync needs, and what to record about them on the collection."""
+        vectors: dict[str, Any] = {
+            e.name: {"kind": "dense", "signature": e.signature, "size": e.dim} for e in self.dense
+        }
+        sparse: dict[str, bool] = {}
+        if self.sparse is not None:
+            sparse[self.sparse.vector_name] = self.sparse.idf
+            spec = model_spec(self.sparse.model_name)
+            vectors[self.sparse.vector_name] = {
+                "kind": "sparse",
+                "model": self.sparse.model_name,
+                "flavour": spec.flavour,
+                "index_space": spec.index_space,
+                "signature": self.sparse.signature,
+                "idf": self.sparse.idf,
+            }
+            if self.sparse.options:
+                vectors[self.sparse.vector_name]["options"] = self.sparse.options
+        return CollectionLayout(
+            dense={e.name: e.dim for e in self.dense},
+            sparse=sparse,
+            metadata={"connector": {"vectors": vectors}},
+        )
+
+    def new_report(self, source_name: str, run_id: str | None = None) -> SyncReport:
+        """An empty report of a run of this syncer (what a run records before it starts)."""
+        report = SyncReport(
+            run_id=run_id or str(uuid.uuid4()), source=source_name, collection=self.sink.collection
+        )
+        report.dense_models = {e.name: e.signature for e in self.dense}
+        report.dense_device = _device_of(self.dense)
+        if self.sparse is not None:
+            report.sparse_model = self.sparse.model_name
+            report.sparse_vector_name = self.sparse.vector_name
+        return report
+
+    def run(self, source: Source, run_id: str | None = None) -> SyncReport:
+        """Sync ``source`` into the collection.
+
+        Malformed records and repeated ids are skipped and listed in the report (fatal when
+        strict). Stored points missing from the source are deleted only after a complete read,
+        never those of skipped records, and not at all while a skipped record had no readable id.
+
+        Args:
+            source: Where the chunks come from.
+            run_id: The run's id (a UUID); default: a new one.
+
+        Raises:
+            SourceError: The source is unreadable, or holds bad input and the run is strict;
+                writes acknowledged before the failure stay, and nothing is deleted.
+            UnsafeDelete: The run would delete more than ``max_delete_fraction`` of the
+                source's stored points (an empty read, say) without ``allow_mass_delete``.
+            SinkError: Qdrant refused or failed a write.
+        """
+        attributes = {
+            "run_id": run_id or "",
+            "collection": self.sink.collection,
+            "batch_size": self.batch_size,
+            "sparse_model": self.sparse.model_name if self.sparse is not None else "none",
+        }
+        with self.telemetry.span("sync", attributes) as span:
+            report = self._run(source, run_id)
+            span.set_attributes(
+                {
+                    "run_id": report.run_id,
+                    "status": report.status,
+                    "chunks_seen": report.chunks_seen,
+                    "encoded": report.encoded,
+                    "deleted": report.deleted,
+                }
+            )
+        return report
+
+    def _run(self, source: Source, run_id: str | None) -> SyncReport:
+        started = time.monotonic()
+        report = self.new_report(source.name, run_id)
+        self.report = report
+        self.sink.counts = WriteCounts()
+        self.sink.ensure_collection(self.layout())
+        self._signatures = {e.name: e.signature for e in self.dense}
+        if self.sparse is not None:
+            self._signatures[self.sparse.vector_name] = self.sparse.signature
+        seen: set[int] = set()
+        duplicates = SkipLog(strict=self.strict)
+        # A source of one's own may keep no skip log: then it skipped nothing.
+        skipped: SkipLog = getattr(source, "skips", None) or SkipLog()
+        self.progress.start(source.total_bytes)
+        try:
+            window: list[tuple[ChunkRecord, str]] = []
+            for chunk in source:
+                pid = self._claim(chunk, source.name, seen, duplicates)
+                if pid is None:
+                    continue
+                window.append((chunk, pid))
+                if len(window) >= self.batch_size:
+                    self._process(window, report)
+                    self._advance(len(window), source.bytes_read, report)
+                    window = []
+            if window:
+                self._process(window, report)
+                self._advance(len(window), source.bytes_read, report)
+            self.sink.flush()
+            self._note_skips(report, skipped, duplicates)
+            for skips in (skipped, duplicates):
+                seen.update(as_uuid_int(point_id(source.name, i)) for i in skips.protected_ids)
+            self._delete_missing(source.name, seen, report, skipped.unidentified)
+            report.status = "succeeded"
+        except BaseException as exc:
+            # Ctrl-C or SIGTERM stops a run; it did not fail on its own.
+            stopped = isinstance(exc, KeyboardInterrupt | SystemExit)
+            report.status = "interrupted" if stopped else "failed"
+            report.status_reason = describe_failure(exc)
+            self._keep_acknowledged()
+            self._note_skips(report, skipped, duplicates)
+            raise
+        finally:
+            self._copy_counts(report)
+            report.duration_s = round(time.monotonic() - started, 3)
+            self.progress.finish()
+        return report
+
+    def _advance(self, chunks: int, bytes_read: int, report: SyncReport) -> None:
+        # Writes acknowledged so far, so that a progress record shows them while the run goes.
+        self._copy_counts(report)
+        self.progress.advance(chunks, bytes_read)
+
+    def _claim(
+        self, chunk: ChunkRecord, source: str, seen: set[int], duplicates: SkipLog
+    ) -> str | None:
+        """The chunk's point id, or ``None`` when its id was already read in this run (the first
+        record with an id wins; the repeat is skipped and reported, or fatal when strict)."""
+        if chunk.chunk_id is None:
+            raise SourceError(chunk.location or source, "chunk has no id")
+        pid = point_id(source, chunk.chunk_id)
+        key = as_uuid_int(pid)
+        if key in seen:
+            duplicates.skip(
+                InvalidRecord(
+                    chunk.location or source,
+                    f"duplicate chunk id {chunk.chunk_id!r} (already read earlier in this source)",
+                    kind="duplicate_id",
+                )
+            )
+            return None
+        seen.add(key)
+        return pid
+
+    def _note_skips(self, report: SyncReport, *logs: SkipLog) -> None:
+        kinds: dict[str, int] = {}
+        entries: list[dict[str, str | None]] = []
+        for skips in logs:
+            for kind, count in skips.by_kind.items():
+                kinds[kind] = kinds.get(kind, 0) + count
+            entries.extend(
+                {"location": e.location, "kind": e.kind, "reason": e.reason} for e in skips.entries
+            )
+        report.skipped = sum(skips.count for skips in logs)
+        report.skipped_by_kind = dict(sorted(kinds.items()))
+        report.skipped_records = entries[:KEPT_ENTRIES]
+        report.blank_lines = sum(skips.blank_lines for skips in logs)
+
+    def _process(self, window: list[tuple[ChunkRecord, str]], report: SyncReport) -> None:
+        states = self.sink.fetch_state([pid for _, pid in window])
+        report.chunks_seen += len(window)
+        needs: dict[str, list[int]] = {name: [] for name in self._signatures}
+        plans: list[tuple[str, list[str]]] = []  # (kind, vectors to compute)
+        for index, (chunk, pid) in enumerate(window):
+            kind, missing = self._plan(chunk, states.get(pid))
+            plans.append((kind, missing))
+            for name in missing:
+                needs[name].append(index)
+        vectors, fallbacks = self._encode(window, needs, report)
+        batch = WriteBatch()
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        before = (report.encoded, report.skipped_unchanged, report.payload_only)
+        for index, ((chunk, pid), (kind, missing)) in enumerate(zip(window, plans, strict=True)):
+            if kind == "skip":
+                report.skipped_unchanged += 1
+                continue
+            payload = self._payload(chunk, report, now, fallbacks.get(index))
+            if kind == "payload":
+                report.payload_only += 1
+                batch.payload_overwrites.append((pid, payload))
+                continue
+            report.encoded += 1
+            point_vectors = {name: vectors[name][index] for name in missing}
+            point_vectors = {k: v for k, v in point_vectors.items() if v is not None}
+            if kind == "full":
+                batch.upserts.append(qm.PointStruct(id=pid, vector=point_vectors, payload=payload))
+                continue
+            if point_vectors:
+                batch.vector_updates.append(qm.PointVectors(id=pid, vector=point_vectors))
+            # The whole payload is rewritten so that a fallback note of an earlier run goes too.
+            batch.payload_overwrites.append((pid, payload))
+        self.telemetry.count_chunks(report.encoded - before[0], "encoded")
+        self.telemetry.count_chunks(report.skipped_unchanged - before[1], "unchanged")
+        self.telemetry.count_chunks(report.payload_only - before[2], "metadata_only")
+        self.sink.submit(batch)
+
+    def _plan(self, chunk: ChunkRecord, state: PointState | None) -> tuple[str, list[str]]:
+        """``full`` (new or text changed), ``partial`` (some vectors stale: a model changed, or
+        sparse was off or fell back), ``payload`` (metadata changed) or ``skip``."""
+        names = list(self._signatures)
+        if state is None or state.text_hash != text_hash(chunk.text):
+            return "full", names
+        missing = [n for n in names if state.encoded_with.get(n) != self._signatures[n]]
+        if missing:
+            return "partial", missing
+        if state.content_hash != content_hash(chunk.text, chunk.metadata):
+            return "payload", []
+        return "skip", []
+
+    def _encode(
+        self, window: list[tuple[ChunkRecord, str]], needs: dict[str, list[int]], report: SyncReport
+    ) -> tuple[dict[str, dict[int, Any]], dict[int, str]]:
+        """Vectors per name per window position, and why a position's sparse vector fell back."""
+        out: dict[str, dict[int, Any]] = {}
+        fallbacks: dict[int, str] = {}
+        if any(needs[encoder.name] for encoder in self.dense):
+            self._encode_dense(window, needs, report, out)
+        if self.sparse is not None and needs[self.sparse.vector_name]:
+            target = self.sparse
+            indices = needs[target.vector_name]
+            result = target.generator.generate(
+                [window[i][0] for i in indices],
+                target.model_name,
+                target.use_gpu,
+                target.device_ids,
+            )
+            vectors: dict[int, Any] = {}
+            for position, (i, vec) in enumerate(zip(indices, result.vectors, strict=True)):
+                if position in result.fallback_reasons:
+                    fallbacks[i] = result.fallback_reasons[position]
+                if vec and vec["indices"]:
+                    vectors[i] = qm.SparseVector(indices=vec["indices"], values=vec["values"])
+                else:
+                    # Qdrant has nothing to match on; the signature still records it as done.
+                    vectors[i] = None
+                    report.sparse_empty += 1
+            out[target.vector_name] = vectors
+            report.sparse_device = result.device
+            report.sparse_fallbacks += result.fallback_count
+            self.telemetry.count_fallbacks(result.fallback_count, target.model_name)
+            self.telemetry.record_stage("sparse_inference", result.latency_ms)
+            if result.error_message and report.sparse_fallback_reason is None:
+                report.sparse_fallback_reason = result.error_message
+            report.sparse_latency_ms += result.latency_ms
+            count = report.vectors_encoded.get(target.vector_name, 0) + len(indices)
+            report.vectors_encoded[target.vector_name] = count
+        return out, fallbacks
+
+    def _encode_dense(
+        self,
+        window: list[tuple[ChunkRecord, str]],
+        needs: dict[str, list[int]],
+        report: SyncReport,
+        out: dict[str, dict[int, Any]],
+    ) -> None:
+        started = time.perf_counter()
+        attributes = {
+            "models": ",".join(e.name for e in self.dense if needs[e.name]),
+            "device": report.dense_device or "cpu",
+            "chunk_count": len({i for e in self.dense for i in needs[e.name]}),
+        }
+        with self.telemetry.span("dense", attributes) as span:
+            for encoder in self.dense:
+                indices = needs[encoder.name]
+                if indices:
+                    texts = [window[i][0].text for i in indices]
+                    encoded = self.dense_stage.encode(encoder, texts)
+                    out[encoder.name] = dict(zip(indices, encoded, strict=True))
+                    count = report.vectors_encoded.get(encoder.name, 0) + len(indices)
+                    report.vectors_encoded[encoder.name] = count
+            latency = (time.perf_counter() - started) * 1000
+            span.set_attribute("latency_ms", round(latency, 3))
+        report.dense_latency_ms += latency
+        self.telemetry.record_stage("dense", latency)
+
+    def _payload(
+        self, chunk: ChunkRecord, report: SyncReport, now: str, fallback: str | None
+    ) -> dict[str, Any]:
+        encoded_with = dict(self._signatures)
+        extra: dict[str, Any] = {}
+        if fallback is not None and self.sparse is not None:
+            # Not the model's signature: the next sync tries the model again for this chunk.
+            name = self.sparse.vector_name
+            encoded_with[name] = f"fallback|{encoded_with[name]}"
+            extra["sparse_fallback"] = {"model": self.sparse.model_name, "reason": fallback}
+        return extra | {
+            "chunk_id": chunk.chunk_id,
+            "source": report.source,
+            "text": chunk.text,
+            "metadata": chunk.metadata,
+            "text_hash": text_hash(chunk.text),
+            "content_hash": content_hash(chunk.text, chunk.metadata),
+            "encoded_with": encoded_with,
+            "run_id": report.run_id,
+            "synced_at": now,
+        }
+
+    def _delete_missing(
+        self, source: str, seen: set[int], report: SyncReport, unidentified: int
+    ) -> None:
+        stored = 0
+        stale: list[str] = []
+        for pid in self.sink.stored_ids(source):
+            stored += 1
+            if as_uuid_int(pid) not in seen:
+                stale.append(pid)
+        if not stale:
+            return
+        if unidentified:
+            report.deletes_deferred = (
+                f"{len(stale)} stored points are missing from the source, but {unidentified} "
+                "skipped records had no readable id and may be some of them; nothing was deleted "
+                "(fix those records, and the next run deletes what is really gone)"
+            )
+            log.warning("%s", report.deletes_deferred)
+            return
+        if len(stale) > self.max_delete_fraction * stored and not self.allow_mass_delete:
+            what = "yielded no chunks" if not seen else "is missing most of what was stored"
+            raise UnsafeDelete(
+                f"source {source} {what}: this run would delete {len(stale)} of its {stored} "
+                f"stored points ({len(stale) / stored:.0%}, over the limit of "
+                f"{self.max_delete_fraction:.0%}, sync.max_delete_fraction); nothing was deleted "
+                "(pass --allow-mass-delete if the source really shrank)"
+            )
+        log.info("deleting %d points no longer in %s", len(stale), source)
+        self.sink.delete(stale)
+
+    def _keep_acknowledged(self) -> None:
+        """On failure, let queued writes finish so completed work is kept; never delete."""
+        try:
+            self.sink.flush()
+        except Exception as exc:  # the original failure is the one to report
+            log.warning("while stopping after a failure, a queued write also failed: %s", exc)
+
+    def _copy_counts(self, report: SyncReport) -> None:
+        counts = self.sink.counts
+        report.upserted = counts.upserted
+        report.vectors_updated = counts.vectors_updated
+        report.deleted = counts.deleted
+        report.retries = counts.retries
+        report.payloads_updated = counts.payloads_updated
+        report.upsert_latency_ms = round(counts.write_ms, 3)
+        report.dense_latency_ms = round(report.dense_latency_ms, 3)
+
+
+def _device_of(encoders: Sequence[DenseEncoder]) -> str:
+    """Where the dense models run, as configured (``auto`` when the library picks)."""
+    devices = sorted({str(getattr(e, "device", None) or "auto") for e in encoders})
+    return ",".join(devices) or "none"

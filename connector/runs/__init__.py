@@ -1,0 +1,37 @@
+"""Runs: the manifest each sync leaves, its record in the runs collection, its live progress in
+the state folder, and whether the process that runs it is still there."""
+
+from __future__ import annotations
+
+from connector.runs.collection import RunStore, config_digest, mark_dead_runs
+from connector.runs.live import LiveProgress, read_progress, write_progress
+from connector.runs.manifest import (
+    ProcessingSummary,
+    SparseInferenceRun,
+    iter_summaries,
+    read_summary,
+    summary_json_schema,
+    summary_path,
+    write_summary,
+)
+from connector.runs.process import process_alive, this_process
+from connector.runs.recorder import RunRecorder
+
+__all__ = [
+    "LiveProgress",
+    "ProcessingSummary",
+    "RunRecorder",
+    "RunStore",
+    "SparseInferenceRun",
+    "config_digest",
+    "iter_summaries",
+    "mark_dead_runs",
+    "process_alive",
+    "read_progress",
+    "read_summary",
+    "summary_json_schema",
+    "summary_path",
+    "this_process",
+    "write_progress",
+    "write_summary",
+]

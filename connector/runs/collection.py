@@ -1,0 +1,184 @@
+"""The runs collection: one payload-only point per run, id = run id, payload = its manifest.
+
+A run writes its record when it starts (``running``), updates its progress as it goes, and writes it
+once more when it ends (``succeeded``, ``failed`` or ``interrupted``, with the reason). A process
+killed mid-way cannot do the last write; the next run finds its ``running`` record, sees that the
+process is gone, and marks it ``interrupted``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from qdrant_client import models as qm
+
+from connector.errors import ConfigError
+from connector.runs.manifest import ProcessingSummary, now_iso, summary_path, write_summary
+from connector.runs.process import process_alive
+
+if TYPE_CHECKING:
+    from connector.settings import Settings
+    from connector.store._sink import QdrantSink
+
+__all__ = ["RunStore", "config_digest", "mark_dead_runs"]
+
+log = logging.getLogger(__name__)
+
+
+class RunStore:
+    """Reads and writes run records.
+
+    Args:
+        sink: Any sink on the same Qdrant; its client and its lock are shared, so that records
+            can be written while the sink's writer thread upserts chunks (the embedded client
+            is not thread-safe).
+        collection: Name of the runs collection.
+    """
+
+    def __init__(self, sink: QdrantSink, collection: str) -> None:
+        self.sink = sink
+        self.client = sink.client
+        self.collection = collection
+
+    def exists(self) -> bool:
+        name = self.collection
+        return self.sink.request(
+            f"look up collection {name!r}", lambda: self.client.collection_exists(name)
+        )
+
+    def ensure(self) -> None:
+        """Create the runs collection (no vectors) with its payload indexes, if missing."""
+        if self.exists():
+            return
+        name = self.collection
+        self.sink.request(
+            f"create collection {name!r}",
+            lambda: self.client.create_collection(name, vectors_config={}),
+        )
+        self.sink.create_index(name, "run.status", qm.PayloadSchemaType.KEYWORD)
+        # `connector runs` lists newest first: a server orders by an indexed key only.
+        self.sink.create_index(name, "run.started_at", qm.PayloadSchemaType.DATETIME)
+        log.info("created collection %s", name)
+
+    def put(self, summary: ProcessingSummary) -> None:
+        """Write (or overwrite) the record of ``summary``'s run."""
+        point = qm.PointStruct(
+            id=summary.run.id, vector={}, payload=summary.model_dump(mode="json")
+        )
+        self.sink.request(
+            f"record run in {self.collection!r}",
+            lambda: self.client.upsert(self.collection, [point], wait=True),
+        )
+
+    def get(self, run_id: str) -> ProcessingSummary | None:
+        """The record of ``run_id``; ``None`` when there is none (or it is unreadable).
+
+        Raises:
+            ConfigError: ``run_id`` is not a run id (a UUID).
+        """
+        payload = self.payload(run_id)
+        if payload is None:
+            return None
+        found = _summaries([qm.Record(id=run_id, payload=payload)])
+        return found[0] if found else None
+
+    def payload(self, run_id: str) -> dict[str, Any] | None:
+        """The record of ``run_id`` as stored; ``None`` when there is none.
+
+        Raises:
+            ConfigError: ``run_id`` is not a run id (a UUID).
+        """
+        try:
+            key = str(uuid.UUID(run_id))
+        except ValueError:
+            raise ConfigError(f"{run_id!r} is not a run id (runs are named by UUID)") from None
+        if not self.exists():
+            return None
+        records = self.sink.request(
+            f"read run from {self.collection!r}",
+            lambda: self.client.retrieve(self.collection, [key], with_payload=True),
+        )
+        return dict(records[0].payload or {}) if records else None
+
+    def latest(self, limit: int = 20) -> list[ProcessingSummary]:
+        """The newest ``limit`` runs, newest first."""
+        if not self.exists():
+            return []
+        order = qm.OrderBy(key="run.started_at", direction=qm.Direction.DESC)
+        records, _ = self.sink.request(
+            f"list runs in {self.collection!r}",
+            lambda: self.client.scroll(
+                self.collection, limit=limit, order_by=order, with_payload=True
+            ),
+        )
+        return _summaries(records)
+
+    def running(self) -> list[ProcessingSummary]:
+        """Every run recorded as ``running``."""
+        if not self.exists():
+            return []
+        flt = qm.Filter(
+            must=[qm.FieldCondition(key="run.status", match=qm.MatchValue(value="running"))]
+        )
+        found: list[ProcessingSummary] = []
+        offset: Any = None
+        while True:
+            records, offset = self.sink.request(
+                f"list running runs in {self.collection!r}",
+                lambda offset=offset: self.client.scroll(
+                    self.collection, flt, limit=256, offset=offset, with_payload=True
+                ),
+            )
+            found += _summaries(records)
+            if offset is None:
+                return found
+
+
+def _summaries(records: list[Any]) -> list[ProcessingSummary]:
+    out = []
+    for record in records:
+        try:
+            out.append(ProcessingSummary.model_validate(record.payload or {}))
+        except ValidationError:
+            log.warning("run record %s is not a manifest this version can read; skipped", record.id)
+    return out
+
+
+def mark_dead_runs(store: RunStore, state_dir: Path, noticed_by: str) -> list[str]:
+    """Mark ``interrupted`` every ``running`` run whose process is gone; returns their ids.
+
+    Runs of another host are left alone: from here there is no telling whether they still run.
+    The run's manifest file, when it is in ``state_dir``, is updated too.
+    """
+    marked = []
+    for summary in store.running():
+        process = summary.run.process
+        if summary.run.id == noticed_by or process is None or process_alive(process) is not False:
+            continue
+        run = summary.run
+        run.status = "interrupted"
+        # When it stopped is not known; its last progress update is the closest known time.
+        run.finished_at = run.updated_at or now_iso()
+        run.reason = (
+            f"its process ({process.pid} on {process.host}) ended without finishing the run; "
+            f"noticed by run {noticed_by}"
+        )
+        store.put(summary)
+        if summary_path(state_dir, run.id).exists():
+            write_summary(state_dir, summary)
+        log.warning("run %s was left running by a process that is gone; marked interrupted", run.id)
+        marked.append(run.id)
+    return marked
+
+
+def config_digest(settings: Settings) -> str:
+    """SHA-256 of the settings, secrets left out: equal digests, equal configuration."""
+    data = settings.model_dump(mode="json", exclude={"qdrant": {"api_key"}})
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

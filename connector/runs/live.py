@@ -1,0 +1,77 @@
+"""The live progress of the current sync, in a small JSON file in the state folder.
+
+The embedded Qdrant lets one process open its folder at a time, so a dashboard cannot read a running
+sync's record from the runs collection. The sync also writes ``progress.json`` (replaced
+atomically, a reader never sees half a file), and :func:`read_progress` reads it from any process.
+Counts, rates, devices and ids only: no chunk text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from connector.runs.manifest import ProcessInfo
+from connector.runs.process import process_alive
+
+__all__ = ["LiveProgress", "read_progress", "write_progress"]
+
+FILE_NAME = "progress.json"
+
+
+class LiveProgress(BaseModel):
+    """A snapshot of a sync, written every half second or so while it runs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run_id: str
+    status: Literal["running", "succeeded", "failed", "interrupted"]
+    collection: str
+    source: str
+    started_at: str
+    updated_at: str
+    chunks_done: int = 0
+    bytes_done: int = 0
+    total_bytes: int | None = None
+    chunks_per_s: float | None = None
+    eta_s: float | None = None
+    """Seconds left, from the share of bytes read (``None`` when the size is unknown)."""
+    batch_size: int
+    dense_device: str | None = None
+    sparse_device: str | None = None
+    fallbacks: int = 0
+    """Chunks whose sparse vector did not come from the model, so far."""
+    process: ProcessInfo
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_live(self) -> bool:
+        """Running and its process still there (``False`` for a process killed mid-way)."""
+        return self.status == "running" and process_alive(self.process) is not False
+
+
+def write_progress(state_dir: Path, progress: LiveProgress) -> Path:
+    """Replace ``<state_dir>/progress.json`` atomically; returns its path."""
+    directory = Path(state_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".progress-", suffix=".json", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(progress.model_dump(mode="json"), handle, indent=2, sort_keys=True)
+    os.replace(tmp, directory / FILE_NAME)
+    return directory / FILE_NAME
+
+
+def read_progress(state_dir: Path) -> LiveProgress | None:
+    """The last snapshot written in ``state_dir``; ``None`` when there is none (or it is not
+    one this version can read). Check :meth:`LiveProgress.is_live` before showing it as live."""
+    try:
+        return LiveProgress.model_validate_json((Path(state_dir) / FILE_NAME).read_bytes())
+    except (OSError, ValidationError):
+        return None

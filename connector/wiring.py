@@ -1,0 +1,360 @@
+"""Builds the connector's parts from settings: the one place a sync or a search is wired.
+
+The CLI, the dashboard's child syncs and every benchmark call :func:`build_syncer` and
+:func:`build_searcher`, so that what they measure is what users run.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from connector.dense import load_dense_encoders
+from connector.errors import ConfigError
+from connector.gpu import GIB, BatchPolicy, DeviceExecutor, LeasePool
+from connector.pipeline.stages import DenseStage
+from connector.pipeline.syncer import SparseTarget
+from connector.runs.manifest import DeviceUsage
+from connector.sparse import model_spec
+from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
+from connector.store import CollectionLayout, QdrantSink, make_client
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+    from connector.dense import DenseEncoder, SentenceTransformerEncoder
+    from connector.pipeline.progress import Progress
+    from connector.pipeline.syncer import Syncer, SyncReport
+    from connector.search import Searcher
+    from connector.settings import GpuSettings, Settings
+    from connector.sources import Source
+    from connector.store.edge import EdgeClient
+    from connector.telemetry import Telemetry
+
+__all__ = [
+    "SyncJob",
+    "build_searcher",
+    "build_syncer",
+    "collection_layout",
+    "dense_encoders",
+    "dense_stage",
+    "device_executor",
+    "device_usage",
+    "open_sink",
+    "sparse_target",
+]
+
+
+@dataclass
+class SyncJob:
+    """A sync wired from settings: its source, store, syncer and GPU executor. Run it once or
+    more; close it (or use it as a context manager) to release the store.
+
+    Attributes:
+        settings: What it was built from.
+        source: What it reads.
+        sink: Where it writes.
+        syncer: The syncer; ``syncer.report`` is the last run's report, also after a failure.
+        executor: Where its models run (GPU leases, usage for the manifest).
+        record: Whether each run is recorded (manifest file, runs collection, progress.json).
+    """
+
+    settings: Settings
+    source: Source
+    sink: QdrantSink
+    syncer: Syncer
+    executor: DeviceExecutor
+    record: bool = True
+
+    def run(self) -> SyncReport:
+        """Bring a missing collection to the latest schema (refuse one that is behind), then
+        sync the source, recorded as a run.
+
+        Raises:
+            SchemaOutdated: The collection exists and its schema is behind.
+            ConnectorError: The run failed (see :meth:`Syncer.run`); it is recorded as such.
+        """
+        from connector.store.migrator import Migrator
+
+        settings = self.settings
+        runs_collection = settings.qdrant.runs_collection
+        layout = collection_layout(settings, self.syncer.dense)
+        Migrator(self.sink, layout, runs_collection).prepare_for_sync()
+        if not self.record:
+            return self.syncer.run(self.source)
+        from connector.runs import RunRecorder, RunStore, config_digest
+
+        recorder = RunRecorder(
+            self.syncer,
+            self.source.name,
+            settings.state_dir,
+            RunStore(self.sink, runs_collection),
+            config_digest=config_digest(settings),
+            devices=lambda: device_usage(self.executor, settings.gpu),
+        )
+        with recorder, _sigterm_stops():
+            return self.syncer.run(self.source, run_id=recorder.run_id)
+
+    def close(self) -> None:
+        """Stop the writer (nothing queued is dropped) and close the store."""
+        self.sink.close()
+
+    def __enter__(self) -> SyncJob:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def build_syncer(
+    settings: Settings,
+    *,
+    source: Source | None = None,
+    dense: Sequence[DenseEncoder] | None = None,
+    client: QdrantClient | EdgeClient | None = None,
+    collection: str | None = None,
+    sparse: bool | None = None,
+    telemetry: Telemetry | None = None,
+    progress: Progress | None = None,
+    holder: str = "connector",
+    record: bool = True,
+) -> SyncJob:
+    """A sync of the configured source into the configured collection, as ``connector sync``
+    runs it.
+
+    Args:
+        settings: Everything configurable.
+        source: What to read; default: ``source.path`` of the settings.
+        dense: The dense ensemble; default: the configured models (loaded on first use).
+        client: The Qdrant client; default: the configured server or embedded engine.
+        collection: The collection; default: ``qdrant.collection``.
+        sparse: Sparse on or off for this run; default: the persisted switch, else the settings.
+        telemetry: Where spans and metrics go.
+        progress: Told how far the run is (a terminal bar, say).
+        holder: Names this process in GPU lease records.
+        record: Record each run (manifest, runs collection, progress.json).
+
+    Raises:
+        ConfigError: No source is configured, or a setting is unusable.
+        SinkError: The store cannot be opened (the embedded folder is held by another process).
+        SourceError: With ``avg_len = "auto"``, the source failed while being measured.
+    """
+    from connector.pipeline import NULL_PROGRESS, Syncer
+    from connector.sources import open_source
+    from connector.sparse.avglen import resolve_avg_len
+    from connector.switches import sparse_enabled
+
+    if source is None:
+        src = settings.source
+        if not src.path:
+            raise ConfigError("source.path: no source given (use --source PATH_OR_URL)")
+        source = open_source(
+            src.path,
+            name=src.name,
+            chunk_size=src.chunk_size,
+            chunk_overlap=src.chunk_overlap,
+            timeout_s=src.timeout_s,
+            retries=src.retries,
+            strict=settings.sync.strict,
+            max_line_bytes=src.max_line_bytes,
+        )
+    encoders = list(dense) if dense is not None else dense_encoders(settings)
+    executor = device_executor(settings, holder=holder)
+    enabled, _ = sparse_enabled(settings.state_dir, settings.sparse.enabled, sparse)
+    sink = open_sink(settings, collection, telemetry=telemetry, client=client)
+    try:
+        avg_len = resolve_avg_len(settings, sink, source) if enabled else None
+        target = sparse_target(settings, executor, avg_len=avg_len) if enabled else None
+    except BaseException:
+        sink.close()
+        raise
+    sync = settings.sync
+    syncer = Syncer(
+        sink,
+        encoders,
+        target,
+        batch_size=sync.batch_size,
+        strict=sync.strict,
+        max_delete_fraction=sync.max_delete_fraction,
+        allow_mass_delete=sync.allow_mass_delete,
+        progress=progress or NULL_PROGRESS,
+        telemetry=telemetry,
+        dense_stage=dense_stage(settings, executor),
+    )
+    return SyncJob(settings, source, sink, syncer, executor, record=record)
+
+
+@contextmanager
+def build_searcher(
+    settings: Settings,
+    *,
+    dense: Sequence[DenseEncoder] | None = None,
+    client: QdrantClient | EdgeClient | None = None,
+    collection: str | None = None,
+) -> Iterator[Searcher]:
+    """A searcher of the configured collection with the models its vectors were made with; the
+    store is closed when the block ends."""
+    from connector.search import Searcher
+    from connector.sparse.avglen import resolve_avg_len
+
+    s = settings.search
+    sink = open_sink(settings, collection, client=client)
+    try:
+        yield Searcher(
+            sink,
+            list(dense) if dense is not None else dense_encoders(settings),
+            sparse_target(settings, avg_len=resolve_avg_len(settings, sink)),
+            candidates=s.candidates,
+            fusion=s.fusion,
+            feedback_docs=s.feedback_docs,
+            feedback_weight=s.feedback_weight,
+        )
+    finally:
+        sink.close()
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """Let SIGTERM unwind the run (so it is recorded ``interrupted``) instead of killing it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def open_sink(
+    settings: Settings,
+    collection: str | None = None,
+    telemetry: Telemetry | None = None,
+    client: QdrantClient | EdgeClient | None = None,
+) -> QdrantSink:
+    """The collection's sink, on the embedded Qdrant or the configured server (or ``client``)."""
+    q = settings.qdrant
+    return QdrantSink(
+        client if client is not None else make_client(settings),
+        collection or q.collection,
+        batch_size=q.upsert_batch_size,
+        queue_size=q.write_queue,
+        retries=q.retries,
+        telemetry=telemetry,
+    )
+
+
+def dense_encoders(settings: Settings) -> list[SentenceTransformerEncoder]:
+    """The configured dense ensemble (models load on the CPU, on first use)."""
+    return load_dense_encoders(settings.dense.models, device="cpu")
+
+
+def device_executor(settings: Settings, holder: str = "connector") -> DeviceExecutor:
+    """Runs models on GPUs leased under ``state_dir`` (when ``gpu.enabled``), else the CPU.
+
+    Args:
+        settings: The ``gpu`` section and ``state_dir``.
+        holder: Names this process in the lease records (``connector sync``).
+    """
+    gpu = settings.gpu
+    hard_cap = int(gpu.vram_hard_cap_gb * GIB)
+    pool = None
+    if gpu.enabled:
+        pool = LeasePool(
+            settings.state_dir,
+            timeout_s=gpu.lease_timeout_s,
+            holder=holder,
+        )
+    policy = BatchPolicy(
+        hard_cap_bytes=hard_cap,
+        soft_limit_bytes=int(gpu.vram_soft_limit_gb * GIB),
+        min_batch=gpu.min_batch_size,
+    )
+    return DeviceExecutor(pool, policy)
+
+
+def dense_stage(settings: Settings, executor: DeviceExecutor | None = None) -> DenseStage:
+    """The dense step of a sync, on ``executor`` (default: one built from ``settings``)."""
+    gpu = settings.gpu
+    return DenseStage(
+        executor or device_executor(settings),
+        use_gpu=gpu.enabled,
+        device_ids=gpu.device_ids,
+    )
+
+
+def sparse_target(
+    settings: Settings,
+    executor: DeviceExecutor | None = None,
+    *,
+    avg_len: float | None = None,
+) -> SparseTarget:
+    """The configured sparse model and its vector (whether sync uses it is the switch's call).
+
+    Args:
+        settings: The ``sparse`` and ``gpu`` sections.
+        executor: Where the model runs (default: the CPU only, enough for queries).
+        avg_len: BM25's ``avg_len`` when the setting is ``"auto"`` (see
+            :func:`connector.sparse.avglen.resolve_avg_len`).
+
+    Raises:
+        ConfigError: ``avg_len`` is ``"auto"`` and no value was given.
+    """
+    sparse, gpu = settings.sparse, settings.gpu
+    spec = model_spec(sparse.model)
+    options = sparse.model_options()
+    recorded: dict[str, Any] = {}
+    if spec.kind == "bm25":
+        if sparse.bm25.avg_len == "auto":
+            if avg_len is None:
+                raise ConfigError("sparse.bm25.avg_len: 'auto' was not resolved to a number")
+            options["bm25"] = options["bm25"] | {"avg_len": avg_len}
+        recorded = dict(options["bm25"]) | {"avg_len_auto": sparse.bm25.avg_len == "auto"}
+    return SparseTarget(
+        generator=SparseVectorGenerator(ModelRegistry(options), executor),
+        model_name=spec.name,
+        vector_name=sparse.vector_name or spec.name,
+        idf=spec.idf,
+        use_gpu=gpu.enabled,
+        device_ids=tuple(gpu.device_ids) if gpu.device_ids is not None else None,
+        options=recorded,
+    )
+
+
+def collection_layout(settings: Settings, dense: Sequence[DenseEncoder]) -> CollectionLayout:
+    """The vectors the configured models need, sparse included even while it is switched off
+    (the schema keeps its place; migrations create it)."""
+    spec = model_spec(settings.sparse.model)
+    return CollectionLayout(
+        dense={e.name: e.dim for e in dense},
+        sparse={settings.sparse.vector_name or spec.name: spec.idf},
+    )
+
+
+def device_usage(executor: DeviceExecutor, gpu: GpuSettings) -> list[DeviceUsage]:
+    """The GPUs ``executor`` ran on so far, with peak VRAM against the caps (for the manifest)."""
+    mib = 1024 * 1024
+    return [
+        DeviceUsage(
+            device=device,
+            peak_vram_mb=round(tally.peak_bytes / mib, 1),
+            vram_hard_cap_mb=round(gpu.vram_hard_cap_gb * GIB / mib, 1),
+            vram_soft_limit_mb=round(gpu.vram_soft_limit_gb * GIB / mib, 1),
+            soft_limit_exceedances=tally.soft_limit_hits,
+        )
+        for device, tally in sorted(executor.usage.items())
+    ]

@@ -1,0 +1,145 @@
+"""The real CUDA path: NVML, torch's allocator cap, true out-of-memory errors, models on a lease.
+
+Run with ``python -m pytest -m gpu``; without a CUDA device every test here is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from connector.chunks import ChunkRecord  # noqa: E402
+from connector.gpu import (  # noqa: E402
+    GIB,
+    BatchPolicy,
+    CudaMemory,
+    DeviceExecutor,
+    LeasePool,
+    NvmlProbe,
+    Workload,
+    cuda_device_for,
+    is_out_of_memory,
+    move_module,
+    read_leases,
+)
+from connector.settings import DenseModelConfig  # noqa: E402
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+]
+
+SENTENCES = [
+    "Flutter of a cantilever wing in a subsonic wind tunnel.",
+    "Heat transfer to a blunt body in hypersonic flight.",
+    "Boundary layer transition on a flat plate at supersonic speed, measured with hot wires.",
+    "Buckling of thin cylindrical shells under axial compression.",
+] * 10
+
+
+@pytest.fixture(autouse=True)
+def uncapped() -> Iterator[None]:
+    yield
+    # The cap outlives the test in this process; give the next test the whole device again.
+    for ordinal in range(torch.cuda.device_count()):
+        torch.cuda.set_per_process_memory_fraction(1.0, ordinal)
+    torch.cuda.empty_cache()
+
+
+def executor(tmp_path: Path, hard_gb: float = 12, soft_gb: float = 10) -> DeviceExecutor:
+    policy = BatchPolicy(hard_cap_bytes=int(hard_gb * GIB), soft_limit_bytes=int(soft_gb * GIB))
+    return DeviceExecutor(LeasePool(tmp_path, NvmlProbe(), timeout_s=30, holder="gpu-test"), policy)
+
+
+def test_nvml_and_torch_see_the_same_devices() -> None:
+    devices = NvmlProbe().devices()
+    assert devices, "CUDA works but NVML reports no device"
+    visible = {info.index: cuda_device_for(info) for info in devices}
+    assert any(visible.values())
+    for info in devices:
+        assert info.total_bytes > 0 and info.name
+        device = visible[info.index]
+        if device is not None:
+            total = torch.cuda.get_device_properties(device).total_memory
+            assert total <= info.total_bytes
+
+
+def test_the_hard_cap_is_enforced_by_the_allocator() -> None:
+    memory = CudaMemory()
+    memory.set_hard_cap("cuda:0", GIB)
+    with pytest.raises(torch.cuda.OutOfMemoryError) as caught:
+        torch.empty(2 * GIB, dtype=torch.uint8, device="cuda:0")
+    assert is_out_of_memory(caught.value)
+    small = torch.empty(GIB // 4, dtype=torch.uint8, device="cuda:0")
+    del small
+
+
+def test_real_out_of_memory_halves_until_the_batch_fits(tmp_path: Path) -> None:
+    where: list[str] = []
+    per_item = 256 << 20  # 256 MiB of activations per item
+
+    def encode(items: list[int]) -> list[int]:
+        block = torch.ones(len(items) * per_item, dtype=torch.uint8, device=where[-1])
+        return [int(block[0])] * len(items)
+
+    work = Workload(name="allocator", encode=encode, max_batch=32, move=where.append)
+    outcome = executor(tmp_path, hard_gb=2, soft_gb=1.5).run(work, list(range(40)), use_gpu=True)
+    assert outcome.results == [1] * 40 and outcome.cpu_batches == 0
+    assert outcome.ooms >= 1 and outcome.gpu_batches >= 5
+    assert 0 < outcome.peak_bytes <= 2 * GIB
+    assert where[0].startswith("cuda:") and where[-1] == "cpu"
+    assert read_leases(tmp_path) == []
+
+
+def test_bm42_on_a_leased_gpu_matches_the_cpu_and_is_staged_back(tmp_path: Path) -> None:
+    from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
+
+    registry = ModelRegistry()
+    generator = SparseVectorGenerator(registry, executor(tmp_path))
+    records = [ChunkRecord(text=text) for text in SENTENCES]
+    cpu = generator.generate(records, "qdrant-minilm-attention")
+    gpu = generator.generate(records, "qdrant-minilm-attention", use_gpu=True)
+    assert cpu.device == "cpu" and gpu.device.startswith("cuda:")
+    assert gpu.success and gpu.fallback_count == 0
+    for got, want in zip(gpu.vectors, cpu.vectors, strict=True):
+        assert got is not None and want is not None and got["indices"] == want["indices"]
+        assert got["values"] == pytest.approx(want["values"], abs=1e-4)
+    model = registry.encoder("qdrant-minilm-attention")._model
+    assert next(model.parameters()).device.type == "cpu"
+    assert read_leases(tmp_path) == []
+
+
+def test_minilm_on_a_leased_gpu_matches_the_cpu(tmp_path: Path) -> None:
+    from connector.dense import SentenceTransformerEncoder
+    from connector.pipeline.stages import DenseStage
+
+    encoder = SentenceTransformerEncoder(DenseModelConfig(model="all-MiniLM-L6-v2"))
+    cpu = DenseStage().encode(encoder, SENTENCES)
+    gpu = DenseStage(executor(tmp_path), use_gpu=True).encode(encoder, SENTENCES)
+    for got, want in zip(gpu, cpu, strict=True):
+        assert got == pytest.approx(want, abs=1e-4)
+    assert encoder.model.device.type == "cpu"
+
+
+def test_staging_back_reuses_the_pinned_cpu_weights() -> None:
+    module = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32)).eval()
+    x = torch.randn(8, 64)
+    expected = module(x)
+    move_module(module, "cuda:0")
+    kept = {name: t.data_ptr() for name, t in module.state_dict(keep_vars=True).items()}
+    assert {t.device.type for t in module.state_dict().values()} == {"cuda"}
+    assert torch.allclose(module(x.to("cuda:0")).cpu(), expected, atol=1e-5)
+    move_module(module, "cpu")
+    pointers = {name: t.data_ptr() for name, t in module.state_dict(keep_vars=True).items()}
+    assert {t.device.type for t in module.state_dict().values()} == {"cpu"}
+    assert all(t.is_pinned() for t in module.state_dict().values())
+    assert torch.equal(module(x), expected)
+    move_module(module, "cuda:0")
+    move_module(module, "cpu")
+    again = {name: t.data_ptr() for name, t in module.state_dict(keep_vars=True).items()}
+    assert again == pointers  # the same CPU storage each time: nothing copied back
+    assert kept.keys() == pointers.keys()
