@@ -43,14 +43,14 @@ import math
 import re
 import struct
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 from py_rust_stemmers import SnowballStemmer
 
-from connector.sparse._model import SparseModelDescription
 from connector.sparse._stemhash import CACHE_LIMIT, IdCache, bm25_params, format_number
-from connector.sparse.bm25 import Bm25Family
+from connector.sparse.bm25 import Bm25, Bm25Family
 from connector.sparse.vector import SparseVec, stem_term_ids
 
 try:
@@ -428,16 +428,12 @@ class EngineBm25(Bm25Family):
     updates are single dict operations (safe under the GIL; a race just recomputes a value).
     """
 
-    description = SparseModelDescription(
+    # BM25 as fastembed's Qdrant/bm25 is, in another index space.
+    description = replace(
+        Bm25.description,
         name="qdrant-bm25-engine",
         flavour="engine",
         index_space="qdrant-engine(word-tokenizer, snowball-stem)",
-        idf=True,
-        recommended_batch_size=256,
-        base_model=None,
-        weighting="bm25-tf",
-        options_key="bm25",
-        auto_avg_len=True,
     )
 
     def __init__(
