@@ -165,7 +165,7 @@ class SparseSettings(_Section):
     enabled: bool = True
     """Compute a sparse vector for every chunk (the persisted switch, when set, wins)."""
     model: str = "qdrant-bm25"
-    """Sparse model name (see ``connector.sparse.SPARSE_MODELS``)."""
+    """Sparse model name (see ``connector.sparse.SPARSE_MODEL_REGISTRY``)."""
     vector_name: str | None = None
     """Name of the sparse vector in Qdrant. Default: the model name."""
     bm25: Bm25Options = Field(default_factory=Bm25Options)
@@ -174,17 +174,6 @@ class SparseSettings(_Section):
     """Options of ``qdrant-minilm-attention``."""
     splade: SpladeOptions = Field(default_factory=SpladeOptions)
     """Options of ``splade``."""
-
-    def model_options(self) -> dict[str, dict[str, Any]]:
-        """Encoder options per model kind, as the sparse registry takes them."""
-        splade = {"model": self.splade.model}
-        if self.splade.max_length is not None:
-            splade["max_length"] = self.splade.max_length
-        return {
-            "bm25": self.bm25.model_dump(),
-            "bm42": self.bm42.model_dump(),
-            "splade": splade,
-        }
 
 
 class GpuSettings(_Section):

@@ -20,7 +20,7 @@ from connector.gpu import GIB, BatchPolicy, DeviceExecutor, LeasePool
 from connector.pipeline.stages import DenseStage
 from connector.pipeline.syncer import SparseTarget
 from connector.runs.manifest import DeviceUsage
-from connector.sparse import model_spec
+from connector.sparse import sparse_model
 from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
 from connector.store import CollectionLayout, QdrantSink, make_client
 
@@ -315,33 +315,28 @@ def sparse_target(
         ConfigError: ``avg_len`` is ``"auto"`` and no value was given.
     """
     sparse, gpu = settings.sparse, settings.gpu
-    spec = model_spec(sparse.model)
-    options = sparse.model_options()
-    recorded: dict[str, Any] = {}
-    if spec.kind == "bm25":
-        if sparse.bm25.avg_len == "auto":
-            if avg_len is None:
-                raise ConfigError("sparse.bm25.avg_len: 'auto' was not resolved to a number")
-            options["bm25"] = options["bm25"] | {"avg_len": avg_len}
-        recorded = dict(options["bm25"]) | {"avg_len_auto": sparse.bm25.avg_len == "auto"}
+    model = sparse_model(sparse.model)
+    described = model.description
+    options = model.options(sparse, avg_len=avg_len)
+    registry = ModelRegistry({described.options_key: options})
     return SparseTarget(
-        generator=SparseVectorGenerator(ModelRegistry(options), executor),
-        model_name=spec.name,
-        vector_name=sparse.vector_name or spec.name,
-        idf=spec.idf,
+        generator=SparseVectorGenerator(registry, executor),
+        model_name=described.name,
+        vector_name=sparse.vector_name or described.name,
+        idf=described.idf,
         use_gpu=gpu.enabled,
         device_ids=tuple(gpu.device_ids) if gpu.device_ids is not None else None,
-        options=recorded,
+        options=model.recorded_options(sparse, options),
     )
 
 
 def collection_layout(settings: Settings, dense: Sequence[DenseEncoder]) -> CollectionLayout:
     """The vectors the configured models need, sparse included even while it is switched off
     (the schema keeps its place; migrations create it)."""
-    spec = model_spec(settings.sparse.model)
+    described = sparse_model(settings.sparse.model).description
     return CollectionLayout(
         dense={e.name: e.dim for e in dense},
-        sparse={settings.sparse.vector_name or spec.name: spec.idf},
+        sparse={settings.sparse.vector_name or described.name: described.idf},
     )
 
 

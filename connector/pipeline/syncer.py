@@ -17,7 +17,7 @@ from connector.errors import InvalidRecord, SourceError, UnsafeDelete, describe_
 from connector.pipeline.progress import NULL_PROGRESS, Progress
 from connector.pipeline.stages import DenseStage
 from connector.sources._skips import KEPT_ENTRIES, SkipLog
-from connector.sparse import model_spec
+from connector.sparse import sparse_model
 from connector.store._sink import (
     CollectionLayout,
     PointState,
@@ -161,12 +161,12 @@ class Syncer:
         sparse: dict[str, bool] = {}
         if self.sparse is not None:
             sparse[self.sparse.vector_name] = self.sparse.idf
-            spec = model_spec(self.sparse.model_name)
+            described = sparse_model(self.sparse.model_name).description
             vectors[self.sparse.vector_name] = {
                 "kind": "sparse",
                 "model": self.sparse.model_name,
-                "flavour": spec.flavour,
-                "index_space": spec.index_space,
+                "flavour": described.flavour,
+                "index_space": described.index_space,
                 "signature": self.sparse.signature,
                 "idf": self.sparse.idf,
             }

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from connector.errors import ConfigError
-from connector.sparse import build_encoder, model_spec
+from connector.sparse._registry import sparse_model
 
 if TYPE_CHECKING:
     from connector.settings import Settings
@@ -45,11 +45,8 @@ def measure_avg_len(texts: Iterable[str], settings: Settings) -> tuple[float, in
         ``(mean, texts counted)``; the mean is rounded to two decimals so that signatures stay
         short, and is ``0.0`` when there was no text.
     """
-    spec = model_spec(settings.sparse.model)
-    options = settings.sparse.model_options()
     # The tokenizer does not depend on avg_len; any valid number builds it.
-    options["bm25"] = options["bm25"] | {"avg_len": 256.0}
-    encoder = build_encoder(spec, options)
+    encoder = sparse_model(settings.sparse.model).from_settings(settings.sparse, avg_len=256.0)
     tokens = count = 0
     batch: list[str] = []
     for text in texts:
@@ -86,10 +83,10 @@ def resolve_avg_len(
     """
     if settings.sparse.bm25.avg_len != "auto":
         return None
-    spec = model_spec(settings.sparse.model)
-    if spec.kind != "bm25":
-        raise ConfigError(f"sparse.bm25.avg_len: 'auto' needs a BM25 model, not {spec.name!r}")
-    vector_name = settings.sparse.vector_name or spec.name
+    described = sparse_model(settings.sparse.model).description
+    if not described.auto_avg_len:
+        raise ConfigError(f"sparse.bm25.avg_len: 'auto' needs a BM25 model, not {described.name!r}")
+    vector_name = settings.sparse.vector_name or described.name
     recorded = recorded_avg_len(sink.collection_metadata(), vector_name)
     if recorded is not None:
         return recorded

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from py_rust_stemmers import SnowballStemmer
 
+from connector.errors import ConfigError
+from connector.sparse._model import SparseModel, SparseModelDescription
 from connector.sparse._stemhash import CACHE_LIMIT, IdCache, bm25_params, format_number
 from connector.sparse.vector import SparseVec, stem_term_ids
 
@@ -45,7 +47,10 @@ except ImportError:  # pragma: no cover - other interpreters
             mapping[element] = get(element, 0) + 1
 
 
-__all__ = ["STOPWORDS_DIR", "Bm25", "SparseVec"]
+if TYPE_CHECKING:
+    from connector.settings import SparseSettings
+
+__all__ = ["STOPWORDS_DIR", "Bm25", "Bm25Family", "SparseVec"]
 
 STOPWORDS_DIR: Path = Path(__file__).resolve().parent / "data"
 """Folder holding the bundled stopword lists (``<language>.txt``, one word per line)."""
@@ -137,12 +142,43 @@ def _rebuild(options: dict[str, Any]) -> Bm25:
     return Bm25(**options)
 
 
-class Bm25:
+class Bm25Family(SparseModel):
+    """What both BM25 flavours share: options from ``sparse.bm25``, ``avg_len = "auto"`` among
+    them, and all of them recorded on the collection."""
+
+    @classmethod
+    def options(cls, sparse: SparseSettings, *, avg_len: float | None = None) -> dict[str, Any]:
+        options = sparse.bm25.model_dump()
+        if sparse.bm25.avg_len == "auto":
+            if avg_len is None:
+                raise ConfigError("sparse.bm25.avg_len: 'auto' was not resolved to a number")
+            options["avg_len"] = avg_len
+        return options
+
+    @classmethod
+    def recorded_options(cls, sparse: SparseSettings, options: Mapping[str, Any]) -> dict[str, Any]:
+        # A measured avg_len is reused by later syncs only when it is marked as measured.
+        return dict(options) | {"avg_len_auto": sparse.bm25.avg_len == "auto"}
+
+
+class Bm25(Bm25Family):
     """BM25 sparse encoder producing the same vectors as fastembed's ``Qdrant/bm25``.
 
     Instances are cheap to share: the only state besides the options are the caches, whose
     updates are single dict operations (safe under the GIL; a race just recomputes a value).
     """
+
+    description = SparseModelDescription(
+        name="qdrant-bm25",
+        flavour="fastembed",
+        index_space="mmh3(snowball-stem)",
+        idf=True,
+        recommended_batch_size=256,
+        base_model=None,
+        weighting="bm25-tf",
+        options_key="bm25",
+        auto_avg_len=True,
+    )
 
     def __init__(
         self,
@@ -283,9 +319,10 @@ class Bm25:
             # Same operand order as fastembed so the float64 results are bit-identical:
             # n * (k + 1) / (n + k * (1 - b + b * doc_len / avg_len)).
             norm = k * (one_minus_b + b * doc_len / avg_len)
-            stems = list(counts)
+            kept = cast("dict[str, int]", counts)  # None was popped: every key is a stem
+            stems = list(kept)
             ids = list(map(get_id, stems))
-            values = [n * k_plus_1 / (n + norm) for n in counts.values()]
+            values = [n * k_plus_1 / (n + norm) for n in kept.values()]
             if len(set(ids)) != len(ids):
                 ids, values, stems = self._merge_collisions(ids, values, stems)
             append(SparseVec(ids, values, stems, doc_len))

@@ -43,12 +43,14 @@ import math
 import re
 import struct
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from py_rust_stemmers import SnowballStemmer
 
 from connector.sparse._stemhash import CACHE_LIMIT, IdCache, bm25_params, format_number
+from connector.sparse.bm25 import Bm25, Bm25Family
 from connector.sparse.vector import SparseVec, stem_term_ids
 
 try:
@@ -419,12 +421,20 @@ def _rebuild(options: dict[str, Any]) -> EngineBm25:
     return EngineBm25(**options)
 
 
-class EngineBm25:
+class EngineBm25(Bm25Family):
     """BM25 sparse encoder producing the same vectors as Qdrant's built-in ``qdrant/bm25``.
 
     Instances are cheap to share: the only state besides the options are the caches, whose
     updates are single dict operations (safe under the GIL; a race just recomputes a value).
     """
+
+    # BM25 as fastembed's Qdrant/bm25 is, in another index space.
+    description = replace(
+        Bm25.description,
+        name="qdrant-bm25-engine",
+        flavour="engine",
+        index_space="qdrant-engine(word-tokenizer, snowball-stem)",
+    )
 
     def __init__(
         self,
@@ -530,26 +540,27 @@ class EngineBm25:
             if not counts:
                 append(SparseVec([], [], []))
                 continue
-            ids = list(map(get_id, counts))
-            values = list(map(values_by_length[doc_len].__getitem__, counts.values()))
+            kept = cast("dict[str, int]", counts)  # None was popped: every key is a stem
+            ids = list(map(get_id, kept))
+            values = list(map(values_by_length[doc_len].__getitem__, kept.values()))
             value_of = dict(zip(ids, values, strict=True))
-            stem_of = dict(zip(ids, counts, strict=True))
+            stem_of = dict(zip(ids, kept, strict=True))
             if len(value_of) != len(ids):
-                value_of, stem_of = self._merge_collisions(ids, values, list(counts))
+                value_of, stem_of = self._merge_collisions(ids, values, list(kept))
             # The engine returns ids ascending (it collects them in a BTreeMap).
             indices = sorted(value_of)
             append(
                 SparseVec(
                     indices,
                     list(map(value_of.__getitem__, indices)),
-                    list(map(stem_of.__getitem__, indices)),  # type: ignore[arg-type]
+                    list(map(stem_of.__getitem__, indices)),
                 )
             )
         return out
 
     @staticmethod
     def _merge_collisions(
-        ids: list[int], values: list[float], stems: list[Any]
+        ids: list[int], values: list[float], stems: list[str]
     ) -> tuple[dict[int, float], dict[int, str]]:
         """Keeps one stem per id when stems share a hash: the one with the largest value.
 

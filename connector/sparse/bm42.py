@@ -29,16 +29,20 @@ from __future__ import annotations
 import math
 import string
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 import mmh3
 from py_rust_stemmers import SnowballStemmer
 
 from connector.errors import ModelError
+from connector.sparse._model import SparseModel, SparseModelDescription
 from connector.sparse._stemhash import format_number
 from connector.sparse.bm25 import STOPWORDS_DIR
 from connector.sparse.vector import SparseVec
+
+if TYPE_CHECKING:
+    from connector.settings import SparseSettings
 
 __all__ = ["DEFAULT_BM42_MODEL", "MODEL_NAME", "Bm42", "SparseVec"]
 
@@ -74,12 +78,35 @@ def _rebuild(options: dict[str, Any]) -> Bm42:
     return Bm42(**options)
 
 
-class Bm42:
+class Bm42(SparseModel):
     """BM42 sparse encoder: last-layer ``[CLS]`` attention of a word-piece transformer per stem.
 
     The tokenizer and the model load lazily and separately: queries and :meth:`term_ids` need only
     the tokenizer, so a search process never loads the weights.
     """
+
+    description = SparseModelDescription(
+        name=MODEL_NAME,
+        flavour="torch",
+        index_space="mmh3(snowball-stem)",
+        idf=True,
+        recommended_batch_size=64,
+        base_model="sentence-transformers/all-MiniLM-L6-v2",
+        weighting="bm42-attention",
+        options_key="bm42",
+        auto_avg_len=False,
+    )
+
+    @classmethod
+    def options(cls, sparse: SparseSettings, *, avg_len: float | None = None) -> dict[str, Any]:
+        return sparse.bm42.model_dump()
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Self:
+        # One forward pass per batch the runner hands over (it adapts that size on a GPU).
+        return super().from_options(
+            {"batch_size": cls.description.recommended_batch_size, **options}
+        )
 
     def __init__(
         self,

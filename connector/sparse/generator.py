@@ -17,7 +17,9 @@ from connector.chunks import ChunkRecord
 from connector.errors import ConfigError, ConnectorError, GpuLeaseUnavailable
 from connector.gpu._batching import Workload
 from connector.gpu._executor import DeviceExecutor
-from connector.sparse import SPARSE_MODELS, SparseEncoder, SparseModelSpec, model_spec
+from connector.sparse._model import SparseEncoder, SparseModel, SparseModelDescription
+from connector.sparse._registry import sparse_model
+from connector.sparse.bm25 import Bm25
 from connector.sparse.vector import SparseVec
 from connector.telemetry import Telemetry
 
@@ -30,8 +32,6 @@ __all__ = [
     "metadata_vector",
     "vector_dict",
 ]
-
-_WEIGHTING = {"bm25": "bm25-tf", "attention": "bm42-attention", "splade": "splade-max"}
 
 
 @dataclass(slots=True)
@@ -62,10 +62,12 @@ class SparseInferenceResult:
 
 
 class ModelRegistry:
-    """Builds each sparse encoder once, from the registry entry and the options given.
+    """Builds each sparse encoder once, from its registered class and the options given.
 
     Args:
-        options: Options per model kind, e.g. ``{"bm25": {"k": 1.2}, "splade": {"model": ...}}``.
+        options: Constructor options per settings section (a class's ``options_key``), e.g.
+            ``{"bm25": {"k": 1.2}, "splade": {"model": ...}}``; a model without an entry gets its
+            defaults.
         encoders: Ready encoders by model name, used instead of building them (tests, plug-ins).
     """
 
@@ -77,8 +79,13 @@ class ModelRegistry:
         self.options = options or {}
         self._encoders: dict[str, SparseEncoder] = dict(encoders or {})
 
-    def spec(self, name: str) -> SparseModelSpec:
-        return model_spec(name)
+    def description(self, name: str) -> SparseModelDescription:
+        """What the registered model ``name`` is.
+
+        Raises:
+            ConfigError: Unknown name.
+        """
+        return sparse_model(name).description
 
     def encoder(self, name: str) -> SparseEncoder:
         """The encoder of ``name`` (models inside load on first use).
@@ -87,9 +94,9 @@ class ModelRegistry:
             ConfigError: Unknown name or bad options.
         """
         if name not in self._encoders:
-            from connector.sparse import build_encoder
-
-            self._encoders[name] = build_encoder(self.spec(name), self.options)
+            model: type[SparseModel] = sparse_model(name)
+            options = self.options.get(model.description.options_key, {})
+            self._encoders[name] = model.from_options(options)
         return self._encoders[name]
 
 
@@ -126,9 +133,9 @@ class SparseVectorGenerator:
         Raises:
             ModelError: The model cannot load: a query has no metadata to fall back on.
         """
-        spec = self.registry.spec(model_name)
+        described = self.registry.description(model_name)
         vec = self.registry.encoder(model_name).encode_query(text)
-        return vector_dict(vec, _WEIGHTING.get(spec.kind, spec.kind))
+        return vector_dict(vec, described.weighting)
 
     def generate(
         self,
@@ -144,8 +151,8 @@ class SparseVectorGenerator:
                 model failure).
         """
         started = time.perf_counter()
-        spec = self.registry.spec(model_name)
-        run = _Run(spec, len(chunks))
+        described = self.registry.description(model_name)
+        run = _Run(described, len(chunks))
         with self.telemetry.span("sparse_inference", {"model": model_name}) as span:
             try:
                 encoder = self.registry.encoder(model_name)
@@ -155,11 +162,11 @@ class SparseVectorGenerator:
                 run.fail(f"model unavailable: {exc}")
                 encoder = None
             if encoder is not None:
-                self._infer(encoder, spec, chunks, run, use_gpu, device_ids)
+                self._infer(encoder, described, chunks, run, use_gpu, device_ids)
             self._fall_back(chunks, run, encoder)
             latency = (time.perf_counter() - started) * 1000
             result = run.result(model_name, latency)
-            attributes = {
+            attributes: dict[str, str | int | float] = {
                 "model": model_name,
                 "device": result.device,
                 "latency_ms": round(latency, 3),
@@ -188,7 +195,7 @@ class SparseVectorGenerator:
     def _infer(
         self,
         encoder: SparseEncoder,
-        spec: SparseModelSpec,
+        described: SparseModelDescription,
         chunks: Sequence[ChunkRecord],
         run: _Run,
         use_gpu: bool,
@@ -197,9 +204,9 @@ class SparseVectorGenerator:
         # BM25 flavours are CPU algorithms (no `to`): a GPU request changes nothing for them.
         move = getattr(encoder, "to", None)
         work: Workload[str, SparseVec] = Workload(
-            name=spec.name,
+            name=described.name,
             encode=encoder.encode_documents,
-            max_batch=spec.recommended_batch_size,
+            max_batch=described.recommended_batch_size,
             move=move if callable(move) else None,
             size=len,
         )
@@ -207,10 +214,9 @@ class SparseVectorGenerator:
             work, [chunk.text for chunk in chunks], use_gpu=use_gpu, device_ids=device_ids
         )
         run.device = outcome.device
-        weighting = _WEIGHTING.get(spec.kind, spec.kind)
         for i, vec in enumerate(outcome.results):
             if vec is not None:
-                run.vectors[i] = vector_dict(vec, weighting)
+                run.vectors[i] = vector_dict(vec, described.weighting)
         if outcome.fatal is not None:
             run.fail(f"model unavailable: {outcome.fatal}")
         elif outcome.failures:
@@ -219,7 +225,7 @@ class SparseVectorGenerator:
     def _fall_back(
         self, chunks: Sequence[ChunkRecord], run: _Run, encoder: SparseEncoder | None
     ) -> None:
-        mapper = _term_mapper(encoder, run.spec)
+        mapper = _term_mapper(encoder, run.described)
         for i, chunk in enumerate(chunks):
             if run.vectors[i] is not None:
                 continue
@@ -230,7 +236,7 @@ class SparseVectorGenerator:
             self.telemetry.event(
                 "fallback",
                 {
-                    "model": run.spec.name,
+                    "model": run.described.name,
                     "from": run.device,
                     "to": "metadata",
                     "reason": run.error_message or "model produced no vector",
@@ -242,8 +248,8 @@ class SparseVectorGenerator:
 class _Run:
     """Mutable state of one generate call."""
 
-    def __init__(self, spec: SparseModelSpec, count: int) -> None:
-        self.spec = spec
+    def __init__(self, described: SparseModelDescription, count: int) -> None:
+        self.described = described
         self.vectors: list[dict[str, Any] | None] = [None] * count
         self.fallback_reasons: dict[int, str] = {}
         self.error_message: str | None = None
@@ -268,16 +274,16 @@ class _Run:
         )
 
 
-def _term_mapper(encoder: Any, spec: SparseModelSpec) -> Callable[[str], list[int]] | None:
+def _term_mapper(
+    encoder: Any, described: SparseModelDescription
+) -> Callable[[str], list[int]] | None:
     """Maps a free-form term into the model's index space.
 
     The model's own tokenizer is asked first. BM25 and BM42 share the stem-hash space, so when
     BM42's tokenizer is unavailable too, BM25's stemmer and hash still land terms where queries
     look; a vocabulary space (SPLADE) has no such stand-in.
     """
-    from connector.sparse.bm25 import Bm25
-
-    stand_in = Bm25() if spec.index_space == SPARSE_MODELS["qdrant-bm25"].index_space else None
+    stand_in = Bm25() if described.index_space == Bm25.description.index_space else None
 
     def mapper(term: str) -> list[int]:
         if encoder is not None and hasattr(encoder, "term_ids"):

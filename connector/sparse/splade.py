@@ -19,17 +19,21 @@ untrained sparse auto-encoder) is refused: its dimensions are not vocabulary ids
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 from connector.dense import resolve_model_path
-from connector.errors import ModelError
+from connector.errors import ConfigError, ModelError
+from connector.sparse._model import SparseModel, SparseModelDescription
 from connector.sparse.vector import SparseVec
+
+if TYPE_CHECKING:
+    from connector.settings import SparseSettings
 
 __all__ = ["Splade", "SparseVec"]
 
 
-class Splade:
+class Splade(SparseModel):
     """A SPLADE model, loaded on first use.
 
     Args:
@@ -42,6 +46,33 @@ class Splade:
     Raises:
         ValueError: ``batch_size`` or ``max_length`` is not a positive integer.
     """
+
+    description = SparseModelDescription(
+        name="splade",
+        flavour="sentence-transformers",
+        index_space="vocab",
+        idf=False,
+        recommended_batch_size=32,
+        base_model=None,
+        weighting="splade-max",
+        options_key="splade",
+        auto_avg_len=False,
+    )
+
+    @classmethod
+    def options(cls, sparse: SparseSettings, *, avg_len: float | None = None) -> dict[str, Any]:
+        options: dict[str, Any] = {"model": sparse.splade.model}
+        if sparse.splade.max_length is not None:
+            options["max_length"] = sparse.splade.max_length
+        return options
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> Self:
+        if not options.get("model"):
+            raise ConfigError(
+                "sparse.splade.model: the splade model needs a checkpoint (path or hub id)"
+            )
+        return super().from_options(options)
 
     def __init__(
         self,
