@@ -99,8 +99,9 @@ def _ours(
         dense = dense_encoders(settings)
         started = time.perf_counter()
         report = Syncer(sink, dense, sparse).run(source)
+        took = time.perf_counter() - started
         print(
-            f"connector: synced {report.upserted} chunks in {time.perf_counter() - started:.0f}s "
+            f"connector: synced {report.writes.upserted} chunks in {took:.0f}s "
             f"(engine {engine}, BM25 avg_len measured: {avg_len})"
         )
         runs: dict[str, dict[str, list[str]]] = {}

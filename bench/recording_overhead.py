@@ -34,8 +34,7 @@ from qdrant_client import QdrantClient
 
 from connector.chunks import ChunkRecord
 from connector.pipeline.syncer import SparseTarget, Syncer
-from connector.runs.collection import RunStore
-from connector.runs.recorder import RunRecorder
+from connector.runs import RunRecorder, RunStore
 from connector.sparse.generator import SparseVectorGenerator
 from connector.store._sink import QdrantSink
 from connector.telemetry import Telemetry

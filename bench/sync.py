@@ -140,15 +140,15 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
             sink.close()
         print(
             f"   round {round_}: raw encode {count / raw_s[-1]:6.1f} chunks/s, "
-            f"sync {count / sync_s[-1]:6.1f} chunks/s ({first.upserted} upserted)"
+            f"sync {count / sync_s[-1]:6.1f} chunks/s ({first.writes.upserted} upserted)"
         )
     raw, ours = count / min(raw_s), count / min(sync_s)
     print(f"   best of {args.rounds}: raw SentenceTransformer.encode loop {raw:>7.1f} chunks/s")
     print(f"   best of {args.rounds}: connector sync                      {ours:>7.1f} chunks/s")
     print(f"   ratio (sync / raw encode): {ours / raw:.2f}x\n")
     print(
-        f"2. re-sync of the unchanged corpus: {again_s:.2f}s ({again.skipped_unchanged} "
-        f"unchanged, {again.encoded} encoded)\n"
+        f"2. re-sync of the unchanged corpus: {again_s:.2f}s ({again.counts.skipped_unchanged} "
+        f"unchanged, {again.counts.encoded} encoded)\n"
         f"   vs {sync_s[-1]:.1f}s for the first sync: {sync_s[-1] / again_s:.0f}x faster"
     )
     # The same re-sync as a fresh `connector sync` process: start-up, imports and model load too.
@@ -233,7 +233,8 @@ def _child(corpus: str, state: str, engine: str) -> int:
         seconds = time.perf_counter() - started
     finally:
         sink.close()
-    print(json.dumps({"chunks": report.upserted, "seconds": seconds, "peak_rss_mb": _peak_mb()}))
+    chunks = report.writes.upserted
+    print(json.dumps({"chunks": chunks, "seconds": seconds, "peak_rss_mb": _peak_mb()}))
     return 0
 
 

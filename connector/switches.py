@@ -7,12 +7,11 @@ to flip them while a sync holds the embedded Qdrant folder.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from connector._files import write_json_atomic
 from connector.errors import ConfigError
 
 __all__ = ["RuntimeState", "load_runtime", "save_runtime", "sparse_enabled"]
@@ -53,13 +52,8 @@ def load_runtime(state_dir: Path) -> RuntimeState:
 
 def save_runtime(state_dir: Path, state: RuntimeState) -> RuntimeState:
     """Persist ``state`` atomically (a reader never sees half a file)."""
-    directory = Path(state_dir)
-    directory.mkdir(parents=True, exist_ok=True)
     state.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
-    fd, tmp = tempfile.mkstemp(prefix=".runtime-", suffix=".json", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(asdict(state), handle, indent=2)
-    os.replace(tmp, _path(directory))
+    write_json_atomic(_path(state_dir), asdict(state), indent=2, sort_keys=False)
     return state
 
 

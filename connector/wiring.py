@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
     from connector.dense import DenseEncoder, SentenceTransformerEncoder
     from connector.pipeline.progress import Progress
-    from connector.pipeline.syncer import Syncer, SyncReport
+    from connector.pipeline.syncer import Syncer
+    from connector.runs.record import RunRecord
     from connector.search import Searcher
     from connector.settings import GpuSettings, Settings
     from connector.sources import Source
@@ -59,7 +60,7 @@ class SyncJob:
         settings: What it was built from.
         source: What it reads.
         sink: Where it writes.
-        syncer: The syncer; ``syncer.report`` is the last run's report, also after a failure.
+        syncer: The syncer; ``syncer.record`` is the last run's record, also after a failure.
         executor: Where its models run (GPU leases, usage for the manifest).
         record: Whether each run is recorded (manifest file, runs collection, progress.json).
     """
@@ -71,7 +72,7 @@ class SyncJob:
     executor: DeviceExecutor
     record: bool = True
 
-    def run(self) -> SyncReport:
+    def run(self) -> RunRecord:
         """Bring a missing collection to the latest schema (refuse one that is behind), then
         sync the source, recorded as a run.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 from tui import format as fmt
@@ -76,4 +77,4 @@ class HistoryTable(DataTable[Text | str]):
         """The run under the cursor."""
         if not self._shown or self.cursor_row < 0 or self.cursor_row >= self.row_count:
             return None
-        return str(self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value)
+        return str(self.coordinate_to_cell_key(Coordinate(self.cursor_row, 0)).row_key.value)

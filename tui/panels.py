@@ -85,7 +85,7 @@ class GpuPanel(Static):
 
 
 def _gpu_rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     seen = set()
     for info in snapshot.gpus:
         seen.add(info.index)

@@ -59,6 +59,21 @@ class RunRow:
             reason=run.reason,
         )
 
+    def with_progress(self, progress: LiveProgress, now: datetime) -> RunRow:
+        """This row brought up to date by ``progress`` when it is this running run's (a running
+        run's manifest is rewritten only at its end); otherwise this row as it is."""
+        if self.run_id != progress.run_id or self.status != "running":
+            return self
+        started = datetime.fromisoformat(progress.started_at)
+        return replace(
+            self,
+            chunks=progress.chunks_done,
+            encoded=None,
+            deleted=None,
+            duration_s=max(0.0, (now - started).total_seconds()),
+            chunks_per_s=progress.chunks_per_s,
+        )
+
 
 def _fallback_ratio(summary: ProcessingSummary) -> float | None:
     sparse = summary.sparse_run
@@ -170,8 +185,8 @@ class Collector:
         live = progress is not None and self.liveness(progress)
         summaries = sorted(self._summaries(), key=lambda s: s.run.started_at)
         rows = [RunRow.from_summary(s) for s in summaries[::-1][: self.history]]
-        if live and progress is not None:  # a running run's manifest is rewritten only at its end
-            rows = [_with_progress(row, progress, self.clock()) for row in rows]
+        if live and progress is not None:
+            rows = [row.with_progress(progress, self.clock()) for row in rows]
         return Snapshot(
             taken_at=self.clock(),
             state_dir=self.state_dir,
@@ -185,17 +200,3 @@ class Collector:
             sparse=SparseSwitch(enabled, decided_by),
             problems=tuple(problems),
         )
-
-
-def _with_progress(row: RunRow, progress: LiveProgress, now: datetime) -> RunRow:
-    if row.run_id != progress.run_id or row.status != "running":
-        return row
-    started = datetime.fromisoformat(progress.started_at)
-    return replace(
-        row,
-        chunks=progress.chunks_done,
-        encoded=None,
-        deleted=None,
-        duration_s=max(0.0, (now - started).total_seconds()),
-        chunks_per_s=progress.chunks_per_s,
-    )

@@ -105,7 +105,7 @@ def _show_run(settings: Settings, args: argparse.Namespace) -> int:
 def _from_store(settings: Settings, read: Any) -> Any:
     """``read(store)`` on the runs collection; ``None`` when the embedded Qdrant is held by a
     running sync (the caller falls back to the manifests in the state folder)."""
-    from connector.runs.collection import RunStore
+    from connector.runs import RunStore
     from connector.wiring import open_sink
 
     try:

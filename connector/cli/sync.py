@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from connector.cli._args import Subparsers
 
 if TYPE_CHECKING:
-    from connector.pipeline import SyncReport
+    from connector.runs.record import RunRecord
     from connector.settings import Settings
     from connector.telemetry import Telemetry
 
@@ -76,31 +76,33 @@ def run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry | Non
         holder="connector sync",
     )
     try:
-        report = job.run()
+        record = job.run()
     finally:
         job.close()
-        if job.syncer.report is not None:
-            _print_skips(job.syncer.report)
+        if job.syncer.record is not None:
+            _print_skips(job.syncer.record)
     if args.json:
-        print(json.dumps(report.as_dict(), sort_keys=True))
+        print(json.dumps(record.report(), sort_keys=True))
     else:
+        counts = record.counts
         print(
-            f"synced {report.source} into {report.collection}: {report.chunks_seen} chunks, "
-            f"{report.encoded} encoded, {report.skipped_unchanged} unchanged, "
-            f"{report.payload_only} metadata-only, {report.deleted} deleted "
-            f"in {report.duration_s:.1f}s (run {report.run_id})"
+            f"synced {record.source} into {record.collection}: {counts.chunks_seen} chunks, "
+            f"{counts.encoded} encoded, {counts.skipped_unchanged} unchanged, "
+            f"{counts.payload_only} metadata-only, {record.writes.deleted} deleted "
+            f"in {record.duration_s:.1f}s (run {record.run_id})"
         )
     return 0
 
 
-def _print_skips(report: SyncReport) -> None:
+def _print_skips(record: RunRecord) -> None:
     """The per-record report of what was skipped (all of it is in the manifest)."""
-    for record in report.skipped_records[:_SHOWN_SKIPS]:
-        print(f"connector: skipped {record['location']}: {record['reason']}", file=sys.stderr)
-    if report.skipped:
-        kinds = ", ".join(f"{kind} {count}" for kind, count in report.skipped_by_kind.items())
-        more = report.skipped - min(len(report.skipped_records), _SHOWN_SKIPS)
+    skips = record.skips
+    for entry in skips.records[:_SHOWN_SKIPS]:
+        print(f"connector: skipped {entry['location']}: {entry['reason']}", file=sys.stderr)
+    if skips.count:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in skips.by_kind.items())
+        more = skips.count - min(len(skips.records), _SHOWN_SKIPS)
         tail = f"; {more} more listed in the run manifest" if more > 0 else ""
-        print(f"connector: {report.skipped} records skipped ({kinds}){tail}", file=sys.stderr)
-    if report.deletes_deferred:
-        print(f"connector: warning: {report.deletes_deferred}", file=sys.stderr)
+        print(f"connector: {skips.count} records skipped ({kinds}){tail}", file=sys.stderr)
+    if skips.deletes_deferred:
+        print(f"connector: warning: {skips.deletes_deferred}", file=sys.stderr)

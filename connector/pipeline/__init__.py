@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from connector.pipeline.progress import NULL_PROGRESS, NullProgress, Progress, TerminalProgress
 from connector.pipeline.stages import DenseStage
-from connector.pipeline.syncer import SparseTarget, Syncer, SyncReport
+from connector.pipeline.syncer import SparseTarget, Syncer
 
 __all__ = [
     "NULL_PROGRESS",
@@ -12,7 +12,6 @@ __all__ = [
     "NullProgress",
     "Progress",
     "SparseTarget",
-    "SyncReport",
     "Syncer",
     "TerminalProgress",
 ]

@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from connector.chunks import ChunkRecord, content_hash, point_id, text_hash
 from connector.errors import InvalidRecord, SourceError, UnsafeDelete, describe_failure
 from connector.pipeline.progress import NULL_PROGRESS, Progress
 from connector.pipeline.stages import DenseStage
+from connector.runs.record import RunRecord
 from connector.sources._skips import KEPT_ENTRIES, SkipLog
 from connector.sparse import sparse_model
 from connector.store._sink import (
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from connector.sources import Source
     from connector.sparse.generator import SparseVectorGenerator
 
-__all__ = ["SparseTarget", "SyncReport", "Syncer"]
+__all__ = ["SparseTarget", "Syncer"]
 
 log = logging.getLogger(__name__)
 
@@ -54,58 +55,6 @@ class SparseTarget:
     @property
     def signature(self) -> str:
         return self.generator.signature(self.model_name)
-
-
-@dataclass(slots=True)
-class SyncReport:
-    """What a sync did; counts of writes are those Qdrant acknowledged."""
-
-    run_id: str
-    source: str
-    collection: str
-    status: str = "running"
-    chunks_seen: int = 0
-    encoded: int = 0
-    """Chunks for which at least one vector was computed."""
-    skipped_unchanged: int = 0
-    payload_only: int = 0
-    """Chunks whose metadata changed but not their text: payload rewritten, nothing encoded."""
-    upserted: int = 0
-    vectors_updated: int = 0
-    deleted: int = 0
-    retries: int = 0
-    sparse_empty: int = 0
-    """Chunks whose sparse vector had no terms (every word a stopword, say)."""
-    sparse_model: str | None = None
-    sparse_vector_name: str | None = None
-    sparse_device: str | None = None
-    sparse_fallback_reason: str | None = None
-    sparse_fallbacks: int = 0
-    """Chunks whose sparse vector came from metadata (or is missing) instead of the model."""
-    sparse_latency_ms: float = 0.0
-    vectors_encoded: dict[str, int] = field(default_factory=dict)
-    skipped: int = 0
-    """Records not synced because they were malformed or repeated an id; see skipped_records."""
-    skipped_by_kind: dict[str, int] = field(default_factory=dict)
-    skipped_records: list[dict[str, str | None]] = field(default_factory=list)
-    """Location, kind and reason of the first skipped records (never their text)."""
-    blank_lines: int = 0
-    deletes_deferred: str | None = None
-    """Why points missing from the source were kept this time, when they were."""
-    status_reason: str | None = None
-    """Why the run failed or was interrupted (the error's type and message, no chunk text)."""
-    dense_models: dict[str, str] = field(default_factory=dict)
-    """Dense vector name → signature of the model that fills it."""
-    dense_device: str | None = None
-    dense_latency_ms: float = 0.0
-    """Time spent in dense encoding, summed over batches and models."""
-    upsert_latency_ms: float = 0.0
-    """Time spent in acknowledged write requests (they overlap with encoding)."""
-    payloads_updated: int = 0
-    duration_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Syncer:
@@ -150,8 +99,8 @@ class Syncer:
         self.telemetry = telemetry or Telemetry()
         self.dense_stage = dense_stage or DenseStage(telemetry=self.telemetry)
         self._signatures: dict[str, str] = {}
-        self.report: SyncReport | None = None
-        """The report of the run in progress or last run, also when it failed."""
+        self.record: RunRecord | None = None
+        """The record of the run in progress or last run, also when it failed."""
 
     def layout(self) -> CollectionLayout:
         """The vectors this sync needs, and what to record about them on the collection."""
@@ -178,22 +127,25 @@ class Syncer:
             metadata={"connector": {"vectors": vectors}},
         )
 
-    def new_report(self, source_name: str, run_id: str | None = None) -> SyncReport:
-        """An empty report of a run of this syncer (what a run records before it starts)."""
-        report = SyncReport(
-            run_id=run_id or str(uuid.uuid4()), source=source_name, collection=self.sink.collection
+    def new_record(self, source_name: str, run_id: str | None = None) -> RunRecord:
+        """An empty record of a run of this syncer (what a run records before it starts)."""
+        record = RunRecord(
+            run_id=run_id or str(uuid.uuid4()),
+            source=source_name,
+            collection=self.sink.collection,
+            batch_size=self.batch_size,
         )
-        report.dense_models = {e.name: e.signature for e in self.dense}
-        report.dense_device = _device_of(self.dense)
+        record.dense.models = {e.name: e.signature for e in self.dense}
+        record.dense.device = _device_of(self.dense)
         if self.sparse is not None:
-            report.sparse_model = self.sparse.model_name
-            report.sparse_vector_name = self.sparse.vector_name
-        return report
+            record.sparse.model = self.sparse.model_name
+            record.sparse.vector_name = self.sparse.vector_name
+        return record
 
-    def run(self, source: Source, run_id: str | None = None) -> SyncReport:
+    def run(self, source: Source, run_id: str | None = None) -> RunRecord:
         """Sync ``source`` into the collection.
 
-        Malformed records and repeated ids are skipped and listed in the report (fatal when
+        Malformed records and repeated ids are skipped and listed in the record (fatal when
         strict). Stored points missing from the source are deleted only after a complete read,
         never those of skipped records, and not at all while a skipped record had no readable id.
 
@@ -215,23 +167,24 @@ class Syncer:
             "sparse_model": self.sparse.model_name if self.sparse is not None else "none",
         }
         with self.telemetry.span("sync", attributes) as span:
-            report = self._run(source, run_id)
+            record = self._run(source, run_id)
             span.set_attributes(
                 {
-                    "run_id": report.run_id,
-                    "status": report.status,
-                    "chunks_seen": report.chunks_seen,
-                    "encoded": report.encoded,
-                    "deleted": report.deleted,
+                    "run_id": record.run_id,
+                    "status": record.status,
+                    "chunks_seen": record.counts.chunks_seen,
+                    "encoded": record.counts.encoded,
+                    "deleted": record.writes.deleted,
                 }
             )
-        return report
+        return record
 
-    def _run(self, source: Source, run_id: str | None) -> SyncReport:
+    def _run(self, source: Source, run_id: str | None) -> RunRecord:
         started = time.monotonic()
-        report = self.new_report(source.name, run_id)
-        self.report = report
-        self.sink.counts = WriteCounts()
+        record = self.new_record(source.name, run_id)
+        self.record = record
+        # The writer counts acknowledged writes straight into the run's record.
+        self.sink.counts = record.writes
         self.sink.ensure_collection(self.layout())
         self._signatures = {e.name: e.signature for e in self.dense}
         if self.sparse is not None:
@@ -240,6 +193,7 @@ class Syncer:
         duplicates = SkipLog(strict=self.strict)
         # A source of one's own may keep no skip log: then it skipped nothing.
         skipped: SkipLog = getattr(source, "skips", None) or SkipLog()
+        record.progress.start(source.total_bytes)
         self.progress.start(source.total_bytes)
         try:
             window: list[tuple[ChunkRecord, str]] = []
@@ -249,35 +203,35 @@ class Syncer:
                     continue
                 window.append((chunk, pid))
                 if len(window) >= self.batch_size:
-                    self._process(window, report)
-                    self._advance(len(window), source.bytes_read, report)
+                    self._process(window, record)
+                    self._advance(len(window), source.bytes_read, record)
                     window = []
             if window:
-                self._process(window, report)
-                self._advance(len(window), source.bytes_read, report)
+                self._process(window, record)
+                self._advance(len(window), source.bytes_read, record)
             self.sink.flush()
-            self._note_skips(report, skipped, duplicates)
+            self._note_skips(record, skipped, duplicates)
             for skips in (skipped, duplicates):
                 seen.update(as_uuid_int(point_id(source.name, i)) for i in skips.protected_ids)
-            self._delete_missing(source.name, seen, report, skipped.unidentified)
-            report.status = "succeeded"
+            self._delete_missing(source.name, seen, record, skipped.unidentified)
+            record.status = "succeeded"
         except BaseException as exc:
             # Ctrl-C or SIGTERM stops a run; it did not fail on its own.
             stopped = isinstance(exc, KeyboardInterrupt | SystemExit)
-            report.status = "interrupted" if stopped else "failed"
-            report.status_reason = describe_failure(exc)
+            record.status = "interrupted" if stopped else "failed"
+            record.reason = describe_failure(exc)
             self._keep_acknowledged()
-            self._note_skips(report, skipped, duplicates)
+            self._note_skips(record, skipped, duplicates)
             raise
         finally:
-            self._copy_counts(report)
-            report.duration_s = round(time.monotonic() - started, 3)
+            # The run's writes are counted: later requests through the sink are not the run's.
+            self.sink.counts = WriteCounts()
+            record.duration_s = round(time.monotonic() - started, 3)
             self.progress.finish()
-        return report
+        return record
 
-    def _advance(self, chunks: int, bytes_read: int, report: SyncReport) -> None:
-        # Writes acknowledged so far, so that a progress record shows them while the run goes.
-        self._copy_counts(report)
+    def _advance(self, chunks: int, bytes_read: int, record: RunRecord) -> None:
+        record.progress.advance(chunks, bytes_read)
         self.progress.advance(chunks, bytes_read)
 
     def _claim(
@@ -301,7 +255,7 @@ class Syncer:
         seen.add(key)
         return pid
 
-    def _note_skips(self, report: SyncReport, *logs: SkipLog) -> None:
+    def _note_skips(self, record: RunRecord, *logs: SkipLog) -> None:
         kinds: dict[str, int] = {}
         entries: list[dict[str, str | None]] = []
         for skips in logs:
@@ -310,14 +264,16 @@ class Syncer:
             entries.extend(
                 {"location": e.location, "kind": e.kind, "reason": e.reason} for e in skips.entries
             )
-        report.skipped = sum(skips.count for skips in logs)
-        report.skipped_by_kind = dict(sorted(kinds.items()))
-        report.skipped_records = entries[:KEPT_ENTRIES]
-        report.blank_lines = sum(skips.blank_lines for skips in logs)
+        noted = record.skips
+        noted.count = sum(skips.count for skips in logs)
+        noted.by_kind = dict(sorted(kinds.items()))
+        noted.records = entries[:KEPT_ENTRIES]
+        noted.blank_lines = sum(skips.blank_lines for skips in logs)
 
-    def _process(self, window: list[tuple[ChunkRecord, str]], report: SyncReport) -> None:
+    def _process(self, window: list[tuple[ChunkRecord, str]], record: RunRecord) -> None:
         states = self.sink.fetch_state([pid for _, pid in window])
-        report.chunks_seen += len(window)
+        counts = record.counts
+        counts.chunks_seen += len(window)
         needs: dict[str, list[int]] = {name: [] for name in self._signatures}
         plans: list[tuple[str, list[str]]] = []  # (kind, vectors to compute)
         for index, (chunk, pid) in enumerate(window):
@@ -325,20 +281,20 @@ class Syncer:
             plans.append((kind, missing))
             for name in missing:
                 needs[name].append(index)
-        vectors, fallbacks = self._encode(window, needs, report)
+        vectors, fallbacks = self._encode(window, needs, record)
         batch = WriteBatch()
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        before = (report.encoded, report.skipped_unchanged, report.payload_only)
+        before = (counts.encoded, counts.skipped_unchanged, counts.payload_only)
         for index, ((chunk, pid), (kind, missing)) in enumerate(zip(window, plans, strict=True)):
             if kind == "skip":
-                report.skipped_unchanged += 1
+                counts.skipped_unchanged += 1
                 continue
-            payload = self._payload(chunk, report, now, fallbacks.get(index))
+            payload = self._payload(chunk, record, now, fallbacks.get(index))
             if kind == "payload":
-                report.payload_only += 1
+                counts.payload_only += 1
                 batch.payload_overwrites.append((pid, payload))
                 continue
-            report.encoded += 1
+            counts.encoded += 1
             point_vectors = {name: vectors[name][index] for name in missing}
             point_vectors = {k: v for k, v in point_vectors.items() if v is not None}
             if kind == "full":
@@ -348,9 +304,9 @@ class Syncer:
                 batch.vector_updates.append(qm.PointVectors(id=pid, vector=point_vectors))
             # The whole payload is rewritten so that a fallback note of an earlier run goes too.
             batch.payload_overwrites.append((pid, payload))
-        self.telemetry.count_chunks(report.encoded - before[0], "encoded")
-        self.telemetry.count_chunks(report.skipped_unchanged - before[1], "unchanged")
-        self.telemetry.count_chunks(report.payload_only - before[2], "metadata_only")
+        self.telemetry.count_chunks(counts.encoded - before[0], "encoded")
+        self.telemetry.count_chunks(counts.skipped_unchanged - before[1], "unchanged")
+        self.telemetry.count_chunks(counts.payload_only - before[2], "metadata_only")
         self.sink.submit(batch)
 
     def _plan(self, chunk: ChunkRecord, state: PointState | None) -> tuple[str, list[str]]:
@@ -367,13 +323,13 @@ class Syncer:
         return "skip", []
 
     def _encode(
-        self, window: list[tuple[ChunkRecord, str]], needs: dict[str, list[int]], report: SyncReport
+        self, window: list[tuple[ChunkRecord, str]], needs: dict[str, list[int]], record: RunRecord
     ) -> tuple[dict[str, dict[int, Any]], dict[int, str]]:
         """Vectors per name per window position, and why a position's sparse vector fell back."""
         out: dict[str, dict[int, Any]] = {}
         fallbacks: dict[int, str] = {}
         if any(needs[encoder.name] for encoder in self.dense):
-            self._encode_dense(window, needs, report, out)
+            self._encode_dense(window, needs, record, out)
         if self.sparse is not None and needs[self.sparse.vector_name]:
             target = self.sparse
             indices = needs[target.vector_name]
@@ -392,30 +348,31 @@ class Syncer:
                 else:
                     # Qdrant has nothing to match on; the signature still records it as done.
                     vectors[i] = None
-                    report.sparse_empty += 1
+                    record.sparse.empty += 1
             out[target.vector_name] = vectors
-            report.sparse_device = result.device
-            report.sparse_fallbacks += result.fallback_count
+            stats = record.sparse
+            stats.device = result.device
+            stats.fallbacks += result.fallback_count
             self.telemetry.count_fallbacks(result.fallback_count, target.model_name)
             self.telemetry.record_stage("sparse_inference", result.latency_ms)
-            if result.error_message and report.sparse_fallback_reason is None:
-                report.sparse_fallback_reason = result.error_message
-            report.sparse_latency_ms += result.latency_ms
-            count = report.vectors_encoded.get(target.vector_name, 0) + len(indices)
-            report.vectors_encoded[target.vector_name] = count
+            if result.error_message and stats.fallback_reason is None:
+                stats.fallback_reason = result.error_message
+            stats.latency_ms += result.latency_ms
+            count = record.vectors_encoded.get(target.vector_name, 0) + len(indices)
+            record.vectors_encoded[target.vector_name] = count
         return out, fallbacks
 
     def _encode_dense(
         self,
         window: list[tuple[ChunkRecord, str]],
         needs: dict[str, list[int]],
-        report: SyncReport,
+        record: RunRecord,
         out: dict[str, dict[int, Any]],
     ) -> None:
         started = time.perf_counter()
         attributes = {
             "models": ",".join(e.name for e in self.dense if needs[e.name]),
-            "device": report.dense_device or "cpu",
+            "device": record.dense.device or "cpu",
             "chunk_count": len({i for e in self.dense for i in needs[e.name]}),
         }
         with self.telemetry.span("dense", attributes) as span:
@@ -425,15 +382,15 @@ class Syncer:
                     texts = [window[i][0].text for i in indices]
                     encoded = self.dense_stage.encode(encoder, texts)
                     out[encoder.name] = dict(zip(indices, encoded, strict=True))
-                    count = report.vectors_encoded.get(encoder.name, 0) + len(indices)
-                    report.vectors_encoded[encoder.name] = count
+                    count = record.vectors_encoded.get(encoder.name, 0) + len(indices)
+                    record.vectors_encoded[encoder.name] = count
             latency = (time.perf_counter() - started) * 1000
             span.set_attribute("latency_ms", round(latency, 3))
-        report.dense_latency_ms += latency
+        record.dense.latency_ms += latency
         self.telemetry.record_stage("dense", latency)
 
     def _payload(
-        self, chunk: ChunkRecord, report: SyncReport, now: str, fallback: str | None
+        self, chunk: ChunkRecord, record: RunRecord, now: str, fallback: str | None
     ) -> dict[str, Any]:
         encoded_with = dict(self._signatures)
         extra: dict[str, Any] = {}
@@ -444,18 +401,18 @@ class Syncer:
             extra["sparse_fallback"] = {"model": self.sparse.model_name, "reason": fallback}
         return extra | {
             "chunk_id": chunk.chunk_id,
-            "source": report.source,
+            "source": record.source,
             "text": chunk.text,
             "metadata": chunk.metadata,
             "text_hash": text_hash(chunk.text),
             "content_hash": content_hash(chunk.text, chunk.metadata),
             "encoded_with": encoded_with,
-            "run_id": report.run_id,
+            "run_id": record.run_id,
             "synced_at": now,
         }
 
     def _delete_missing(
-        self, source: str, seen: set[int], report: SyncReport, unidentified: int
+        self, source: str, seen: set[int], record: RunRecord, unidentified: int
     ) -> None:
         stored = 0
         stale: list[str] = []
@@ -466,12 +423,12 @@ class Syncer:
         if not stale:
             return
         if unidentified:
-            report.deletes_deferred = (
+            record.skips.deletes_deferred = (
                 f"{len(stale)} stored points are missing from the source, but {unidentified} "
                 "skipped records had no readable id and may be some of them; nothing was deleted "
                 "(fix those records, and the next run deletes what is really gone)"
             )
-            log.warning("%s", report.deletes_deferred)
+            log.warning("%s", record.skips.deletes_deferred)
             return
         if len(stale) > self.max_delete_fraction * stored and not self.allow_mass_delete:
             what = "yielded no chunks" if not seen else "is missing most of what was stored"
@@ -490,16 +447,6 @@ class Syncer:
             self.sink.flush()
         except Exception as exc:  # the original failure is the one to report
             log.warning("while stopping after a failure, a queued write also failed: %s", exc)
-
-    def _copy_counts(self, report: SyncReport) -> None:
-        counts = self.sink.counts
-        report.upserted = counts.upserted
-        report.vectors_updated = counts.vectors_updated
-        report.deleted = counts.deleted
-        report.retries = counts.retries
-        report.payloads_updated = counts.payloads_updated
-        report.upsert_latency_ms = round(counts.write_ms, 3)
-        report.dense_latency_ms = round(report.dense_latency_ms, 3)
 
 
 def _device_of(encoders: Sequence[DenseEncoder]) -> str:

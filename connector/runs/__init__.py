@@ -1,9 +1,12 @@
-"""Runs: the manifest each sync leaves, its record in the runs collection, its live progress in
-the state folder, and whether the process that runs it is still there."""
+"""Runs: the record a sync fills as it goes, and what is derived from it: the manifest each sync
+leaves, its point in the runs collection, its live progress in the state folder; and whether the
+process that runs it is still there."""
 
 from __future__ import annotations
 
-from connector.runs.collection import RunStore, config_digest, mark_dead_runs
+from connector.runs._collection import RunStore, config_digest, mark_dead_runs
+from connector.runs._process import process_alive, this_process
+from connector.runs._recorder import RunRecorder
 from connector.runs.live import LiveProgress, read_progress, write_progress
 from connector.runs.manifest import (
     ProcessingSummary,
@@ -14,15 +17,20 @@ from connector.runs.manifest import (
     summary_path,
     write_summary,
 )
-from connector.runs.process import process_alive, this_process
-from connector.runs.recorder import RunRecorder
+from connector.runs.record import Counts, DenseStats, ReadProgress, RunRecord, Skips, SparseStats
 
 __all__ = [
+    "Counts",
+    "DenseStats",
     "LiveProgress",
     "ProcessingSummary",
+    "ReadProgress",
+    "RunRecord",
     "RunRecorder",
     "RunStore",
+    "Skips",
     "SparseInferenceRun",
+    "SparseStats",
     "config_digest",
     "iter_summaries",
     "mark_dead_runs",

@@ -1,23 +1,21 @@
 """The live progress of the current sync, in a small JSON file in the state folder.
 
 The embedded Qdrant lets one process open its folder at a time, so a dashboard cannot read a running
-sync's record from the runs collection. The sync also writes ``progress.json`` (replaced
-atomically, a reader never sees half a file), and :func:`read_progress` reads it from any process.
+sync's record from the runs collection. The sync also writes ``progress.json`` (derived from its
+:class:`~connector.runs.record.RunRecord`, replaced atomically: a reader never sees half a file),
+and :func:`read_progress` reads it from any process.
 Counts, rates, devices and ids only: no chunk text.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from connector.runs.manifest import ProcessInfo
-from connector.runs.process import process_alive
+from connector._files import write_json_atomic
+from connector.runs._process import process_alive
+from connector.runs.manifest import ProcessInfo, RunStatus
 
 __all__ = ["LiveProgress", "read_progress", "write_progress"]
 
@@ -30,7 +28,7 @@ class LiveProgress(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     run_id: str
-    status: Literal["running", "succeeded", "failed", "interrupted"]
+    status: RunStatus
     collection: str
     source: str
     started_at: str
@@ -59,13 +57,8 @@ class LiveProgress(BaseModel):
 
 def write_progress(state_dir: Path, progress: LiveProgress) -> Path:
     """Replace ``<state_dir>/progress.json`` atomically; returns its path."""
-    directory = Path(state_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".progress-", suffix=".json", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(progress.model_dump(mode="json"), handle, indent=2, sort_keys=True)
-    os.replace(tmp, directory / FILE_NAME)
-    return directory / FILE_NAME
+    path = Path(state_dir) / FILE_NAME
+    return write_json_atomic(path, progress.model_dump(mode="json"), indent=2, sort_keys=True)
 
 
 def read_progress(state_dir: Path) -> LiveProgress | None:

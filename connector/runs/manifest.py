@@ -4,26 +4,23 @@
 means the same, so a reader written for 4.0 (extra keys ignored) reads both. No chunk or query text
 is ever written here: counts, ids, models, devices and timings only.
 
-The same manifest is the payload of the run's record in the runs collection (see
-:mod:`connector.runs.collection`); ``connector schema`` prints its JSON schema.
+It is derived from the run's :class:`~connector.runs.record.RunRecord`
+(:meth:`~connector.runs.record.RunRecord.summary`). The same manifest is the payload of the run's
+point in the runs collection (see :class:`connector.runs.RunStore`); ``connector schema`` prints
+its JSON schema.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connector import __version__
-
-if TYPE_CHECKING:
-    from connector.pipeline.syncer import SyncReport
+from connector._files import write_json_atomic
 
 __all__ = [
     "Coverage",
@@ -35,10 +32,12 @@ __all__ = [
     "ProcessingSummary",
     "RunProgress",
     "RunSection",
+    "RunStatus",
+    "SkippedSection",
     "SparseInferenceRun",
     "UpsertStage",
-    "build_summary",
     "iter_summaries",
+    "now_iso",
     "read_summary",
     "summary_json_schema",
     "summary_path",
@@ -202,152 +201,6 @@ class ProcessingSummary(_Model):
     sparse_run: SparseInferenceRun | None = None
 
 
-_COUNT_KEYS = (
-    "chunks_seen",
-    "encoded",
-    "skipped_unchanged",
-    "payload_only",
-    "upserted",
-    "vectors_updated",
-    "deleted",
-    "retries",
-    "skipped",
-)
-
-
-def build_summary(
-    report: SyncReport,
-    started_at: str,
-    *,
-    reason: str | None = None,
-    config_digest: str | None = None,
-    process: ProcessInfo | None = None,
-    progress: RunProgress | None = None,
-    devices: Sequence[DeviceUsage] = (),
-) -> ProcessingSummary:
-    """The manifest of a run, running or ended, from its report.
-
-    Args:
-        report: What the run did so far.
-        started_at: When it started (ISO 8601).
-        reason: Why it failed or was interrupted.
-        config_digest: See :func:`connector.runs.collection.config_digest`.
-        process: Host and pid of the process running it.
-        progress: Chunks and bytes done; default: the report's chunk count.
-        devices: Accelerators used, with their VRAM peaks and caps.
-    """
-    sparse = _sparse_run(report)
-    now = now_iso()
-    duration = report.duration_s
-    if report.status == "running":
-        duration = _seconds_since(started_at)
-    return ProcessingSummary(
-        schema_version="4.1" if sparse is not None else "4.0",
-        run=RunSection(
-            id=report.run_id,
-            started_at=started_at,
-            finished_at=None if report.status == "running" else now,
-            updated_at=now,
-            status=report.status,  # type: ignore[arg-type]
-            reason=reason or report.status_reason,
-            source=report.source,
-            collection=report.collection,
-            config_digest=config_digest,
-            sparse_enabled=report.sparse_model is not None,
-            process=process,
-        ),
-        counts={key: getattr(report, key) for key in _COUNT_KEYS},
-        progress=progress or RunProgress(chunks_done=report.chunks_seen),
-        dense=DenseSection(
-            models=[DenseModel(vector=k, signature=v) for k, v in report.dense_models.items()],
-            device=report.dense_device or "none",
-            latency_ms=round(report.dense_latency_ms, 3),
-            vectors={k: n for k, n in report.vectors_encoded.items() if k in report.dense_models},
-        ),
-        upsert=UpsertStage(
-            points_upserted=report.upserted,
-            vectors_updated=report.vectors_updated,
-            payloads_updated=report.payloads_updated,
-            deleted=report.deleted,
-            skipped_unchanged=report.skipped_unchanged,
-            retries=report.retries,
-            latency_ms=round(report.upsert_latency_ms, 3),
-        ),
-        performance=_baseline(report, duration, devices),
-        skipped=SkippedSection(
-            count=report.skipped,
-            by_kind=report.skipped_by_kind,
-            records=report.skipped_records,
-            blank_lines=report.blank_lines,
-            deletes_deferred=report.deletes_deferred,
-        ),
-        sparse_run=sparse,
-    )
-
-
-def _sparse_run(report: SyncReport) -> SparseInferenceRun | None:
-    if report.sparse_model is None:
-        return None
-    total = report.vectors_encoded.get(report.sparse_vector_name or "", 0)
-    available = total - report.sparse_fallbacks
-    return SparseInferenceRun(
-        run_id=report.run_id,
-        sparse_model=report.sparse_model,
-        latency_ms=round(report.sparse_latency_ms, 3),
-        fallback_used=report.sparse_fallbacks > 0,
-        fallback_reason=report.sparse_fallback_reason,
-        coverage=Coverage(
-            total=total,
-            available=available,
-            coverage_ratio=round(available / total, 6) if total else None,
-        ),
-        devices={report.sparse_model: report.sparse_device or "none"},
-        document_sparse_vectors={
-            "written": total - report.sparse_empty,
-            "empty": report.sparse_empty,
-            "fallbacks": report.sparse_fallbacks,
-        },
-    )
-
-
-def _baseline(
-    report: SyncReport, duration_s: float, devices: Sequence[DeviceUsage]
-) -> PerformanceBaseline:
-    dense_chunks = max(
-        (n for k, n in report.vectors_encoded.items() if k in report.dense_models), default=0
-    )
-    sparse_chunks = report.vectors_encoded.get(report.sparse_vector_name or "", 0)
-    written = report.upserted + report.payloads_updated
-    return PerformanceBaseline(
-        duration_s=round(duration_s, 3),
-        chunks_per_s={
-            "overall": _rate(report.chunks_seen, duration_s * 1000),
-            "dense": _rate(dense_chunks, report.dense_latency_ms),
-            "sparse_inference": (
-                _rate(sparse_chunks, report.sparse_latency_ms)
-                if report.sparse_model is not None
-                else None
-            ),
-            "upsert": _rate(written, report.upsert_latency_ms),
-        },
-        devices=list(devices),
-        soft_limit_exceedances=sum(d.soft_limit_exceedances for d in devices),
-    )
-
-
-def _rate(count: int, milliseconds: float) -> float | None:
-    if count <= 0 or milliseconds <= 0:
-        return None
-    return round(count / (milliseconds / 1000), 3)
-
-
-def _seconds_since(iso: str) -> float:
-    try:
-        return max(0.0, (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds())
-    except ValueError:
-        return 0.0
-
-
 def summary_path(state_dir: Path, run_id: str) -> Path:
     """Where the manifest of ``run_id`` lives."""
     return Path(state_dir) / "runs" / run_id / FILE_NAME
@@ -356,12 +209,7 @@ def summary_path(state_dir: Path, run_id: str) -> Path:
 def write_summary(state_dir: Path, summary: ProcessingSummary) -> Path:
     """Write ``runs/<run_id>/processing_summary.json`` atomically; returns its path."""
     path = summary_path(state_dir, summary.run.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".summary-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(summary.model_dump(mode="json"), handle, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, summary.model_dump(mode="json"), indent=2, sort_keys=True)
 
 
 def read_summary(path: Path) -> ProcessingSummary | None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from qdrant_client import models as qm
 
 from connector.errors import ConfigError, SchemaOutdated
-from connector.runs.collection import RunStore
+from connector.runs import RunStore
 from connector.runs.manifest import now_iso
 from connector.store._rebuild import StepCallback, rebuild_collection, size_changes
 from connector.store._sink import CHUNK_INDEXES

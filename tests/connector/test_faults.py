@@ -10,7 +10,8 @@ import pytest
 from qdrant_client import QdrantClient
 
 from connector.errors import SinkError, SinkUnavailable, TerminalError, TransientError
-from connector.pipeline.syncer import SparseTarget, Syncer, SyncReport
+from connector.pipeline.syncer import SparseTarget, Syncer
+from connector.runs import RunRecord
 from connector.sources import JsonlFileSource
 from connector.sparse.generator import SparseVectorGenerator
 from connector.store._sink import QdrantSink
@@ -26,15 +27,15 @@ def source(path: Path = CORPUS) -> JsonlFileSource:
     return JsonlFileSource(path, name=SOURCE)
 
 
-def sync(client: Any, path: Path = CORPUS, retries: int = 2, **kwargs: Any) -> SyncReport:
+def sync(client: Any, path: Path = CORPUS, retries: int = 2, **kwargs: Any) -> RunRecord:
     sink = QdrantSink(client, "chunks", batch_size=5, retries=retries, sleep=lambda _: None)
     target = SparseTarget(SparseVectorGenerator(), "qdrant-bm25", "qdrant-bm25", idf=True)
     syncer = Syncer(sink, [FakeDense()], target, batch_size=10, **kwargs)
     try:
         return syncer.run(source(path))
     finally:
-        assert syncer.report is not None
-        sync.last_report = syncer.report  # type: ignore[attr-defined]
+        assert syncer.record is not None
+        sync.last_report = syncer.record  # type: ignore[attr-defined]
 
 
 def point_set(client: Any) -> dict[str, tuple[Any, ...]]:
@@ -79,9 +80,9 @@ def test_transient_upsert_failure_is_retried_and_the_run_succeeds(
     report = sync(faulty, retries=2)
 
     assert report.status == "succeeded"
-    assert faulty.injected["upsert"] == 2 and report.retries == 2
+    assert faulty.injected["upsert"] == 2 and report.writes.retries == 2
     # Counted once per acknowledged write, however many times it was sent.
-    assert report.upserted == 40
+    assert report.writes.upserted == 40
     assert point_set(faulty) == expected
 
 
@@ -95,10 +96,10 @@ def test_upserts_failing_past_the_retries_fail_the_run_and_a_rerun_converges(
 
     report = sync.last_report  # type: ignore[attr-defined]
     assert report.status == "failed"
-    assert "SinkUnavailable" in report.status_reason
+    assert "SinkUnavailable" in report.reason
     stored = point_set(faulty)
     # Only what Qdrant acknowledged is counted, though more reached it.
-    assert len(stored) > report.upserted
+    assert len(stored) > report.writes.upserted
     assert set(stored) < set(expected)
 
     faulty.heal()
@@ -120,9 +121,9 @@ def test_client_error_is_terminal_and_not_retried(
     report = sync.last_report  # type: ignore[attr-defined]
     # The refused request was not sent again; writes already queued were let finish.
     assert faulty.injected["upsert"] == 1
-    assert (report.status, report.retries) == ("failed", 0)
-    assert f"HTTP {status}" in report.status_reason
-    assert report.upserted == len(point_set(faulty)) < 40
+    assert (report.status, report.writes.retries) == ("failed", 0)
+    assert f"HTTP {status}" in report.reason
+    assert report.writes.upserted == len(point_set(faulty)) < 40
 
     faulty.heal()
     sync(faulty)
@@ -146,8 +147,8 @@ def test_reads_deletes_and_payload_writes_retry_too(
     report = sync(faulty, smaller)
 
     assert report.status == "succeeded"
-    assert faulty.injected[method] == 1 and report.retries == 1
-    assert (report.payload_only, report.deleted) == (1, 1)
+    assert faulty.injected[method] == 1 and report.writes.retries == 1
+    assert (report.counts.payload_only, report.writes.deleted) == (1, 1)
     assert point_set(faulty) == point_set(expected_client)
 
 

@@ -118,13 +118,13 @@ def test_sync_never_crashes_and_every_line_is_stored_or_reported(
     stored = {p.payload["chunk_id"]: p.payload["text"] for p in points}
     assert report.status == "succeeded"
     assert stored == first_text
-    assert report.skipped == bad + duplicates
-    assert report.skipped_by_kind.get("duplicate_id", 0) == duplicates
-    assert report.blank_lines == blank
-    assert len(stored) + report.skipped + report.blank_lines == len(generated)
-    reported_lines = sorted(int(r["location"].rsplit(":", 1)[1]) for r in report.skipped_records)
-    assert len(set(reported_lines)) == report.skipped
-    for record in report.skipped_records:
+    assert report.skips.count == bad + duplicates
+    assert report.skips.by_kind.get("duplicate_id", 0) == duplicates
+    assert report.skips.blank_lines == blank
+    assert len(stored) + report.skips.count + report.skips.blank_lines == len(generated)
+    reported_lines = sorted(int(r["location"].rsplit(":", 1)[1]) for r in report.skips.records)
+    assert len(set(reported_lines)) == report.skips.count
+    for record in report.skips.records:
         assert record["reason"] and record["kind"]
 
 
@@ -141,7 +141,7 @@ def test_awkward_but_valid_text_is_stored_and_found(tmp_path: Path) -> None:
 
     report, client = _sync(path)
 
-    assert (report.status, report.chunks_seen, report.skipped) == ("succeeded", 5, 0)
+    assert (report.status, report.counts.chunks_seen, report.skips.count) == ("succeeded", 5, 0)
     points, _ = client.scroll("chunks", limit=10, with_payload=True)
     assert {p.payload["chunk_id"]: p.payload["text"] for p in points} == {
         r["id"]: r["text"] for r in records
@@ -162,7 +162,7 @@ def test_a_50_mb_line_is_skipped_and_the_rest_synced(tmp_path: Path) -> None:
     report, client = _sync(path)
 
     assert report.status == "succeeded"
-    assert report.skipped_by_kind == {"line_too_long": 1}
-    assert report.skipped_records[0]["location"].endswith("input.jsonl:2")
+    assert report.skips.by_kind == {"line_too_long": 1}
+    assert report.skips.records[0]["location"].endswith("input.jsonl:2")
     points, _ = client.scroll("chunks", limit=10, with_payload=True)
     assert {p.payload["chunk_id"] for p in points} == {"before", "after"}

@@ -165,9 +165,9 @@ def test_counters_and_stage_histograms(recorded) -> None:
     chunks = memory.points("connector.chunks")
     assert chunks == [({"outcome": "encoded"}, 5)]
     # The batch holding "Shock" (chunk e, alone in the third batch) fell back.
-    assert report.sparse_fallbacks == 1
+    assert report.sparse.fallbacks == 1
     assert memory.points("connector.fallbacks") == [({"model": "qdrant-bm25"}, 1)]
-    assert report.retries == 1
+    assert report.writes.retries == 1
     assert memory.points("connector.retries") == [({"operation": "upsert"}, 1)]
     latency = {attrs["stage"]: count for attrs, count in memory.points("connector.stage.latency")}
     assert latency["dense"] == 3 and latency["sparse_inference"] == 3

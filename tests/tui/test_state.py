@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from connector.runs import RunRecord
 from connector.settings import Settings
 from connector.switches import RuntimeState, save_runtime
 from tests.fakes import FakeProbe
 from tests.tui.conftest import run_sync
-from tui.state import Collector
+from tui.state import Collector, RunRow
 
 
 def test_a_real_sync_is_read_back_from_the_state_folder(workdir: Path, settings: Settings) -> None:
@@ -61,3 +63,27 @@ def test_a_running_run_shows_live_progress_and_no_final_counts(
     (run,) = snapshot.runs
     assert snapshot.live and (run.status, run.chunks) == ("running", 12)
     assert (run.encoded, run.deleted) == (None, None)  # known at the end of the run only
+
+
+def test_a_row_is_derived_from_the_manifest_and_a_running_one_from_its_progress() -> None:
+    run = RunRecord(run_id="r", source="memory://x", collection="chunks", batch_size=8)
+    run.counts.chunks_seen, run.counts.encoded, run.writes.deleted = 6, 4, 1
+    run.progress.advance(chunks=6, bytes_read=60)
+    row = RunRow.from_summary(run.summary())
+    counts = run.totals()
+    assert (row.run_id, row.status, row.started_at) == ("r", "running", run.started_at)
+    assert [row.chunks, row.encoded, row.deleted] == [
+        counts[k] for k in ("chunks_seen", "encoded", "deleted")
+    ]
+    assert (row.fallback_ratio, row.device) == (None, "none")
+
+    run.progress.advance(chunks=3, bytes_read=90)
+    live = run.live()
+    later = datetime.fromisoformat(run.started_at) + timedelta(seconds=30)
+    updated = row.with_progress(live, later)
+    assert (updated.chunks, updated.encoded, updated.deleted) == (9, None, None)
+    assert updated.duration_s == 30.0 and updated.chunks_per_s == live.chunks_per_s
+
+    run.status = "succeeded"
+    ended = RunRow.from_summary(run.summary())
+    assert ended.with_progress(run.live(), later) is ended  # an ended run keeps its manifest's

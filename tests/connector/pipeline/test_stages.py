@@ -132,7 +132,7 @@ def test_sync_runs_dense_then_sparse_per_window_on_one_executor(tmp_path: Path) 
         points, _ = sink.client.scroll("chunks", limit=10, with_vectors=True)
     finally:
         sink.close()
-    assert report.upserted == 5 and report.sparse_device == "cpu"  # BM25 stays on the CPU
+    assert report.writes.upserted == 5 and report.sparse.device == "cpu"  # BM25 stays on the CPU
     assert all(set(p.vector) == {"fake", "qdrant-bm25"} for p in points)
     names = [span.name for span in exporter.get_finished_spans()]
     assert names == ["dense_model", "sparse_inference", "dense_model", "sparse_inference"]

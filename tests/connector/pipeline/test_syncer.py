@@ -59,7 +59,7 @@ def test_first_sync_writes_one_hybrid_point_per_chunk(sink: QdrantSink) -> None:
     dense = FakeDense()
     report = syncer(sink, dense).run(ListSource(CORPUS))
 
-    assert (report.chunks_seen, report.encoded, report.upserted) == (4, 4, 4)
+    assert (report.counts.chunks_seen, report.counts.encoded, report.writes.upserted) == (4, 4, 4)
     assert report.status == "succeeded"
     points = stored(sink)
     assert set(points) == {"a", "b", "c", "d"}
@@ -93,7 +93,8 @@ def test_resync_of_unchanged_input_encodes_and_writes_nothing(sink: QdrantSink) 
     dense = FakeDense()
     report = syncer(sink, dense).run(ListSource(CORPUS))
     assert dense.calls == 0
-    assert (report.encoded, report.skipped_unchanged, report.upserted, report.deleted) == (
+    counts, writes = report.counts, report.writes
+    assert (counts.encoded, counts.skipped_unchanged, writes.upserted, writes.deleted) == (
         0,
         4,
         0,
@@ -112,7 +113,8 @@ def test_edited_chunk_alone_is_reencoded(sink: QdrantSink) -> None:
     dense = FakeDense()
     report = syncer(sink, dense).run(ListSource(edited))
     assert dense.texts_encoded == 1
-    assert (report.encoded, report.skipped_unchanged, report.upserted) == (1, 3, 1)
+    counts = report.counts
+    assert (counts.encoded, counts.skipped_unchanged, report.writes.upserted) == (1, 3, 1)
     assert stored(sink)["c"]["payload"]["text"] == "Buckling of thick spherical shells."
 
 
@@ -122,7 +124,7 @@ def test_metadata_change_rewrites_payload_without_encoding(sink: QdrantSink) -> 
     dense = FakeDense()
     report = syncer(sink, dense).run(ListSource(changed))
     assert dense.calls == 0
-    assert report.payload_only == 1
+    assert report.counts.payload_only == 1
     point = stored(sink)["a"]
     assert point["payload"]["metadata"] == {"topic": "transition"}
     assert set(point["vector"]) == {"fake", "qdrant-bm25"}
@@ -131,7 +133,7 @@ def test_metadata_change_rewrites_payload_without_encoding(sink: QdrantSink) -> 
 def test_removed_chunk_is_deleted_after_the_whole_read(sink: QdrantSink) -> None:
     syncer(sink, FakeDense()).run(ListSource(CORPUS))
     report = syncer(sink, FakeDense(), max_delete_fraction=0.25).run(ListSource(CORPUS[:3]))
-    assert report.deleted == 1
+    assert report.writes.deleted == 1
     assert set(stored(sink)) == {"a", "b", "c"}
 
 
@@ -147,7 +149,7 @@ def test_truncated_read_over_the_delete_limit_deletes_nothing_unless_allowed(
     assert "--allow-mass-delete" in str(info.value)
     assert set(stored(sink)) == {"a", "b", "c", "d"}
     report = syncer(sink, FakeDense(), allow_mass_delete=True).run(ListSource(CORPUS[:2]))
-    assert report.deleted == 2 and set(stored(sink)) == {"a", "b"}
+    assert report.writes.deleted == 2 and set(stored(sink)) == {"a", "b"}
 
 
 def test_other_sources_points_are_never_deleted(sink: QdrantSink) -> None:
@@ -162,7 +164,7 @@ def test_empty_source_deletes_nothing_unless_allowed(sink: QdrantSink) -> None:
         syncer(sink, FakeDense()).run(ListSource([]))
     assert sink.client.count("chunks").count == 4
     report = syncer(sink, FakeDense(), allow_mass_delete=True).run(ListSource([]))
-    assert report.deleted == 4
+    assert report.writes.deleted == 4
     assert sink.client.count("chunks").count == 0
 
 
@@ -185,9 +187,9 @@ def test_duplicate_chunk_id_is_skipped_and_reported_first_one_wins(sink: QdrantS
 
     report = syncer(sink, FakeDense()).run(ListSource(dup))
 
-    assert (report.status, report.chunks_seen, report.skipped) == ("succeeded", 4, 1)
-    assert report.skipped_by_kind == {"duplicate_id": 1}
-    assert report.skipped_records == [
+    assert (report.status, report.counts.chunks_seen, report.skips.count) == ("succeeded", 4, 1)
+    assert report.skips.by_kind == {"duplicate_id": 1}
+    assert report.skips.records == [
         {
             "location": "corpus.jsonl:5",
             "kind": "duplicate_id",
@@ -210,7 +212,8 @@ def test_changed_dense_model_reencodes_only_its_vector(sink: QdrantSink) -> None
     dense = FakeDense(version="2")
     report = syncer(sink, dense).run(ListSource(CORPUS))
     assert dense.texts_encoded == 4
-    assert (report.encoded, report.upserted, report.vectors_updated) == (4, 0, 4)
+    writes = report.writes
+    assert (report.counts.encoded, writes.upserted, writes.vectors_updated) == (4, 0, 4)
     assert report.vectors_encoded == {"fake": 4}  # BM25 was not recomputed
     after = stored(sink)
     assert after["a"]["payload"]["encoded_with"]["fake"] == "fake|dim=16|v=2"
@@ -234,7 +237,7 @@ def test_vector_of_another_size_is_a_clear_mismatch(sink: QdrantSink) -> None:
 
 def test_sparse_off_writes_dense_only(sink: QdrantSink) -> None:
     report = Syncer(sink, [FakeDense()], None).run(ListSource(CORPUS))
-    assert report.upserted == 4
+    assert report.writes.upserted == 4
     assert set(stored(sink)["a"]["vector"]) == {"fake"}
 
 
@@ -244,7 +247,7 @@ def test_sparse_switched_on_later_backfills_sparse_only(sink: QdrantSink) -> Non
     report = syncer(sink, dense).run(ListSource(CORPUS))
     assert dense.calls == 0
     assert report.vectors_encoded == {"qdrant-bm25": 4}
-    assert (report.upserted, report.vectors_updated) == (0, 4)
+    assert (report.writes.upserted, report.writes.vectors_updated) == (0, 4)
     assert set(stored(sink)["b"]["vector"]) == {"fake", "qdrant-bm25"}
 
 
@@ -283,7 +286,7 @@ def test_metadata_fallback_is_searchable_recorded_and_retried(sink: QdrantSink) 
         *CORPUS,
     ]
     report = Syncer(sink, [FakeDense()], broken).run(ListSource(records))
-    assert report.sparse_fallbacks == 5 and "weights missing" in report.sparse_fallback_reason
+    assert report.sparse.fallbacks == 5 and "weights missing" in report.sparse.fallback_reason
     points = stored(sink)
     assert points["p"]["payload"]["sparse_fallback"]["reason"].startswith("model unavailable")
     assert "qdrant-bm25" not in points["a"]["vector"]  # no metadata, no vector
@@ -294,7 +297,7 @@ def test_metadata_fallback_is_searchable_recorded_and_retried(sink: QdrantSink) 
     dense = FakeDense()
     report = syncer(sink, dense).run(ListSource(records))
     assert dense.calls == 0 and report.vectors_encoded == {"qdrant-bm25": 5}
-    assert report.sparse_fallbacks == 0
+    assert report.sparse.fallbacks == 0
     points = stored(sink)
     assert "sparse_fallback" not in points["p"]["payload"]
     assert "qdrant-bm25" in points["a"]["vector"]
@@ -310,4 +313,4 @@ def test_a_source_without_a_skip_log_syncs(sink: QdrantSink) -> None:
             yield from CORPUS
 
     report = syncer(sink, FakeDense()).run(Plain())
-    assert (report.status, report.upserted, report.skipped) == ("succeeded", 4, 0)
+    assert (report.status, report.writes.upserted, report.skips.count) == ("succeeded", 4, 0)

@@ -12,8 +12,8 @@ from qdrant_client import QdrantClient
 
 from connector.cli import main
 from connector.pipeline.syncer import SparseTarget, Syncer
+from connector.runs import RunRecorder
 from connector.runs.manifest import SCHEMA_FILE, ProcessingSummary, summary_json_schema
-from connector.runs.recorder import RunRecorder
 from connector.sparse.generator import SparseVectorGenerator
 from connector.store._sink import QdrantSink
 from tests.fakes import FakeDense, ListSource, chunk

@@ -14,12 +14,17 @@ import pytest
 from qdrant_client import QdrantClient
 
 from connector.errors import ConfigError, SourceError
-from connector.pipeline.syncer import Syncer, SyncReport
-from connector.runs.collection import RunStore, mark_dead_runs
+from connector.pipeline.syncer import Syncer
+from connector.runs import (
+    RunRecord,
+    RunRecorder,
+    RunStore,
+    mark_dead_runs,
+    process_alive,
+    this_process,
+)
 from connector.runs.live import read_progress
 from connector.runs.manifest import ProcessInfo, ProcessingSummary, read_summary, summary_path
-from connector.runs.process import process_alive, this_process
-from connector.runs.recorder import RunRecorder
 from connector.store._sink import QdrantSink
 from tests.fakes import FakeDense, ListSource, chunk
 
@@ -101,7 +106,7 @@ def test_a_run_is_recorded_running_with_progress_then_succeeded(
     final = store.get(recorder.run_id)
     assert final is not None and final.run.status == "succeeded" and final.run.reason is None
     assert final.run.finished_at is not None and final.progress.chunks_done == 9
-    assert final.counts["upserted"] == report.upserted == 9
+    assert final.counts["upserted"] == report.writes.upserted == 9
     assert final.run.process == this_process()
     on_disk = read_summary(summary_path(tmp_path / "state", recorder.run_id))
     assert on_disk == final
@@ -155,10 +160,15 @@ def dead_pid() -> ProcessInfo:
 
 
 def running(run_id: str, process: ProcessInfo) -> ProcessingSummary:
-    report = SyncReport(run_id=run_id, source="memory://x", collection="chunks")
-    from connector.runs.manifest import build_summary
-
-    return build_summary(report, "2025-01-01T00:00:00.000+00:00", process=process)
+    record = RunRecord(
+        run_id=run_id,
+        source="memory://x",
+        collection="chunks",
+        batch_size=256,
+        started_at="2025-01-01T00:00:00.000+00:00",
+        process=process,
+    )
+    return record.summary()
 
 
 def test_dead_runs_are_marked_interrupted_and_live_ones_left_alone(

@@ -65,7 +65,7 @@ def test_first_sync_measures_records_and_later_runs_reuse(sink: QdrantSink) -> N
     # The recorded value wins: the source is not read again, and nothing is re-encoded.
     assert resolve_avg_len(conf, sink, UnreadableSource(CORPUS)) == value
     report = Syncer(sink, [FakeDense()], sparse_target(conf, avg_len=value)).run(ListSource(CORPUS))
-    assert (report.encoded, report.skipped_unchanged) == (0, 3)
+    assert (report.counts.encoded, report.counts.skipped_unchanged) == (0, 3)
 
 
 def test_a_configured_number_is_used_as_is(sink: QdrantSink) -> None:

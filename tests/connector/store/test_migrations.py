@@ -120,7 +120,7 @@ def test_old_collection_to_latest_keeps_its_points(sink: QdrantSink) -> None:
     # The sparse slot is there: the next sync computes sparse vectors only.
     dense = FakeDense()
     report = Syncer(sink, [dense], bm25()).run(ListSource(CORPUS))
-    assert dense.calls == 0 and report.vectors_updated == len(CORPUS)
+    assert dense.calls == 0 and report.writes.vectors_updated == len(CORPUS)
 
 
 def test_a_half_applied_migration_is_finished_by_the_next_run(sink: QdrantSink) -> None:
@@ -200,7 +200,7 @@ def test_rebuild_for_a_model_of_another_size_keeps_the_alias_answering(sink: Qdr
 
     dense = FakeDense(dim=32, version="2")
     report = Syncer(sink, [dense], bm25()).run(ListSource(CORPUS))
-    assert dense.calls == 0 and report.skipped_unchanged == len(CORPUS)
+    assert dense.calls == 0 and report.counts.skipped_unchanged == len(CORPUS)
 
 
 def test_rebuild_of_a_collection_made_before_aliases(sink: QdrantSink) -> None:

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from qdrant_client import models as qm
 
 from connector.errors import ConfigError
+from connector.runs._process import process_alive
 from connector.runs.manifest import ProcessingSummary, now_iso, summary_path, write_summary
-from connector.runs.process import process_alive
 
 if TYPE_CHECKING:
     from connector.settings import Settings
@@ -128,13 +128,14 @@ class RunStore:
         )
         found: list[ProcessingSummary] = []
         offset: Any = None
-        while True:
-            records, offset = self.sink.request(
-                f"list running runs in {self.collection!r}",
-                lambda offset=offset: self.client.scroll(
-                    self.collection, flt, limit=256, offset=offset, with_payload=True
-                ),
+
+        def page() -> tuple[list[Any], Any]:
+            return self.client.scroll(
+                self.collection, flt, limit=256, offset=offset, with_payload=True
             )
+
+        while True:
+            records, offset = self.sink.request(f"list running runs in {self.collection!r}", page)
             found += _summaries(records)
             if offset is None:
                 return found

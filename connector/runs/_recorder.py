@@ -11,23 +11,16 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from connector.errors import ConnectorError, describe_failure
-from connector.runs.collection import RunStore, mark_dead_runs
-from connector.runs.live import LiveProgress, write_progress
-from connector.runs.manifest import (
-    DeviceUsage,
-    ProcessingSummary,
-    RunProgress,
-    build_summary,
-    now_iso,
-    write_summary,
-)
-from connector.runs.process import this_process
+from connector.runs._collection import RunStore, mark_dead_runs
+from connector.runs.live import write_progress
+from connector.runs.manifest import DeviceUsage, ProcessingSummary, write_summary
 
 if TYPE_CHECKING:
     from connector.pipeline.progress import Progress
-    from connector.pipeline.syncer import Syncer, SyncReport
+    from connector.pipeline.syncer import Syncer
+    from connector.runs.record import RunRecord
 
-__all__ = ["RunRecorder", "describe_failure"]
+__all__ = ["RunRecorder"]
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +62,17 @@ class RunRecorder:
         self.source_name = source_name
         self.state_dir = Path(state_dir)
         self.store = store
-        self.config_digest = config_digest
         self.record_every_s = record_every_s
         self.file_every_s = file_every_s
         self.devices = devices or (lambda: ())
         self.run_id = str(uuid.uuid4())
-        self.started_at = now_iso()
-        self.process = this_process()
+        self.record: RunRecord = syncer.new_record(source_name, self.run_id)
+        """The run's record: this one until the syncer starts the run, then the syncer's."""
+        self.record.config_digest = config_digest
         self.summary: ProcessingSummary | None = None
         """The last manifest written."""
-        self._initial = syncer.new_report(source_name, self.run_id)
         self._inner: Progress = syncer.progress
         self._clock = time.monotonic
-        self._started = self._clock()
-        self._chunks = 0
-        self._bytes = 0
-        self._total_bytes: int | None = None
         self._file_at = float("-inf")
         self._record_at = float("-inf")
 
@@ -94,7 +82,7 @@ class RunRecorder:
         if self.store is not None:
             self.store.ensure()
             mark_dead_runs(self.store, self.state_dir, noticed_by=self.run_id)
-        self._write(self._initial, force=True)
+        self._write(force=True)
         self.syncer.progress = self  # the terminal bar, if any, is still told through _inner
         return self
 
@@ -105,16 +93,13 @@ class RunRecorder:
         traceback: TracebackType | None,
     ) -> None:
         self.syncer.progress = self._inner
-        report = self.syncer.report if self.syncer.report is not None else self._initial
-        if report.run_id != self.run_id:  # the block failed before the run started
-            report = self._initial
-        reason = None
+        record = self._current()
         if exc is not None:
-            if report.status in {"running", "succeeded"}:
-                report.status = "interrupted" if _is_stop(exc) else "failed"
-            reason = describe_failure(exc)
+            if record.status in {"running", "succeeded"}:
+                record.status = "interrupted" if _is_stop(exc) else "failed"
+            record.reason = describe_failure(exc)
         try:
-            self._write(report, force=True, reason=reason, final=True)
+            self._write(force=True)
         except ConnectorError as failure:
             if exc is None:
                 raise
@@ -124,96 +109,49 @@ class RunRecorder:
     # -- Progress ------------------------------------------------------------------------------
 
     def start(self, total_bytes: int | None) -> None:
-        self._total_bytes = total_bytes
-        self._started = self._clock()
         self._inner.start(total_bytes)
 
     def advance(self, chunks: int, bytes_read: int) -> None:
         self._inner.advance(chunks, bytes_read)
-        self._chunks += chunks
-        self._bytes = bytes_read
-        if self.syncer.report is not None:
-            try:
-                self._write(self.syncer.report)
-            except ConnectorError as exc:  # a missed progress update must not stop the run
-                log.warning("could not record the progress of run %s: %s", self.run_id, exc)
+        try:
+            self._write()
+        except ConnectorError as exc:  # a missed progress update must not stop the run
+            log.warning("could not record the progress of run %s: %s", self.run_id, exc)
 
     def finish(self) -> None:
         self._inner.finish()
 
     # -- writing -------------------------------------------------------------------------------
 
-    def progress(self) -> RunProgress:
-        """Chunks and bytes done, rate and ETA so far."""
-        elapsed = max(self._clock() - self._started, 1e-9)
-        eta = None
-        if self._total_bytes and self._bytes:
-            left = max(self._total_bytes - self._bytes, 0)
-            eta = round(left / (self._bytes / elapsed), 1)
-        return RunProgress(
-            chunks_done=self._chunks,
-            bytes_done=self._bytes,
-            total_bytes=self._total_bytes,
-            chunks_per_s=round(self._chunks / elapsed, 3) if self._chunks else None,
-            eta_s=eta,
-        )
+    def _current(self) -> RunRecord:
+        """The record to write: the syncer's once it started this run, else the first one."""
+        running = self.syncer.record
+        if running is not None and running is not self.record and running.run_id == self.run_id:
+            # What only the recorder knows: when the run was first recorded, and its settings.
+            running.started_at = self.record.started_at
+            running.config_digest = self.record.config_digest
+            self.record = running
+        return self.record
 
-    def _write(
-        self,
-        report: SyncReport,
-        *,
-        force: bool = False,
-        reason: str | None = None,
-        final: bool = False,
-    ) -> None:
+    def _write(self, *, force: bool = False) -> None:
         now = self._clock()
         to_file = force or now - self._file_at >= self.file_every_s
         to_record = force or now - self._record_at >= self.record_every_s
         if not (to_file or to_record):
             return
-        progress = self.progress()
-        if final:
-            progress.eta_s = None
-        summary = build_summary(
-            report,
-            self.started_at,
-            reason=reason,
-            config_digest=self.config_digest,
-            process=self.process,
-            progress=progress,
-            devices=self.devices(),
-        )
+        record = self._current()
+        record.devices = list(self.devices())
+        summary = record.summary()
         self.summary = summary
         # The start's forced write does not count: the first batch's progress goes out at once.
         if to_file:
             self._file_at = now if not force else self._file_at
-            write_progress(self.state_dir, self._live(report, summary))
+            write_progress(self.state_dir, record.live())
         if force:
             write_summary(self.state_dir, summary)
         if to_record and self.store is not None:
             self._record_at = now if not force else self._record_at
             self.store.put(summary)
-
-    def _live(self, report: SyncReport, summary: ProcessingSummary) -> LiveProgress:
-        progress = summary.progress
-        return LiveProgress(
-            run_id=self.run_id,
-            status=summary.run.status,
-            collection=report.collection,
-            source=report.source,
-            started_at=self.started_at,
-            updated_at=summary.run.updated_at or now_iso(),
-            chunks_done=progress.chunks_done,
-            bytes_done=progress.bytes_done,
-            total_bytes=progress.total_bytes,
-            chunks_per_s=progress.chunks_per_s,
-            eta_s=progress.eta_s,
-            batch_size=self.syncer.batch_size,
-            dense_device=report.dense_device,
-            sparse_device=report.sparse_device,
-            fallbacks=report.sparse_fallbacks,
-            process=self.process,
-        )
 
 
 def _is_stop(exc: BaseException) -> bool:
