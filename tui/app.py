@@ -175,7 +175,7 @@ class DashboardApp(App[None]):
             self.open_manifest(str(event.row_key.value))
 
     def watch_theme(self) -> None:
-        if self.snapshot is not None:  # status colours follow the theme
+        if self.snapshot is not None and self.screen_stack:  # status colours follow the theme
             self.screen_stack[0].query_one(HistoryTable).show(self.snapshot.runs, force=True)
 
     # -- rendering -----------------------------------------------------------------------------
@@ -186,6 +186,9 @@ class DashboardApp(App[None]):
         if snapshot is None:
             return
         self.snapshot = snapshot
+        if not self.screen_stack:
+            # A worker's message can arrive while the app shuts down: nothing is left to draw on.
+            return
         pid = self.sync.pid if self.sync is not None else None
         # The main screen, also while a question or a manifest is on top of it.
         main = self.screen_stack[0]
