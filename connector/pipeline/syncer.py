@@ -18,12 +18,12 @@ from connector.pipeline.progress import NULL_PROGRESS, Progress
 from connector.pipeline.stages import DenseStage
 from connector.sources._skips import KEPT_ENTRIES, SkipLog
 from connector.sparse import model_spec
-from connector.store._sink import (
+from connector.store import (
     CollectionLayout,
     PointState,
-    QdrantSink,
     WriteBatch,
     WriteCounts,
+    Writer,
     as_uuid_int,
 )
 from connector.telemetry import Telemetry
@@ -112,7 +112,7 @@ class Syncer:
     """Runs syncs of one collection with one set of models.
 
     Args:
-        sink: Where points go.
+        sink: Where points go: the store's writer of the collection.
         dense: The dense ensemble (one named vector each).
         sparse: The sparse model, or ``None`` when sparse is off.
         batch_size: Chunks read, compared and encoded together.
@@ -127,7 +127,7 @@ class Syncer:
 
     def __init__(
         self,
-        sink: QdrantSink,
+        sink: Writer,
         dense: Sequence[DenseEncoder],
         sparse: SparseTarget | None = None,
         *,
@@ -231,7 +231,7 @@ class Syncer:
         started = time.monotonic()
         report = self.new_report(source.name, run_id)
         self.report = report
-        self.sink.counts = WriteCounts()
+        self.sink.begin(WriteCounts())
         self.sink.ensure_collection(self.layout())
         self._signatures = {e.name: e.signature for e in self.dense}
         if self.sparse is not None:
