@@ -5,7 +5,7 @@ which caps a sparse-only sync at a few hundred points per second and holds the w
 memory. :class:`EdgeClient` answers the calls the connector makes (``upsert``, ``retrieve``,
 ``scroll``, ``query_points`` with prefetch and fusion, collection metadata, ...) with the same
 arguments and result types as ``QdrantClient``, and runs them on Qdrant's engine in-process: one
-shard per collection under ``<path>/edge/<collection>/``. The sink, the search and the tests call
+shard per collection under ``<path>/edge/<collection>/``. The store and the tests call
 it exactly as they call a ``QdrantClient``.
 
 What the engine has no notion of, this module keeps beside each shard in ``collection.json``: the
