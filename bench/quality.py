@@ -81,7 +81,7 @@ def _ours(
     from connector.settings import load_settings
     from connector.sources import open_source
     from connector.sparse.avglen import resolve_avg_len
-    from connector.wiring import dense_encoders, open_sink, sparse_target
+    from connector.wiring import chunk_writer, dense_encoders, open_store, sparse_target
 
     settings = load_settings(
         None,
@@ -92,13 +92,14 @@ def _ours(
         },
     )
     source = open_source(str(work / "corpus.jsonl"), name="corpus")
-    sink = open_sink(settings)
+    store = open_store(settings)
+    collection = settings.qdrant.collection
     try:
-        avg_len = resolve_avg_len(settings, sink, source)
+        avg_len = resolve_avg_len(settings, store, collection, source)
         sparse = sparse_target(settings, avg_len=avg_len)
         dense = dense_encoders(settings)
         started = time.perf_counter()
-        report = Syncer(sink, dense, sparse).run(source)
+        report = Syncer(chunk_writer(settings, store), dense, sparse).run(source)
         took = time.perf_counter() - started
         print(
             f"connector: synced {report.writes.upserted} chunks in {took:.0f}s "
@@ -113,14 +114,14 @@ def _ours(
             (f"hybrid (DBSF + feedback {feedback})", "hybrid", {"feedback_docs": feedback}),
         ]
         for label, mode, options in variants:
-            searcher = Searcher(sink, dense, sparse, **options)
+            searcher = Searcher(store, collection, dense, sparse, **options)
             runs[label] = {
                 qid: [hit.chunk_id for hit in searcher.search(text, mode=mode, limit=K_RECALL)]
                 for qid, text in queries
             }
         return runs
     finally:
-        sink.close()
+        store.close()
 
 
 def _reference(

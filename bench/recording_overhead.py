@@ -36,7 +36,7 @@ from connector.chunks import ChunkRecord
 from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.runs import RunRecorder, RunStore
 from connector.sparse.generator import SparseVectorGenerator
-from connector.store._sink import QdrantSink
+from connector.store import Store, Writer
 from connector.telemetry import Telemetry
 
 CORPUS = Path(__file__).resolve().parents[1] / "connector" / "data" / "example_corpus.jsonl"
@@ -101,23 +101,24 @@ def one_run(count: int, dense: object, recorded: bool) -> float:
             telemetry = Telemetry(
                 tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()])
             )
-        sink = QdrantSink(QdrantClient(path=f"{tmp}/qdrant"), "chunks", telemetry=telemetry)
+        store = Store(QdrantClient(path=f"{tmp}/qdrant"), telemetry=telemetry)
         sparse = SparseTarget(
             SparseVectorGenerator(telemetry=telemetry), "qdrant-bm25", "qdrant-bm25", idf=True
         )
-        syncer = Syncer(sink, [dense], sparse, batch_size=256, telemetry=telemetry)  # type: ignore[list-item]
+        writer = Writer(store, "chunks")
+        syncer = Syncer(writer, [dense], sparse, batch_size=256, telemetry=telemetry)  # type: ignore[list-item]
         source = Chunks(count)
         started = time.perf_counter()
         try:
             if recorded:
-                store = RunStore(sink, "connector_runs")
-                with RunRecorder(syncer, source.name, Path(tmp) / "state", store) as recorder:
+                runs = RunStore(store, "connector_runs")
+                with RunRecorder(syncer, source.name, Path(tmp) / "state", runs) as recorder:
                     syncer.run(source, run_id=recorder.run_id)
             else:
                 syncer.run(source)
         finally:
             elapsed = time.perf_counter() - started
-            sink.close()
+            store.close()
     return elapsed
 
 

@@ -81,11 +81,12 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
     from connector.sources import open_source
     from connector.store.migrator import Migrator
     from connector.wiring import (
+        chunk_writer,
         collection_layout,
         dense_encoders,
         dense_stage,
         device_executor,
-        open_sink,
+        open_store,
         sparse_target,
     )
 
@@ -117,14 +118,18 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
         raw_s.append(time.perf_counter() - started)
         model.to("cpu")
         # Each round syncs into a new collection: a first sync every time.
-        sink = open_sink(settings, f"round{round_}")
+        store = open_store(settings)
+        writer = chunk_writer(settings, store, f"round{round_}")
         try:
             # As `connector sync` does: the collection is created at the latest schema.
             Migrator(
-                sink, collection_layout(settings, dense), settings.qdrant.runs_collection
+                store,
+                writer.collection,
+                collection_layout(settings, dense),
+                settings.qdrant.runs_collection,
             ).prepare_for_sync()
             syncer = Syncer(
-                sink,
+                writer,
                 dense,
                 sparse_target(settings, executor),
                 batch_size=window,
@@ -137,7 +142,7 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
             again = syncer.run(source)  # the same syncer: nothing changed since
             again_s = time.perf_counter() - started
         finally:
-            sink.close()
+            store.close()
         print(
             f"   round {round_}: raw encode {count / raw_s[-1]:6.1f} chunks/s, "
             f"sync {count / sync_s[-1]:6.1f} chunks/s ({first.writes.upserted} upserted)"
@@ -221,18 +226,18 @@ def _child(corpus: str, state: str, engine: str) -> int:
     """A BM25-only sync in this fresh process; prints chunks, seconds and peak RSS as JSON."""
     from connector.pipeline.syncer import Syncer
     from connector.sources import open_source
-    from connector.store._sink import QdrantSink
-    from connector.wiring import open_sink, sparse_target
+    from connector.store import Store
+    from connector.wiring import chunk_writer, open_store, sparse_target
 
     settings = _settings(Path(state), "edge" if engine == "outside" else engine)
-    sink = QdrantSink(_OutsideStore(), "bench") if engine == "outside" else open_sink(settings)
+    store = Store(_OutsideStore()) if engine == "outside" else open_store(settings)  # type: ignore[arg-type]
     try:
         source = open_source(corpus, name="bench")
         started = time.perf_counter()
-        report = Syncer(sink, [], sparse_target(settings)).run(source)
+        report = Syncer(chunk_writer(settings, store), [], sparse_target(settings)).run(source)
         seconds = time.perf_counter() - started
     finally:
-        sink.close()
+        store.close()
     chunks = report.writes.upserted
     print(json.dumps({"chunks": chunks, "seconds": seconds, "peak_rss_mb": _peak_mb()}))
     return 0
@@ -260,8 +265,25 @@ class _OutsideStore:
 
         return models.CollectionsAliasesResponse(aliases=[])
 
+    def get_collection(self, name: str) -> object:
+        """A collection with no vectors and no metadata: the first sync adds what it needs."""
+        from qdrant_client import models
+
+        params = models.CollectionParams(vectors={}, sparse_vectors={})
+        config = models.CollectionConfig.model_construct(params=params, metadata=None)
+        return models.CollectionInfo.model_construct(config=config, payload_schema={})
+
     def create_collection(self, *args, **kwargs) -> bool:
         return True
+
+    def update_collection(self, *args, **kwargs) -> bool:
+        return True
+
+    def update_collection_aliases(self, *args, **kwargs) -> bool:
+        return True
+
+    def create_vector_name(self, *args, **kwargs) -> None:
+        return None
 
     def create_payload_index(self, *args, **kwargs) -> None:
         return None

@@ -18,7 +18,7 @@ from connector.errors import ConfigError, SinkError
 if TYPE_CHECKING:
     from connector.dense import DenseEncoder
     from connector.pipeline.syncer import SparseTarget
-    from connector.store._sink import QdrantSink
+    from connector.store import Store
 
 __all__ = ["FUSIONS", "MODES", "Fusion", "Hit", "Mode", "Searcher"]
 
@@ -48,7 +48,8 @@ class Searcher:
     """Encodes queries with the same models the sync used and asks Qdrant.
 
     Args:
-        sink: The collection to query.
+        store: The Qdrant the collection is on.
+        collection: The collection to query.
         dense: The dense ensemble.
         sparse: The sparse model, or ``None`` when the collection has none.
         candidates: How many hits each vector contributes before fusion (at least ``limit``).
@@ -60,7 +61,8 @@ class Searcher:
 
     def __init__(
         self,
-        sink: QdrantSink,
+        store: Store,
+        collection: str,
         dense: Sequence[DenseEncoder],
         sparse: SparseTarget | None,
         *,
@@ -73,7 +75,8 @@ class Searcher:
             raise ConfigError(f"search.fusion: {fusion!r} is not one of {', '.join(FUSIONS)}")
         if feedback_docs < 0 or not math.isfinite(feedback_weight) or feedback_weight < 0:
             raise ConfigError("search.feedback_docs and search.feedback_weight must be >= 0")
-        self.sink = sink
+        self.store = store
+        self.collection = collection
         self.dense = list(dense)
         self.sparse = sparse
         self.candidates = candidates
@@ -114,10 +117,8 @@ class Searcher:
         # Once per searcher: a batch of queries asks only once.
         if self._collection_checked:
             return
-        name = self.sink.collection
-        if not self.sink.request(
-            "look up collection", lambda: self.sink.client.collection_exists(name)
-        ):
+        name = self.collection
+        if not self.store.exists(name):
             raise SinkError(f"collection {name!r} does not exist (run `connector sync` first)")
         self._collection_checked = True
 
@@ -142,39 +143,22 @@ class Searcher:
         if sparse is not None:
             assert self.sparse is not None
             branches.append(qm.Prefetch(query=sparse, using=self.sparse.vector_name, limit=depth))
-        name = self.sink.collection
         if len(branches) == 1:
             only = branches[0]
-            response = self.sink.request(
-                f"query {name!r}",
-                lambda: self.sink.client.query_points(
-                    name,
-                    query=only.query,
-                    using=only.using,
-                    limit=limit,
-                    with_payload=True,
-                    with_vectors=with_vectors,
-                ),
+            return self.store.query(
+                self.collection,
+                only.query,
+                using=only.using,
+                limit=limit,
+                with_vectors=with_vectors,
             )
-        else:
-            response = self.sink.request(
-                f"query {name!r}",
-                lambda: self.sink.client.query_points(
-                    name,
-                    prefetch=branches,
-                    query=qm.FusionQuery(fusion=_QDRANT_FUSION[self.fusion]),
-                    limit=limit,
-                    with_payload=True,
-                    with_vectors=with_vectors,
-                ),
-            )
-        return list(response.points)
-
-    def _has_sparse_vector(self) -> bool:
-        assert self.sparse is not None
-        name = self.sink.collection
-        info = self.sink.request(f"read {name!r}", lambda: self.sink.client.get_collection(name))
-        return self.sparse.vector_name in (info.config.params.sparse_vectors or {})
+        return self.store.query(
+            self.collection,
+            qm.FusionQuery(fusion=_QDRANT_FUSION[self.fusion]),
+            prefetch=branches,
+            limit=limit,
+            with_vectors=with_vectors,
+        )
 
 
 def _with_feedback(

@@ -22,7 +22,7 @@ from connector.pipeline.syncer import SparseTarget
 from connector.runs.manifest import DeviceUsage
 from connector.sparse import sparse_model
 from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
-from connector.store import CollectionLayout, QdrantSink, make_client
+from connector.store import CollectionLayout, Store, Writer, make_client
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -41,25 +41,27 @@ __all__ = [
     "SyncJob",
     "build_searcher",
     "build_syncer",
+    "chunk_writer",
     "collection_layout",
     "dense_encoders",
     "dense_stage",
     "device_executor",
     "device_usage",
-    "open_sink",
+    "open_store",
     "sparse_target",
 ]
 
 
 @dataclass
 class SyncJob:
-    """A sync wired from settings: its source, store, syncer and GPU executor. Run it once or
-    more; close it (or use it as a context manager) to release the store.
+    """A sync wired from settings: its source, store, writer, syncer and GPU executor. Run it once
+    or more; close it (or use it as a context manager) to release the store.
 
     Attributes:
         settings: What it was built from.
         source: What it reads.
-        sink: Where it writes.
+        store: The Qdrant it writes to (and records its runs in).
+        writer: The writer of its collection (the syncer's sink).
         syncer: The syncer; ``syncer.record`` is the last run's record, also after a failure.
         executor: Where its models run (GPU leases, usage for the manifest).
         record: Whether each run is recorded (manifest file, runs collection, progress.json).
@@ -67,7 +69,8 @@ class SyncJob:
 
     settings: Settings
     source: Source
-    sink: QdrantSink
+    store: Store
+    writer: Writer
     syncer: Syncer
     executor: DeviceExecutor
     record: bool = True
@@ -85,7 +88,7 @@ class SyncJob:
         settings = self.settings
         runs_collection = settings.qdrant.runs_collection
         layout = collection_layout(settings, self.syncer.dense)
-        Migrator(self.sink, layout, runs_collection).prepare_for_sync()
+        Migrator(self.store, self.writer.collection, layout, runs_collection).prepare_for_sync()
         if not self.record:
             return self.syncer.run(self.source)
         from connector.runs import RunRecorder, RunStore, config_digest
@@ -94,7 +97,7 @@ class SyncJob:
             self.syncer,
             self.source.name,
             settings.state_dir,
-            RunStore(self.sink, runs_collection),
+            RunStore(self.store, runs_collection),
             config_digest=config_digest(settings),
             devices=lambda: device_usage(self.executor, settings.gpu),
         )
@@ -103,7 +106,10 @@ class SyncJob:
 
     def close(self) -> None:
         """Stop the writer (nothing queued is dropped) and close the store."""
-        self.sink.close()
+        try:
+            self.writer.close()
+        finally:
+            self.store.close()
 
     def __enter__(self) -> SyncJob:
         return self
@@ -172,16 +178,17 @@ def build_syncer(
     encoders = list(dense) if dense is not None else dense_encoders(settings)
     executor = device_executor(settings, holder=holder)
     enabled, _ = sparse_enabled(settings.state_dir, settings.sparse.enabled, sparse)
-    sink = open_sink(settings, collection, telemetry=telemetry, client=client)
+    store = open_store(settings, telemetry=telemetry, client=client)
+    writer = chunk_writer(settings, store, collection)
     try:
-        avg_len = resolve_avg_len(settings, sink, source) if enabled else None
+        avg_len = resolve_avg_len(settings, store, writer.collection, source) if enabled else None
         target = sparse_target(settings, executor, avg_len=avg_len) if enabled else None
     except BaseException:
-        sink.close()
+        store.close()
         raise
     sync = settings.sync
     syncer = Syncer(
-        sink,
+        writer,
         encoders,
         target,
         batch_size=sync.batch_size,
@@ -192,7 +199,7 @@ def build_syncer(
         telemetry=telemetry,
         dense_stage=dense_stage(settings, executor),
     )
-    return SyncJob(settings, source, sink, syncer, executor, record=record)
+    return SyncJob(settings, source, store, writer, syncer, executor, record=record)
 
 
 @contextmanager
@@ -209,19 +216,21 @@ def build_searcher(
     from connector.sparse.avglen import resolve_avg_len
 
     s = settings.search
-    sink = open_sink(settings, collection, client=client)
+    name = collection or settings.qdrant.collection
+    store = open_store(settings, client=client)
     try:
         yield Searcher(
-            sink,
+            store,
+            name,
             list(dense) if dense is not None else dense_encoders(settings),
-            sparse_target(settings, avg_len=resolve_avg_len(settings, sink)),
+            sparse_target(settings, avg_len=resolve_avg_len(settings, store, name)),
             candidates=s.candidates,
             fusion=s.fusion,
             feedback_docs=s.feedback_docs,
             feedback_weight=s.feedback_weight,
         )
     finally:
-        sink.close()
+        store.close()
 
 
 @contextmanager
@@ -241,21 +250,33 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def open_sink(
+def open_store(
     settings: Settings,
-    collection: str | None = None,
     telemetry: Telemetry | None = None,
     client: QdrantClient | EdgeClient | None = None,
-) -> QdrantSink:
-    """The collection's sink, on the embedded Qdrant or the configured server (or ``client``)."""
-    q = settings.qdrant
-    return QdrantSink(
+) -> Store:
+    """The embedded Qdrant or the configured server (or ``client``), with the configured retries.
+
+    Raises:
+        SinkError: The embedded folder is held by another process.
+    """
+    return Store(
         client if client is not None else make_client(settings),
+        retries=settings.qdrant.retries,
+        telemetry=telemetry,
+    )
+
+
+def chunk_writer(settings: Settings, store: Store, collection: str | None = None) -> Writer:
+    """The writer of ``collection`` (default: ``qdrant.collection``) with the configured write
+    batches and queue."""
+    q = settings.qdrant
+    return Writer(
+        store,
         collection or q.collection,
         batch_size=q.upsert_batch_size,
         queue_size=q.write_queue,
-        retries=q.retries,
-        telemetry=telemetry,
+        runs_collection=q.runs_collection,
     )
 
 

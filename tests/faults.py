@@ -57,12 +57,14 @@ class FaultyClient:
 
     Attributes:
         calls: How many times each method was called (failed calls included).
+        requests: Each call in order: (method, positional arguments).
         injected: How many failures were raised, per method.
     """
 
     def __init__(self, inner: QdrantClient) -> None:
         self.inner = inner
         self.calls: Counter[str] = Counter()
+        self.requests: list[tuple[str, tuple[Any, ...]]] = []
         self.injected: Counter[str] = Counter()
         self._plan: dict[str, list[tuple[int, int | None, Fault]]] = {}
 
@@ -83,6 +85,7 @@ class FaultyClient:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] += 1
+            self.requests.append((name, args))
             fault = self._due(name, self.calls[name])
             if fault is None:
                 return attr(*args, **kwargs)

@@ -36,7 +36,7 @@ def check_qdrant(settings: Settings) -> QdrantHealth:
 
     Never raises for a server that is down, refuses the key or times out: that is the answer.
     """
-    from connector.store._sink import make_client, translate_errors
+    from connector.store import Store, make_client
 
     url = settings.qdrant.url
     if url is None:
@@ -50,12 +50,11 @@ def check_qdrant(settings: Settings) -> QdrantHealth:
     )
     now = datetime.now(UTC)
     try:
-        client = make_client(quick)
+        store = Store(make_client(quick))
         try:
-            with translate_errors(f"reach Qdrant at {url}"):
-                client.get_collections()
+            store.ping(f"reach Qdrant at {url}")
         finally:
-            client.close()
+            store.close()
     except ConnectorError as exc:
         return QdrantHealth(url, False, redact(str(exc)), now)
     except Exception as exc:  # whatever the client raises, the dashboard stays up

@@ -35,13 +35,16 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry | None = None) -> int:
     from connector.store.migrator import Migrator
-    from connector.wiring import collection_layout, dense_encoders, open_sink
+    from connector.wiring import collection_layout, dense_encoders, open_store
 
-    sink = open_sink(settings)
+    store = open_store(settings)
     try:
         dense = dense_encoders(settings)
         migrator = Migrator(
-            sink, collection_layout(settings, dense), settings.qdrant.runs_collection
+            store,
+            settings.qdrant.collection,
+            collection_layout(settings, dense),
+            settings.qdrant.runs_collection,
         )
         if args.status:
             status = migrator.status()
@@ -58,7 +61,7 @@ def run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry | Non
         done = migrator.migrate({e.name: e for e in dense}, on_step=step)
         status = migrator.status()
     finally:
-        sink.close()
+        store.close()
     if args.json:
         print(json.dumps({"applied": done, **status.as_dict(migrator.migrations)}, sort_keys=True))
     elif done:

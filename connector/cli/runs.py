@@ -106,10 +106,10 @@ def _from_store(settings: Settings, read: Any) -> Any:
     """``read(store)`` on the runs collection; ``None`` when the embedded Qdrant is held by a
     running sync (the caller falls back to the manifests in the state folder)."""
     from connector.runs import RunStore
-    from connector.wiring import open_sink
+    from connector.wiring import open_store
 
     try:
-        sink = open_sink(settings, settings.qdrant.runs_collection)
+        store = open_store(settings)
     except SinkError:
         if settings.qdrant.url is not None:
             raise
@@ -120,6 +120,6 @@ def _from_store(settings: Settings, read: Any) -> Any:
         )
         return None
     try:
-        return read(RunStore(sink, settings.qdrant.runs_collection))
+        return read(RunStore(store, settings.qdrant.runs_collection))
     finally:
-        sink.close()
+        store.close()

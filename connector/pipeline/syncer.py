@@ -19,12 +19,11 @@ from connector.pipeline.stages import DenseStage
 from connector.runs.record import RunRecord
 from connector.sources._skips import KEPT_ENTRIES, SkipLog
 from connector.sparse import sparse_model
-from connector.store._sink import (
+from connector.store import (
     CollectionLayout,
     PointState,
-    QdrantSink,
     WriteBatch,
-    WriteCounts,
+    Writer,
     as_uuid_int,
 )
 from connector.telemetry import Telemetry
@@ -61,7 +60,7 @@ class Syncer:
     """Runs syncs of one collection with one set of models.
 
     Args:
-        sink: Where points go.
+        sink: Where points go: the store's writer of the collection.
         dense: The dense ensemble (one named vector each).
         sparse: The sparse model, or ``None`` when sparse is off.
         batch_size: Chunks read, compared and encoded together.
@@ -76,7 +75,7 @@ class Syncer:
 
     def __init__(
         self,
-        sink: QdrantSink,
+        sink: Writer,
         dense: Sequence[DenseEncoder],
         sparse: SparseTarget | None = None,
         *,
@@ -184,7 +183,7 @@ class Syncer:
         record = self.new_record(source.name, run_id)
         self.record = record
         # The writer counts acknowledged writes straight into the run's record.
-        self.sink.counts = record.writes
+        self.sink.begin(record.writes)
         self.sink.ensure_collection(self.layout())
         self._signatures = {e.name: e.signature for e in self.dense}
         if self.sparse is not None:
@@ -224,8 +223,8 @@ class Syncer:
             self._note_skips(record, skipped, duplicates)
             raise
         finally:
-            # The run's writes are counted: later requests through the sink are not the run's.
-            self.sink.counts = WriteCounts()
+            # The run's writes are counted: later requests through the store are not the run's.
+            self.sink.end()
             record.duration_s = round(time.monotonic() - started, 3)
             self.progress.finish()
         return record

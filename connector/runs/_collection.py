@@ -21,10 +21,11 @@ from qdrant_client import models as qm
 from connector.errors import ConfigError
 from connector.runs._process import process_alive
 from connector.runs.manifest import ProcessingSummary, now_iso, summary_path, write_summary
+from connector.store import create_runs_collection
 
 if TYPE_CHECKING:
     from connector.settings import Settings
-    from connector.store._sink import QdrantSink
+    from connector.store import Store
 
 __all__ = ["RunStore", "config_digest", "mark_dead_runs"]
 
@@ -35,46 +36,30 @@ class RunStore:
     """Reads and writes run records.
 
     Args:
-        sink: Any sink on the same Qdrant; its client and its lock are shared, so that records
-            can be written while the sink's writer thread upserts chunks (the embedded client
-            is not thread-safe).
+        store: The Qdrant the runs collection is on: the sync's own store, so that records can
+            be written while its writer thread upserts chunks (the store serialises requests;
+            the embedded client is not thread-safe).
         collection: Name of the runs collection.
     """
 
-    def __init__(self, sink: QdrantSink, collection: str) -> None:
-        self.sink = sink
-        self.client = sink.client
+    def __init__(self, store: Store, collection: str) -> None:
+        self.store = store
         self.collection = collection
 
     def exists(self) -> bool:
-        name = self.collection
-        return self.sink.request(
-            f"look up collection {name!r}", lambda: self.client.collection_exists(name)
-        )
+        """Whether the runs collection exists."""
+        return self.store.exists(self.collection)
 
     def ensure(self) -> None:
         """Create the runs collection (no vectors) with its payload indexes, if missing."""
-        if self.exists():
-            return
-        name = self.collection
-        self.sink.request(
-            f"create collection {name!r}",
-            lambda: self.client.create_collection(name, vectors_config={}),
-        )
-        self.sink.create_index(name, "run.status", qm.PayloadSchemaType.KEYWORD)
-        # `connector runs` lists newest first: a server orders by an indexed key only.
-        self.sink.create_index(name, "run.started_at", qm.PayloadSchemaType.DATETIME)
-        log.info("created collection %s", name)
+        create_runs_collection(self.store, self.collection)
 
     def put(self, summary: ProcessingSummary) -> None:
         """Write (or overwrite) the record of ``summary``'s run."""
         point = qm.PointStruct(
             id=summary.run.id, vector={}, payload=summary.model_dump(mode="json")
         )
-        self.sink.request(
-            f"record run in {self.collection!r}",
-            lambda: self.client.upsert(self.collection, [point], wait=True),
-        )
+        self.store.upsert(self.collection, [point])
 
     def get(self, run_id: str) -> ProcessingSummary | None:
         """The record of ``run_id``; ``None`` when there is none (or it is unreadable).
@@ -100,10 +85,7 @@ class RunStore:
             raise ConfigError(f"{run_id!r} is not a run id (runs are named by UUID)") from None
         if not self.exists():
             return None
-        records = self.sink.request(
-            f"read run from {self.collection!r}",
-            lambda: self.client.retrieve(self.collection, [key], with_payload=True),
-        )
+        records = self.store.retrieve(self.collection, [key], with_payload=True)
         return dict(records[0].payload or {}) if records else None
 
     def latest(self, limit: int = 20) -> list[ProcessingSummary]:
@@ -111,12 +93,7 @@ class RunStore:
         if not self.exists():
             return []
         order = qm.OrderBy(key="run.started_at", direction=qm.Direction.DESC)
-        records, _ = self.sink.request(
-            f"list runs in {self.collection!r}",
-            lambda: self.client.scroll(
-                self.collection, limit=limit, order_by=order, with_payload=True
-            ),
-        )
+        records, _ = self.store.scroll(self.collection, limit=limit, order_by=order)
         return _summaries(records)
 
     def running(self) -> list[ProcessingSummary]:
@@ -127,18 +104,9 @@ class RunStore:
             must=[qm.FieldCondition(key="run.status", match=qm.MatchValue(value="running"))]
         )
         found: list[ProcessingSummary] = []
-        offset: Any = None
-
-        def page() -> tuple[list[Any], Any]:
-            return self.client.scroll(
-                self.collection, flt, limit=256, offset=offset, with_payload=True
-            )
-
-        while True:
-            records, offset = self.sink.request(f"list running runs in {self.collection!r}", page)
+        for records in self.store.pages(self.collection, filter=flt, page=256):
             found += _summaries(records)
-            if offset is None:
-                return found
+        return found
 
 
 def _summaries(records: list[Any]) -> list[ProcessingSummary]:

@@ -19,7 +19,7 @@ from connector.sparse._registry import sparse_model
 if TYPE_CHECKING:
     from connector.settings import Settings
     from connector.sources import Source
-    from connector.store._sink import QdrantSink
+    from connector.store import Store
 
 __all__ = ["measure_avg_len", "recorded_avg_len", "resolve_avg_len"]
 
@@ -69,13 +69,19 @@ def _lengths(encoder: Any, texts: list[str]) -> list[int]:
 
 
 def resolve_avg_len(
-    settings: Settings, sink: QdrantSink, source: Source | None = None
+    settings: Settings, store: Store, collection: str, source: Source | None = None
 ) -> float | None:
     """The ``avg_len`` to use when it is ``"auto"`` (``None`` when it is a number).
 
     The value recorded on the collection wins; without one it is measured over ``source`` (one
     extra read of it), or, for a search with no source, the fixed default is used (a BM25 query
     vector does not depend on it).
+
+    Args:
+        settings: The ``sparse`` section.
+        store: The Qdrant the collection is on.
+        collection: The collection whose metadata may record the value.
+        source: What a sync reads, to measure over; ``None`` for a search.
 
     Raises:
         ConfigError: ``"auto"`` with a sparse model other than BM25.
@@ -87,7 +93,7 @@ def resolve_avg_len(
     if not described.auto_avg_len:
         raise ConfigError(f"sparse.bm25.avg_len: 'auto' needs a BM25 model, not {described.name!r}")
     vector_name = settings.sparse.vector_name or described.name
-    recorded = recorded_avg_len(sink.collection_metadata(), vector_name)
+    recorded = recorded_avg_len(store.metadata(collection), vector_name)
     if recorded is not None:
         return recorded
     if source is None:

@@ -5,7 +5,7 @@ which caps a sparse-only sync at a few hundred points per second and holds the w
 memory. :class:`EdgeClient` answers the calls the connector makes (``upsert``, ``retrieve``,
 ``scroll``, ``query_points`` with prefetch and fusion, collection metadata, ...) with the same
 arguments and result types as ``QdrantClient``, and runs them on Qdrant's engine in-process: one
-shard per collection under ``<path>/edge/<collection>/``. The sink, the search and the tests call
+shard per collection under ``<path>/edge/<collection>/``. The store and the tests call
 it exactly as they call a ``QdrantClient``.
 
 What the engine has no notion of, this module keeps beside each shard in ``collection.json``: the
@@ -33,6 +33,7 @@ import qdrant_edge as edge
 from qdrant_client import models as qm
 from qdrant_client.http.models import QueryResponse
 
+from connector._files import write_json_atomic
 from connector.errors import ConnectorError, SinkError
 
 __all__ = ["EdgeClient"]
@@ -321,12 +322,13 @@ class EdgeClient:
         for operation in update_operations:
             if isinstance(operation, qm.OverwritePayloadOperation):
                 body = operation.overwrite_payload
-                target = body.points if body.points is not None else body.filter
+                target = _payload_target(body)
                 results.append(self.overwrite_payload(collection_name, body.payload, target))
             elif isinstance(operation, qm.SetPayloadOperation):
                 body = operation.set_payload
-                target = body.points if body.points is not None else body.filter
-                results.append(self.set_payload(collection_name, body.payload, target))
+                results.append(
+                    self.set_payload(collection_name, body.payload, _payload_target(body))
+                )
             elif isinstance(operation, qm.UpsertOperation) and isinstance(
                 operation.upsert, qm.PointsList
             ):
@@ -397,7 +399,8 @@ class EdgeClient:
         )
         with _engine_errors(f"list points of {collection_name!r}"):
             records, next_offset = shard.scroll(request)
-        return [_record(r) for r in records], _plain_id(next_offset)
+        following = _plain_id(next_offset) if next_offset is not None else None
+        return [_record(r) for r in records], following
 
     def count(
         self, collection_name: str, count_filter: qm.Filter | None = None, **kwargs: Any
@@ -475,19 +478,19 @@ class EdgeClient:
             aliases = dict(self._aliases())
             for operation in change_aliases_operations:
                 if isinstance(operation, qm.CreateAliasOperation):
-                    change = operation.create_alias
-                    if not self.collection_exists(change.collection_name):
-                        raise SinkError(f"collection {change.collection_name!r} does not exist")
-                    aliases[change.alias_name] = change.collection_name
+                    create = operation.create_alias
+                    if not self.collection_exists(create.collection_name):
+                        raise SinkError(f"collection {create.collection_name!r} does not exist")
+                    aliases[create.alias_name] = create.collection_name
                 elif isinstance(operation, qm.DeleteAliasOperation):
                     name = operation.delete_alias.alias_name
                     if aliases.pop(name, None) is None:
                         raise SinkError(f"alias {name!r} does not exist")
                 elif isinstance(operation, qm.RenameAliasOperation):
-                    change = operation.rename_alias
-                    if change.old_alias_name not in aliases:
-                        raise SinkError(f"alias {change.old_alias_name!r} does not exist")
-                    aliases[change.new_alias_name] = aliases.pop(change.old_alias_name)
+                    rename = operation.rename_alias
+                    if rename.old_alias_name not in aliases:
+                        raise SinkError(f"alias {rename.old_alias_name!r} does not exist")
+                    aliases[rename.new_alias_name] = aliases.pop(rename.old_alias_name)
                 else:
                     raise SinkError(f"the edge engine cannot apply {type(operation).__name__}")
             self._save_aliases(aliases)
@@ -505,10 +508,8 @@ class EdgeClient:
         return self._alias_map
 
     def _save_aliases(self, aliases: dict[str, str]) -> None:
-        path = self.root / _ALIAS_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(aliases, sort_keys=True), encoding="utf-8")
-        os.replace(temporary, path)  # readers see the old aliases or the new, never a mix
+        # Readers see the old aliases or the new, never a mix.
+        write_json_atomic(self.root / _ALIAS_FILE, aliases)
         self._alias_map = dict(aliases)
 
     def _resolve(self, name: str) -> str:
@@ -536,10 +537,7 @@ class EdgeClient:
             return self._configs[name]
 
     def _save_config(self, name: str, config: dict[str, Any]) -> None:
-        path = self._folder(name) / _CONFIG_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(config, sort_keys=True), encoding="utf-8")
-        os.replace(temporary, path)  # never a half-written file
+        write_json_atomic(self._folder(name) / _CONFIG_FILE, config)  # never a half-written file
         self._configs[name] = config
 
     def _shard(self, name: str) -> edge.EdgeShard:
@@ -580,6 +578,14 @@ def _completed() -> qm.UpdateResult:
     return qm.UpdateResult(operation_id=None, status=qm.UpdateStatus.COMPLETED)
 
 
+def _payload_target(body: qm.SetPayload) -> list[qm.ExtendedPointId] | qm.Filter:
+    if body.points is not None:
+        return body.points
+    if body.filter is not None:
+        return body.filter
+    raise SinkError("a payload update names neither points nor a filter")
+
+
 def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
     # Stored as JSON, as a server does: datetimes and UUIDs become strings.
     return json.loads(json.dumps(value, default=str))
@@ -610,9 +616,7 @@ def _point_id(point: Any) -> Any:
     raise SinkError(f"the edge engine takes point ids as UUID strings or integers, not {point!r}")
 
 
-def _plain_id(point: Any) -> qm.ExtendedPointId | None:
-    if point is None:
-        return None
+def _plain_id(point: Any) -> qm.ExtendedPointId:
     return str(point) if isinstance(point, uuid.UUID) else point
 
 
@@ -735,7 +739,7 @@ def _condition(condition: Any) -> Any:
         if isinstance(match, qm.MatchValue):
             return edge.FieldCondition(condition.key, match=edge.MatchValue(match.value))
         if isinstance(match, qm.MatchAny):
-            return edge.FieldCondition(condition.key, match=edge.MatchAny(list(match.any)))
+            return edge.FieldCondition(condition.key, match=edge.MatchAny(match.any))
         if isinstance(match, qm.MatchExcept):
-            return edge.FieldCondition(condition.key, match=edge.MatchExcept(list(match.except_)))
+            return edge.FieldCondition(condition.key, match=edge.MatchExcept(match.except_))
     raise SinkError(f"the edge engine does not take the filter condition {condition!r}")

@@ -21,20 +21,26 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qdrant_client import models as qm
 
 from connector.errors import ConfigError, SchemaOutdated
-from connector.runs import RunStore
-from connector.runs.manifest import now_iso
-from connector.store._rebuild import StepCallback, rebuild_collection, size_changes
-from connector.store._sink import CHUNK_INDEXES
+from connector.store._rebuild import StepCallback, rebuild_collection
+from connector.store._schema import (
+    CHUNK_INDEXES,
+    create_aliased_chunk_collection,
+    create_runs_collection,
+    size_changes,
+    sparse_vector_config,
+)
 
 if TYPE_CHECKING:
     from connector.dense import DenseEncoder
-    from connector.store._sink import CollectionLayout, QdrantSink
+    from connector.store._gateway import Store
+    from connector.store._schema import CollectionLayout
 
 __all__ = [
     "SCHEMA_KEY",
@@ -110,65 +116,41 @@ def _load(path: Path) -> object:
 @dataclass(slots=True)
 class MigrationContext:
     """What a migration works on: the chunk collection (by its configured name), the layout the
-    configured models need, and the runs collection. Every call goes through the sink's lock."""
+    configured models need, and the runs collection. Every call goes through the store."""
 
-    sink: QdrantSink
+    store: Store
+    name: str
+    """The configured name: an alias, or (for collections made before aliases) the collection
+    itself."""
     layout: CollectionLayout
     runs_collection: str
 
-    @property
-    def name(self) -> str:
-        """The configured name: an alias, or (for collections made before aliases) the
-        collection itself."""
-        return self.sink.collection
-
     def physical_name(self) -> str:
-        return self.sink.physical_name()
+        """The collection behind the configured name."""
+        return self.store.physical_name(self.name)
 
     def exists(self) -> bool:
-        name = self.physical_name()
-        return self.sink.request(
-            f"look up collection {name!r}", lambda: self.sink.client.collection_exists(name)
-        )
+        """Whether the chunk collection exists."""
+        return self.store.exists(self.physical_name())
 
     def info(self) -> qm.CollectionInfo:
-        name = self.physical_name()
-        return self.sink.request(
-            f"read collection {name!r}", lambda: self.sink.client.get_collection(name)
-        )
+        """The chunk collection's vectors, metadata and payload indexes."""
+        return self.store.info(self.physical_name())
 
     def create_chunk_collection(self) -> str:
-        """Create ``<name>__1`` with the layout's dense vectors, behind the alias ``<name>``."""
-        physical = f"{self.name}__1"
-        client = self.sink.client
-        self.sink.request(
-            f"create collection {physical!r}",
-            lambda: client.create_collection(
-                physical,
-                vectors_config={
-                    vector: qm.VectorParams(size=size, distance=qm.Distance.COSINE)
-                    for vector, size in self.layout.dense.items()
-                },
-            ),
-        )
-        alias = qm.CreateAliasOperation(
-            create_alias=qm.CreateAlias(collection_name=physical, alias_name=self.name)
-        )
-        self.sink.request(
-            f"create alias {self.name!r}",
-            lambda: client.update_collection_aliases(change_aliases_operations=[alias]),
-        )
-        log.info("created collection %s behind alias %s", physical, self.name)
-        return physical
+        """Create ``<name>__1`` with the layout's vectors and the payload indexes, behind the
+        alias ``<name>``; returns its name."""
+        return create_aliased_chunk_collection(self.store, self.name, self.layout)
 
     def ensure_chunk_indexes(self) -> None:
         """Keyword indexes on the chunk payload keys (creating an existing one is a no-op)."""
         physical = self.physical_name()
         for key in CHUNK_INDEXES:
-            self.sink.create_index(physical, key, qm.PayloadSchemaType.KEYWORD)
+            self.store.create_index(physical, key, qm.PayloadSchemaType.KEYWORD)
 
     def ensure_runs_collection(self) -> None:
-        RunStore(self.sink, self.runs_collection).ensure()
+        """Create the runs collection with its payload indexes, if missing."""
+        create_runs_collection(self.store, self.runs_collection)
 
     def add_missing_sparse_vectors(self) -> list[str]:
         """Add each sparse vector of the layout the collection lacks; returns their names."""
@@ -184,15 +166,7 @@ class MigrationContext:
                     f"collection {physical!r}: {vector!r} is a dense vector; the sparse model "
                     "needs another sparse.vector_name"
                 )
-            config = qm.SparseVectorNameConfig(
-                sparse=qm.SparseVectorConfig(modifier=qm.Modifier.IDF if idf else None)
-            )
-            self.sink.request(
-                f"add sparse vector {vector!r} to {physical!r}",
-                lambda vector=vector, config=config: self.sink.client.create_vector_name(
-                    physical, vector, config
-                ),
-            )
+            self.store.add_vector(physical, vector, sparse_vector_config(idf))
             added.append(vector)
         return added
 
@@ -240,7 +214,8 @@ class Migrator:
     """Brings one chunk collection to the latest schema.
 
     Args:
-        sink: Sink of the chunk collection (its ``collection`` is the configured name).
+        store: The Qdrant the collection is on.
+        collection: The chunk collection's configured name.
         layout: Vectors the configured models need (sizes, sparse names and IDF).
         runs_collection: Name of the runs collection.
         migrations: Default: :func:`discover`.
@@ -248,18 +223,20 @@ class Migrator:
 
     def __init__(
         self,
-        sink: QdrantSink,
+        store: Store,
+        collection: str,
         layout: CollectionLayout,
         runs_collection: str,
         migrations: Sequence[Migration] | None = None,
     ) -> None:
-        self.sink = sink
-        self.context = MigrationContext(sink, layout, runs_collection)
+        self.store = store
+        self.collection = collection
+        self.context = MigrationContext(store, collection, layout, runs_collection)
         self.migrations = list(migrations) if migrations is not None else discover()
 
     def status(self) -> SchemaStatus:
         """Applied and pending migrations, and vectors that need a rebuild."""
-        name = self.sink.collection
+        name = self.collection
         if not self.context.exists():
             return SchemaStatus(name, None, {}, list(self.migrations))
         physical = self.context.physical_name()
@@ -295,12 +272,13 @@ class Migrator:
             missing = sorted(set(changes) - set(encoders or {}))
             if missing:
                 raise SchemaOutdated(
-                    f"collection {self.sink.collection!r}: vector {missing[0]!r} must be "
+                    f"collection {self.collection!r}: vector {missing[0]!r} must be "
                     "re-encoded and no model for it was given"
                 )
             assert encoders is not None
             rebuild_collection(
-                self.sink,
+                self.store,
+                self.collection,
                 self.context.layout,
                 {name: encoders[name] for name in changes},
                 on_step=on_step,
@@ -332,12 +310,10 @@ class Migrator:
         info = self.context.info()
         record = dict((info.config.metadata or {}).get(SCHEMA_KEY) or {})
         applied = dict(record.get("applied") or {})
-        applied[migration.id] = now_iso()
+        # As a run's timestamps: UTC, to the millisecond.
+        applied[migration.id] = datetime.now(UTC).isoformat(timespec="milliseconds")
         record = {"version": len(applied), "applied": applied}
-        self.sink.request(
-            f"record migration {migration.id} on {physical!r}",
-            lambda: self.sink.client.update_collection(physical, metadata={SCHEMA_KEY: record}),
-        )
+        self.store.update_metadata(physical, {SCHEMA_KEY: record})
 
 
 def _applied(metadata: Mapping[str, Any]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.runs import RunRecord
 from connector.sources import JsonlFileSource
 from connector.sparse.generator import SparseVectorGenerator
-from connector.store._sink import QdrantSink
+from connector.store import Store, Writer
 from tests.fakes import FakeDense
 from tests.faults import FaultyClient, dropped_connection, http_status, timeout
 from tests.paths import FIXTURES
@@ -28,7 +28,7 @@ def source(path: Path = CORPUS) -> JsonlFileSource:
 
 
 def sync(client: Any, path: Path = CORPUS, retries: int = 2, **kwargs: Any) -> RunRecord:
-    sink = QdrantSink(client, "chunks", batch_size=5, retries=retries, sleep=lambda _: None)
+    sink = Writer(Store(client, retries=retries, sleep=lambda _: None), "chunks", batch_size=5)
     target = SparseTarget(SparseVectorGenerator(), "qdrant-bm25", "qdrant-bm25", idf=True)
     syncer = Syncer(sink, [FakeDense()], target, batch_size=10, **kwargs)
     try:

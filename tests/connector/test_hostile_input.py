@@ -15,7 +15,7 @@ from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.search import Searcher
 from connector.sources import JsonlFileSource
 from connector.sparse.generator import SparseVectorGenerator
-from connector.store._sink import QdrantSink
+from connector.store import Store, Writer
 from tests.fakes import FakeDense
 
 IDS = st.sampled_from(["a", "b", "c", "d", "e", "1", "2"])  # few, so that ids repeat
@@ -79,7 +79,7 @@ def lines(draw: st.DrawFn) -> tuple[bytes, str, str | None, str | None]:
 
 def _sync(path: Path) -> tuple[Any, QdrantClient]:
     client = QdrantClient(":memory:")
-    sink = QdrantSink(client, "chunks", batch_size=7)
+    sink = Writer(Store(client), "chunks", batch_size=7)
     target = SparseTarget(SparseVectorGenerator(), "qdrant-bm25", "qdrant-bm25", idf=True)
     report = Syncer(sink, [FakeDense()], target, batch_size=5).run(
         JsonlFileSource(path, name="docs")
@@ -146,9 +146,10 @@ def test_awkward_but_valid_text_is_stored_and_found(tmp_path: Path) -> None:
     assert {p.payload["chunk_id"]: p.payload["text"] for p in points} == {
         r["id"]: r["text"] for r in records
     }
-    sink = QdrantSink(client, "chunks")
     target = SparseTarget(SparseVectorGenerator(), "qdrant-bm25", "qdrant-bm25", idf=True)
-    hits = Searcher(sink, [FakeDense()], target).search("turbine blade", mode="sparse", limit=1)
+    hits = Searcher(Store(client), "chunks", [FakeDense()], target).search(
+        "turbine blade", mode="sparse", limit=1
+    )
     assert hits[0].chunk_id == "long-token"
 
 

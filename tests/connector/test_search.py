@@ -11,7 +11,7 @@ from connector.errors import ConfigError, SinkError
 from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.search import Searcher
 from connector.sparse.generator import SparseVectorGenerator
-from connector.store._sink import QdrantSink
+from connector.store import Store, Writer
 from connector.store.edge import EdgeClient
 from tests.fakes import FakeDense, ListSource, chunk
 
@@ -25,12 +25,12 @@ CORPUS = [
 
 
 @pytest.fixture(params=["local", "edge"])
-def sink(tmp_path: Path, request: pytest.FixtureRequest):
+def store(tmp_path: Path, request: pytest.FixtureRequest):
     path = tmp_path / "qdrant"
     client = QdrantClient(path=str(path)) if request.param == "local" else EdgeClient(path)
-    sink = QdrantSink(client, "chunks")
-    yield sink
-    sink.close()
+    store = Store(client)
+    yield store
+    store.close()
 
 
 def bm25() -> SparseTarget:
@@ -43,9 +43,9 @@ def dense() -> FakeDense:
 
 
 @pytest.fixture
-def synced(sink: QdrantSink, dense: FakeDense) -> QdrantSink:
-    Syncer(sink, [dense], bm25()).run(ListSource(CORPUS))
-    return sink
+def synced(store: Store, dense: FakeDense) -> Store:
+    Syncer(Writer(store, "chunks"), [dense], bm25()).run(ListSource(CORPUS))
+    return store
 
 
 def ids(hits) -> list[str]:
@@ -54,58 +54,62 @@ def ids(hits) -> list[str]:
 
 @pytest.mark.parametrize("fusion", ["dbsf", "rrf"])
 def test_both_fusions_rank_the_matching_chunk_first(
-    synced: QdrantSink, dense: FakeDense, fusion: str
+    synced: Store, dense: FakeDense, fusion: str
 ) -> None:
-    searcher = Searcher(synced, [dense], bm25(), fusion=fusion)
+    searcher = Searcher(synced, "chunks", [dense], bm25(), fusion=fusion)
     hits = searcher.search("cylindrical shells buckling", limit=3)
     assert ids(hits)[0] == "shell"
     assert hits[0].source == "memory://test"
 
 
-def test_fusions_score_differently(synced: QdrantSink, dense: FakeDense) -> None:
-    rrf = Searcher(synced, [dense], bm25(), fusion="rrf").search("flat plate transition")
-    dbsf = Searcher(synced, [dense], bm25(), fusion="dbsf").search("flat plate transition")
+def test_fusions_score_differently(synced: Store, dense: FakeDense) -> None:
+    rrf = Searcher(synced, "chunks", [dense], bm25(), fusion="rrf").search("flat plate transition")
+    dbsf = Searcher(synced, "chunks", [dense], bm25(), fusion="dbsf").search(
+        "flat plate transition"
+    )
     assert ids(rrf)[0] == ids(dbsf)[0] == "plate"
     # Qdrant's RRF gives rank r (from 0) 1 / (r + 2) per list: first in both lists is 1.0.
     assert rrf[0].score == pytest.approx(1.0)
     assert dbsf[0].score != pytest.approx(rrf[0].score)
 
 
-def test_unknown_fusion_is_a_config_error(synced: QdrantSink, dense: FakeDense) -> None:
+def test_unknown_fusion_is_a_config_error(synced: Store, dense: FakeDense) -> None:
     with pytest.raises(ConfigError, match="fusion"):
-        Searcher(synced, [dense], bm25(), fusion="sum")  # type: ignore[arg-type]
+        Searcher(synced, "chunks", [dense], bm25(), fusion="sum")  # type: ignore[arg-type]
 
 
 def test_dense_feedback_moves_the_query_towards_its_first_hit(
-    synced: QdrantSink, dense: FakeDense
+    synced: Store, dense: FakeDense
 ) -> None:
-    plain = Searcher(synced, [dense], bm25()).search("alpha", mode="dense", limit=3)
+    plain = Searcher(synced, "chunks", [dense], bm25()).search("alpha", mode="dense", limit=3)
     assert ids(plain)[:2] == ["slab", "beta"]  # "gamma" shares no word with the query
 
-    refined = Searcher(synced, [dense], bm25(), feedback_docs=1, feedback_weight=1.0).search(
-        "alpha", mode="dense", limit=3
-    )
+    refined = Searcher(
+        synced, "chunks", [dense], bm25(), feedback_docs=1, feedback_weight=1.0
+    ).search("alpha", mode="dense", limit=3)
     # The first hit ("alpha gamma") pulls the query towards "gamma", past "alpha beta beta beta".
     assert ids(refined) == ["slab", "gamma", "beta"]
 
 
-def test_feedback_leaves_sparse_mode_alone(synced: QdrantSink, dense: FakeDense) -> None:
-    plain = Searcher(synced, [dense], bm25()).search("gamma", mode="sparse")
-    refined = Searcher(synced, [dense], bm25(), feedback_docs=2).search("gamma", mode="sparse")
+def test_feedback_leaves_sparse_mode_alone(synced: Store, dense: FakeDense) -> None:
+    plain = Searcher(synced, "chunks", [dense], bm25()).search("gamma", mode="sparse")
+    refined = Searcher(synced, "chunks", [dense], bm25(), feedback_docs=2).search(
+        "gamma", mode="sparse"
+    )
     assert [(h.chunk_id, h.score) for h in plain] == [(h.chunk_id, h.score) for h in refined]
 
 
-def test_stopword_only_sparse_query_finds_nothing(synced: QdrantSink, dense: FakeDense) -> None:
-    assert Searcher(synced, [dense], bm25()).search("the of and", mode="sparse") == []
+def test_stopword_only_sparse_query_finds_nothing(synced: Store, dense: FakeDense) -> None:
+    assert Searcher(synced, "chunks", [dense], bm25()).search("the of and", mode="sparse") == []
 
 
 def test_sparse_mode_without_sparse_model_is_a_config_error(
-    synced: QdrantSink, dense: FakeDense
+    synced: Store, dense: FakeDense
 ) -> None:
     with pytest.raises(ConfigError, match="sparse is off"):
-        Searcher(synced, [dense], None).search("gamma", mode="sparse")
+        Searcher(synced, "chunks", [dense], None).search("gamma", mode="sparse")
 
 
-def test_missing_collection_says_to_sync_first(sink: QdrantSink, dense: FakeDense) -> None:
+def test_missing_collection_says_to_sync_first(store: Store, dense: FakeDense) -> None:
     with pytest.raises(SinkError, match="run `connector sync` first"):
-        Searcher(sink, [dense], bm25()).search("gamma")
+        Searcher(store, "chunks", [dense], bm25()).search("gamma")

@@ -24,7 +24,7 @@ from connector.settings import TelemetrySettings
 from connector.sparse.bm25 import Bm25
 from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
 from connector.sparse.vector import SparseVec
-from connector.store._sink import QdrantSink
+from connector.store import Store, Writer
 from connector.telemetry import Telemetry, setup_telemetry
 from tests.fakes import FakeDense, ListSource, chunk
 
@@ -109,13 +109,12 @@ class FlakyClient:
 def recorded(tmp_path: Path) -> Iterator[tuple[InMemory, Syncer]]:
     memory = InMemory()
     client = FlakyClient(QdrantClient(path=str(tmp_path / "qdrant")))
-    sink = QdrantSink(
+    store = Store(
         client,  # type: ignore[arg-type]
-        "chunks",
-        batch_size=2,
         sleep=lambda s: None,
         telemetry=memory.telemetry,
     )
+    sink = Writer(store, "chunks", batch_size=2)
     generator = SparseVectorGenerator(
         ModelRegistry(encoders={"qdrant-bm25": SparseFailingOn("Shock")}),
         telemetry=memory.telemetry,
@@ -123,7 +122,7 @@ def recorded(tmp_path: Path) -> Iterator[tuple[InMemory, Syncer]]:
     target = SparseTarget(generator, "qdrant-bm25", "qdrant-bm25", idf=True)
     syncer = Syncer(sink, [FakeDense()], target, batch_size=2, telemetry=memory.telemetry)
     yield memory, syncer
-    sink.close()
+    store.close()
 
 
 def test_sync_span_is_the_parent_of_every_batch_stage(recorded) -> None:
@@ -191,12 +190,13 @@ def test_no_chunk_text_in_any_span_event_or_metric(recorded) -> None:
 
 def test_a_failed_sync_marks_its_span_with_the_error_type_only(tmp_path: Path) -> None:
     memory = InMemory()
-    sink = QdrantSink(QdrantClient(path=str(tmp_path / "q")), "chunks", telemetry=memory.telemetry)
+    store = Store(QdrantClient(path=str(tmp_path / "q")), telemetry=memory.telemetry)
+    sink = Writer(store, "chunks")
     syncer = Syncer(sink, [FakeDense()], telemetry=memory.telemetry, strict=True)
     duplicate = [chunk("a", f"one {SECRET}"), chunk("a", f"two {SECRET}")]
     with pytest.raises(Exception, match="duplicate chunk id"):
         syncer.run(ListSource(duplicate))
-    sink.close()
+    store.close()
     (sync,) = [s for s in memory.finished() if s.name == "sync"]
     assert sync.status.status_code.name == "ERROR"
     assert sync.status.description == "InvalidRecord"

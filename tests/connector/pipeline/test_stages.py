@@ -13,7 +13,7 @@ from connector.gpu import BatchPolicy, DeviceExecutor, LeasePool, read_leases
 from connector.pipeline.stages import DenseStage
 from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.sparse.generator import SparseVectorGenerator
-from connector.store._sink import QdrantSink
+from connector.store import Store, Writer
 from tests.fakes import (
     GIB,
     FakeDense,
@@ -119,7 +119,7 @@ def test_sync_runs_dense_then_sparse_per_window_on_one_executor(tmp_path: Path) 
         idf=True,
         use_gpu=True,
     )
-    sink = QdrantSink(QdrantClient(path=str(tmp_path / "qdrant")), "chunks")
+    sink = Writer(Store(QdrantClient(path=str(tmp_path / "qdrant"))), "chunks")
     try:
         syncer = Syncer(
             sink,
@@ -129,9 +129,9 @@ def test_sync_runs_dense_then_sparse_per_window_on_one_executor(tmp_path: Path) 
             dense_stage=DenseStage(executor, use_gpu=True, telemetry=telemetry),
         )
         report = syncer.run(ListSource([chunk(str(i), text) for i, text in enumerate(TEXTS)]))
-        points, _ = sink.client.scroll("chunks", limit=10, with_vectors=True)
+        points, _ = sink.store.scroll("chunks", limit=10, with_vectors=True)
     finally:
-        sink.close()
+        sink.store.close()
     assert report.writes.upserted == 5 and report.sparse.device == "cpu"  # BM25 stays on the CPU
     assert all(set(p.vector) == {"fake", "qdrant-bm25"} for p in points)
     names = [span.name for span in exporter.get_finished_spans()]

@@ -12,7 +12,7 @@ from connector.errors import CollectionMismatch, SourceError, UnsafeDelete
 from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.sparse.bm25 import Bm25
 from connector.sparse.generator import SparseVectorGenerator
-from connector.store._sink import QdrantSink
+from connector.store import Store, Writer
 from connector.store.edge import EdgeClient
 from tests.fakes import FakeDense, ListSource, chunk
 
@@ -29,9 +29,9 @@ def sink(tmp_path: Path, request: pytest.FixtureRequest):
     # The same checks run on both embedded engines.
     path = tmp_path / "qdrant"
     client = QdrantClient(path=str(path)) if request.param == "local" else EdgeClient(path)
-    sink = QdrantSink(client, "chunks", batch_size=3)
-    yield sink
-    sink.close()
+    store = Store(client)
+    yield Writer(store, "chunks", batch_size=3)
+    store.close()
 
 
 def bm25_target() -> SparseTarget:
@@ -43,19 +43,19 @@ def bm25_target() -> SparseTarget:
     )
 
 
-def syncer(sink: QdrantSink, dense: FakeDense, **kwargs) -> Syncer:
+def syncer(sink: Writer, dense: FakeDense, **kwargs) -> Syncer:
     return Syncer(sink, [dense], bm25_target(), batch_size=2, **kwargs)
 
 
-def stored(sink: QdrantSink) -> dict[str, dict]:
-    points, _ = sink.client.scroll("chunks", limit=1000, with_payload=True, with_vectors=True)
+def stored(sink: Writer) -> dict[str, dict]:
+    points, _ = sink.store.scroll("chunks", limit=1000, with_vectors=True)
     return {
         p.payload["chunk_id"]: {"payload": p.payload, "vector": p.vector, "id": str(p.id)}
         for p in points
     }
 
 
-def test_first_sync_writes_one_hybrid_point_per_chunk(sink: QdrantSink) -> None:
+def test_first_sync_writes_one_hybrid_point_per_chunk(sink: Writer) -> None:
     dense = FakeDense()
     report = syncer(sink, dense).run(ListSource(CORPUS))
 
@@ -77,17 +77,17 @@ def test_first_sync_writes_one_hybrid_point_per_chunk(sink: QdrantSink) -> None:
     assert set(payload["encoded_with"]) == {"fake", "qdrant-bm25"}
 
 
-def test_collection_has_named_dense_and_idf_sparse_vectors(sink: QdrantSink) -> None:
+def test_collection_has_named_dense_and_idf_sparse_vectors(sink: Writer) -> None:
     syncer(sink, FakeDense()).run(ListSource(CORPUS))
-    params = sink.client.get_collection("chunks").config.params
+    params = sink.store.info("chunks").config.params
     assert params.vectors["fake"].size == 16
     assert params.vectors["fake"].distance.value == "Cosine"
     assert params.sparse_vectors["qdrant-bm25"].modifier.value == "idf"
-    recorded = sink.collection_metadata()["connector"]["vectors"]
+    recorded = sink.store.metadata("chunks")["connector"]["vectors"]
     assert recorded["qdrant-bm25"]["signature"] == Bm25().signature
 
 
-def test_resync_of_unchanged_input_encodes_and_writes_nothing(sink: QdrantSink) -> None:
+def test_resync_of_unchanged_input_encodes_and_writes_nothing(sink: Writer) -> None:
     syncer(sink, FakeDense()).run(ListSource(CORPUS))
     before = stored(sink)
     dense = FakeDense()
@@ -103,7 +103,7 @@ def test_resync_of_unchanged_input_encodes_and_writes_nothing(sink: QdrantSink) 
     assert stored(sink) == before
 
 
-def test_edited_chunk_alone_is_reencoded(sink: QdrantSink) -> None:
+def test_edited_chunk_alone_is_reencoded(sink: Writer) -> None:
     syncer(sink, FakeDense()).run(ListSource(CORPUS))
     edited = [
         *CORPUS[:2],
@@ -118,7 +118,7 @@ def test_edited_chunk_alone_is_reencoded(sink: QdrantSink) -> None:
     assert stored(sink)["c"]["payload"]["text"] == "Buckling of thick spherical shells."
 
 
-def test_metadata_change_rewrites_payload_without_encoding(sink: QdrantSink) -> None:
+def test_metadata_change_rewrites_payload_without_encoding(sink: Writer) -> None:
     syncer(sink, FakeDense()).run(ListSource(CORPUS))
     changed = [chunk("a", CORPUS[0].text, topic="transition"), *CORPUS[1:]]
     dense = FakeDense()
@@ -130,7 +130,7 @@ def test_metadata_change_rewrites_payload_without_encoding(sink: QdrantSink) -> 
     assert set(point["vector"]) == {"fake", "qdrant-bm25"}
 
 
-def test_removed_chunk_is_deleted_after_the_whole_read(sink: QdrantSink) -> None:
+def test_removed_chunk_is_deleted_after_the_whole_read(sink: Writer) -> None:
     syncer(sink, FakeDense()).run(ListSource(CORPUS))
     report = syncer(sink, FakeDense(), max_delete_fraction=0.25).run(ListSource(CORPUS[:3]))
     assert report.writes.deleted == 1
@@ -138,7 +138,7 @@ def test_removed_chunk_is_deleted_after_the_whole_read(sink: QdrantSink) -> None
 
 
 def test_truncated_read_over_the_delete_limit_deletes_nothing_unless_allowed(
-    sink: QdrantSink,
+    sink: Writer,
 ) -> None:
     syncer(sink, FakeDense()).run(ListSource(CORPUS))
 
@@ -152,23 +152,23 @@ def test_truncated_read_over_the_delete_limit_deletes_nothing_unless_allowed(
     assert report.writes.deleted == 2 and set(stored(sink)) == {"a", "b"}
 
 
-def test_other_sources_points_are_never_deleted(sink: QdrantSink) -> None:
+def test_other_sources_points_are_never_deleted(sink: Writer) -> None:
     syncer(sink, FakeDense()).run(ListSource(CORPUS, name="one"))
     syncer(sink, FakeDense()).run(ListSource(CORPUS[:1], name="two"))
-    assert sink.client.count("chunks").count == 5
+    assert sink.store.count("chunks") == 5
 
 
-def test_empty_source_deletes_nothing_unless_allowed(sink: QdrantSink) -> None:
+def test_empty_source_deletes_nothing_unless_allowed(sink: Writer) -> None:
     syncer(sink, FakeDense()).run(ListSource(CORPUS))
     with pytest.raises(UnsafeDelete, match="yielded no chunks"):
         syncer(sink, FakeDense()).run(ListSource([]))
-    assert sink.client.count("chunks").count == 4
+    assert sink.store.count("chunks") == 4
     report = syncer(sink, FakeDense(), allow_mass_delete=True).run(ListSource([]))
     assert report.writes.deleted == 4
-    assert sink.client.count("chunks").count == 0
+    assert sink.store.count("chunks") == 0
 
 
-def test_failed_read_keeps_stored_points_and_deletes_nothing(sink: QdrantSink) -> None:
+def test_failed_read_keeps_stored_points_and_deletes_nothing(sink: Writer) -> None:
     syncer(sink, FakeDense()).run(ListSource(CORPUS))
 
     class Failing(ListSource):
@@ -181,7 +181,7 @@ def test_failed_read_keeps_stored_points_and_deletes_nothing(sink: QdrantSink) -
     assert set(stored(sink)) == {"a", "b", "c", "d"}
 
 
-def test_duplicate_chunk_id_is_skipped_and_reported_first_one_wins(sink: QdrantSink) -> None:
+def test_duplicate_chunk_id_is_skipped_and_reported_first_one_wins(sink: Writer) -> None:
     dup = [*CORPUS, chunk("b", "Another text under the same id.")]
     dup[-1].location = "corpus.jsonl:5"
 
@@ -199,14 +199,14 @@ def test_duplicate_chunk_id_is_skipped_and_reported_first_one_wins(sink: QdrantS
     assert stored(sink)["b"]["payload"]["text"] == CORPUS[1].text
 
 
-def test_duplicate_chunk_id_fails_naming_the_place_when_strict(sink: QdrantSink) -> None:
+def test_duplicate_chunk_id_fails_naming_the_place_when_strict(sink: Writer) -> None:
     dup = [*CORPUS, chunk("b", "Another text under the same id.")]
     dup[-1].location = "corpus.jsonl:5"
     with pytest.raises(SourceError, match=r"corpus.jsonl:5: duplicate chunk id 'b'"):
         syncer(sink, FakeDense(), strict=True).run(ListSource(dup))
 
 
-def test_changed_dense_model_reencodes_only_its_vector(sink: QdrantSink) -> None:
+def test_changed_dense_model_reencodes_only_its_vector(sink: Writer) -> None:
     syncer(sink, FakeDense(version="1")).run(ListSource(CORPUS))
     before = stored(sink)
     dense = FakeDense(version="2")
@@ -220,7 +220,7 @@ def test_changed_dense_model_reencodes_only_its_vector(sink: QdrantSink) -> None
     assert after["a"]["vector"]["qdrant-bm25"] == before["a"]["vector"]["qdrant-bm25"]
 
 
-def test_added_ensemble_model_gets_its_own_vector_backfilled(sink: QdrantSink) -> None:
+def test_added_ensemble_model_gets_its_own_vector_backfilled(sink: Writer) -> None:
     Syncer(sink, [FakeDense("one")], bm25_target()).run(ListSource(CORPUS))
     first, second = FakeDense("one"), FakeDense("two", dim=8)
     report = Syncer(sink, [first, second], bm25_target()).run(ListSource(CORPUS))
@@ -229,19 +229,19 @@ def test_added_ensemble_model_gets_its_own_vector_backfilled(sink: QdrantSink) -
     assert set(stored(sink)["d"]["vector"]) == {"one", "two", "qdrant-bm25"}
 
 
-def test_vector_of_another_size_is_a_clear_mismatch(sink: QdrantSink) -> None:
+def test_vector_of_another_size_is_a_clear_mismatch(sink: Writer) -> None:
     syncer(sink, FakeDense(dim=16)).run(ListSource(CORPUS))
     with pytest.raises(CollectionMismatch, match="'fake' has size 16, the model gives 32"):
         syncer(sink, FakeDense(dim=32)).run(ListSource(CORPUS))
 
 
-def test_sparse_off_writes_dense_only(sink: QdrantSink) -> None:
+def test_sparse_off_writes_dense_only(sink: Writer) -> None:
     report = Syncer(sink, [FakeDense()], None).run(ListSource(CORPUS))
     assert report.writes.upserted == 4
     assert set(stored(sink)["a"]["vector"]) == {"fake"}
 
 
-def test_sparse_switched_on_later_backfills_sparse_only(sink: QdrantSink) -> None:
+def test_sparse_switched_on_later_backfills_sparse_only(sink: Writer) -> None:
     Syncer(sink, [FakeDense()], None).run(ListSource(CORPUS))
     dense = FakeDense()
     report = syncer(sink, dense).run(ListSource(CORPUS))
@@ -271,7 +271,7 @@ class BrokenSparse:
         return self.inner.term_ids(term)
 
 
-def test_metadata_fallback_is_searchable_recorded_and_retried(sink: QdrantSink) -> None:
+def test_metadata_fallback_is_searchable_recorded_and_retried(sink: Writer) -> None:
     from connector.search import Searcher
     from connector.sparse.generator import ModelRegistry
 
@@ -291,7 +291,9 @@ def test_metadata_fallback_is_searchable_recorded_and_retried(sink: QdrantSink) 
     assert points["p"]["payload"]["sparse_fallback"]["reason"].startswith("model unavailable")
     assert "qdrant-bm25" not in points["a"]["vector"]  # no metadata, no vector
 
-    hits = Searcher(sink, [FakeDense()], bm25_target()).search("turbulence", mode="sparse")
+    hits = Searcher(sink.store, "chunks", [FakeDense()], bm25_target()).search(
+        "turbulence", mode="sparse"
+    )
     assert [hit.chunk_id for hit in hits] == ["p"]
 
     dense = FakeDense()
@@ -303,7 +305,7 @@ def test_metadata_fallback_is_searchable_recorded_and_retried(sink: QdrantSink) 
     assert "qdrant-bm25" in points["a"]["vector"]
 
 
-def test_a_source_without_a_skip_log_syncs(sink: QdrantSink) -> None:
+def test_a_source_without_a_skip_log_syncs(sink: Writer) -> None:
     class Plain:
         name = "plain://source"
         total_bytes = None

@@ -15,7 +15,7 @@ from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.runs import RunRecorder
 from connector.runs.manifest import SCHEMA_FILE, ProcessingSummary, summary_json_schema
 from connector.sparse.generator import SparseVectorGenerator
-from connector.store._sink import QdrantSink
+from connector.store import Store, Writer
 from tests.fakes import FakeDense, ListSource, chunk
 from tests.paths import FIXTURES
 
@@ -29,14 +29,14 @@ def corpus() -> list:
 
 def run_once(tmp_path: Path, name: str, sparse: bool) -> dict[str, Any]:
     """One recorded sync of the same corpus into its own collection; its manifest as JSON."""
-    sink = QdrantSink(QdrantClient(path=str(tmp_path / name)), "chunks", batch_size=4)
+    sink = Writer(Store(QdrantClient(path=str(tmp_path / name))), "chunks", batch_size=4)
     target = SparseTarget(SparseVectorGenerator(), "qdrant-bm25", "qdrant-bm25", idf=True)
     syncer = Syncer(sink, [FakeDense()], target if sparse else None, batch_size=5)
     try:
         with RunRecorder(syncer, "memory://fixture", tmp_path / "state") as recorder:
             syncer.run(ListSource(corpus(), name="memory://fixture"), run_id=recorder.run_id)
     finally:
-        sink.close()
+        sink.store.close()
     path = tmp_path / "state" / "runs" / recorder.run_id / "processing_summary.json"
     return json.loads(path.read_text())
 
@@ -176,12 +176,12 @@ def test_devices_reported_by_a_lease_fill_the_performance_baseline(tmp_path: Pat
         vram_soft_limit_mb=10_240.0,
         soft_limit_exceedances=2,
     )
-    sink = QdrantSink(QdrantClient(path=str(tmp_path / "q")), "chunks")
+    sink = Writer(Store(QdrantClient(path=str(tmp_path / "q"))), "chunks")
     syncer = Syncer(sink, [FakeDense()])
     recorder = RunRecorder(syncer, "memory://x", tmp_path / "state", devices=lambda: [usage])
     with recorder:
         syncer.run(ListSource(corpus()[:2], name="memory://x"), run_id=recorder.run_id)
-    sink.close()
+    sink.store.close()
     assert recorder.summary is not None
     performance = recorder.summary.performance
     assert performance is not None and performance.devices == [usage]

@@ -15,7 +15,7 @@ from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.runs import Counts, RunRecord, RunRecorder, read_progress
 from connector.runs.manifest import read_summary, summary_path
 from connector.sparse.generator import SparseVectorGenerator
-from connector.store import QdrantSink
+from connector.store import Store, Writer
 from tests.fakes import FakeDense, ListSource, chunk
 
 CORPUS = [chunk(f"c{i}", f"Boundary layer transition on cone number {i}.") for i in range(7)]
@@ -65,13 +65,13 @@ def record(**changes: object) -> RunRecord:
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Iterator[QdrantSink]:
-    sink = QdrantSink(QdrantClient(path=str(tmp_path / "qdrant")), "chunks", batch_size=2)
-    yield sink
-    sink.close()
+def sink(tmp_path: Path) -> Iterator[Writer]:
+    store = Store(QdrantClient(path=str(tmp_path / "qdrant")))
+    yield Writer(store, "chunks", batch_size=2)
+    store.close()
 
 
-def recorded_run(sink: QdrantSink, state: Path) -> tuple[Syncer, RunRecorder]:
+def recorded_run(sink: Writer, state: Path) -> tuple[Syncer, RunRecorder]:
     target = SparseTarget(SparseVectorGenerator(), "qdrant-bm25", "qdrant-bm25", idf=True)
     syncer = Syncer(sink, [FakeDense()], target, batch_size=3)
     recorder = RunRecorder(syncer, "memory://test", state, config_digest="c0ffee")
@@ -105,7 +105,7 @@ def test_a_count_added_to_counts_reaches_the_manifest_and_the_report_unaided() -
     assert run.summary().counts["reranked"] == run.report()["reranked"] == 7
 
 
-def test_a_recorded_run_gives_one_story_in_every_view(sink: QdrantSink, tmp_path: Path) -> None:
+def test_a_recorded_run_gives_one_story_in_every_view(sink: Writer, tmp_path: Path) -> None:
     state = tmp_path / "state"
     syncer, recorder = recorded_run(sink, state)
     run = syncer.record
@@ -142,7 +142,7 @@ def test_a_recorded_run_gives_one_story_in_every_view(sink: QdrantSink, tmp_path
     assert json.loads(json.dumps(report, sort_keys=True)) == report  # all of it is JSON
 
 
-def test_the_writer_counts_into_the_record_while_the_run_goes_only(sink: QdrantSink) -> None:
+def test_the_writer_counts_into_the_record_while_the_run_goes_only(sink: Writer) -> None:
     syncer = Syncer(sink, [FakeDense()], batch_size=3)
     shared: list[bool] = []
 

@@ -25,22 +25,22 @@ from connector.runs import (
 )
 from connector.runs.live import read_progress
 from connector.runs.manifest import ProcessInfo, ProcessingSummary, read_summary, summary_path
-from connector.store._sink import QdrantSink
+from connector.store import Store, Writer
 from tests.fakes import FakeDense, ListSource, chunk
 
 CORPUS = [chunk(f"c{i}", f"Pressure distribution on wing section number {i}.") for i in range(9)]
 
 
 @pytest.fixture
-def sink(tmp_path: Path) -> Iterator[QdrantSink]:
-    sink = QdrantSink(QdrantClient(path=str(tmp_path / "qdrant")), "chunks", batch_size=2)
-    yield sink
-    sink.close()
+def sink(tmp_path: Path) -> Iterator[Writer]:
+    store = Store(QdrantClient(path=str(tmp_path / "qdrant")))
+    yield Writer(store, "chunks", batch_size=2)
+    store.close()
 
 
 @pytest.fixture
-def store(sink: QdrantSink) -> RunStore:
-    return RunStore(sink, "connector_runs")
+def store(sink: Writer) -> RunStore:
+    return RunStore(sink.store, "connector_runs")
 
 
 class WatchedSource(ListSource):
@@ -62,7 +62,7 @@ class WatchedSource(ListSource):
             yield item
 
 
-def _acknowledged_at_once(sink: QdrantSink):
+def _acknowledged_at_once(sink: Writer):
     """The sink's submit, waiting for Qdrant: counts are then exact when a batch ends."""
     submit = sink.submit
 
@@ -80,7 +80,7 @@ def recorder_for(syncer: Syncer, tmp_path: Path, store: RunStore) -> RunRecorder
 
 
 def test_a_run_is_recorded_running_with_progress_then_succeeded(
-    sink: QdrantSink, store: RunStore, tmp_path: Path
+    sink: Writer, store: RunStore, tmp_path: Path
 ) -> None:
     sink.submit = _acknowledged_at_once(sink)  # type: ignore[method-assign]
     syncer = Syncer(sink, [FakeDense()], batch_size=3)
@@ -116,7 +116,7 @@ def test_a_run_is_recorded_running_with_progress_then_succeeded(
 
 
 def test_a_failing_run_is_recorded_failed_with_the_reason(
-    sink: QdrantSink, store: RunStore, tmp_path: Path
+    sink: Writer, store: RunStore, tmp_path: Path
 ) -> None:
     syncer = Syncer(sink, [FakeDense()], batch_size=2)
     recorder = recorder_for(syncer, tmp_path, store)
@@ -131,7 +131,7 @@ def test_a_failing_run_is_recorded_failed_with_the_reason(
     assert live is not None and live.status == "failed"
 
 
-def test_ctrl_c_is_recorded_interrupted(sink: QdrantSink, store: RunStore, tmp_path: Path) -> None:
+def test_ctrl_c_is_recorded_interrupted(sink: Writer, store: RunStore, tmp_path: Path) -> None:
     syncer = Syncer(sink, [FakeDense()], batch_size=2)
     recorder = recorder_for(syncer, tmp_path, store)
     with pytest.raises(KeyboardInterrupt), recorder:
@@ -142,7 +142,7 @@ def test_ctrl_c_is_recorded_interrupted(sink: QdrantSink, store: RunStore, tmp_p
 
 
 def test_a_failure_before_the_run_starts_is_still_recorded(
-    sink: QdrantSink, store: RunStore, tmp_path: Path
+    sink: Writer, store: RunStore, tmp_path: Path
 ) -> None:
     syncer = Syncer(sink, [FakeDense()])
     recorder = recorder_for(syncer, tmp_path, store)

@@ -12,7 +12,7 @@ from connector.pipeline.syncer import Syncer
 from connector.settings import load_settings
 from connector.sparse.avglen import measure_avg_len, recorded_avg_len, resolve_avg_len
 from connector.sparse.bm25 import Bm25
-from connector.store._sink import QdrantSink
+from connector.store import Store, Writer
 from connector.store.edge import EdgeClient
 from connector.wiring import sparse_target
 from tests.fakes import FakeDense, ListSource, chunk
@@ -37,9 +37,9 @@ def settings(avg_len: object = "auto", model: str = "qdrant-bm25"):
 
 @pytest.fixture
 def sink(tmp_path: Path):
-    sink = QdrantSink(EdgeClient(tmp_path / "qdrant"), "chunks")
-    yield sink
-    sink.close()
+    store = Store(EdgeClient(tmp_path / "qdrant"))
+    yield Writer(store, "chunks")
+    store.close()
 
 
 def test_measured_mean_counts_kept_tokens() -> None:
@@ -49,42 +49,42 @@ def test_measured_mean_counts_kept_tokens() -> None:
     assert measure_avg_len([], settings()) == (0.0, 0)
 
 
-def test_first_sync_measures_records_and_later_runs_reuse(sink: QdrantSink) -> None:
+def test_first_sync_measures_records_and_later_runs_reuse(sink: Writer) -> None:
     conf = settings()
-    value = resolve_avg_len(conf, sink, ListSource(CORPUS))
+    value = resolve_avg_len(conf, sink.store, "chunks", ListSource(CORPUS))
     assert value == measure_avg_len([c.text for c in CORPUS], conf)[0]
 
     target = sparse_target(conf, avg_len=value)
     Syncer(sink, [FakeDense()], target).run(ListSource(CORPUS))
-    metadata = sink.collection_metadata()
+    metadata = sink.store.metadata("chunks")
     recorded = metadata["connector"]["vectors"]["qdrant-bm25"]
     assert recorded["options"]["avg_len"] == value and recorded["options"]["avg_len_auto"]
     assert f"avg_len={value}" in recorded["signature"]
     assert recorded_avg_len(metadata, "qdrant-bm25") == value
 
     # The recorded value wins: the source is not read again, and nothing is re-encoded.
-    assert resolve_avg_len(conf, sink, UnreadableSource(CORPUS)) == value
+    assert resolve_avg_len(conf, sink.store, "chunks", UnreadableSource(CORPUS)) == value
     report = Syncer(sink, [FakeDense()], sparse_target(conf, avg_len=value)).run(ListSource(CORPUS))
     assert (report.counts.encoded, report.counts.skipped_unchanged) == (0, 3)
 
 
-def test_a_configured_number_is_used_as_is(sink: QdrantSink) -> None:
+def test_a_configured_number_is_used_as_is(sink: Writer) -> None:
     conf = settings(avg_len=120)
-    assert resolve_avg_len(conf, sink, UnreadableSource(CORPUS)) is None
+    assert resolve_avg_len(conf, sink.store, "chunks", UnreadableSource(CORPUS)) is None
     target = sparse_target(conf)
     assert "avg_len=120" in target.signature
     assert target.options["avg_len"] == 120 and not target.options["avg_len_auto"]
 
 
-def test_auto_needs_a_bm25_model_and_a_resolved_value(sink: QdrantSink) -> None:
+def test_auto_needs_a_bm25_model_and_a_resolved_value(sink: Writer) -> None:
     with pytest.raises(ConfigError, match="needs a BM25 model"):
-        resolve_avg_len(settings(model="splade"), sink, ListSource(CORPUS))
+        resolve_avg_len(settings(model="splade"), sink.store, "chunks", ListSource(CORPUS))
     with pytest.raises(ConfigError, match="not resolved"):
         sparse_target(settings())
 
 
-def test_search_without_a_recorded_value_still_builds_the_model(sink: QdrantSink) -> None:
-    assert resolve_avg_len(settings(), sink) == 256.0
+def test_search_without_a_recorded_value_still_builds_the_model(sink: Writer) -> None:
+    assert resolve_avg_len(settings(), sink.store, "chunks") == 256.0
 
 
 @pytest.mark.parametrize("bad", ["fast", 0, -3])

@@ -9,7 +9,7 @@ from qdrant_client import models as qm
 
 from connector.errors import SinkError
 from connector.settings import load_settings
-from connector.store._sink import make_client
+from connector.store import make_client
 from connector.store.edge import EdgeClient
 
 ID = "6f1c9a52-58a7-4b8e-9d0e-3c2f4b1a7d10"

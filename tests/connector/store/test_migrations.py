@@ -9,6 +9,7 @@ import sys
 import threading
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qdrant_client import QdrantClient
@@ -17,7 +18,7 @@ from qdrant_client import models as qm
 from connector.errors import CollectionMismatch, ConfigError, SchemaOutdated, SinkError
 from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.sparse.generator import SparseVectorGenerator
-from connector.store._sink import CollectionLayout, QdrantSink
+from connector.store import CollectionLayout, Store, Writer
 from connector.store.edge import EdgeClient
 from connector.store.migrator import SCHEMA_KEY, Migrator, discover
 from tests.fakes import FakeDense, ListSource, chunk
@@ -41,14 +42,50 @@ CORPUS = [
 ]
 
 
+class Guarded:
+    """A client whose every call holds a lock of its own, so that a probe can hold it across
+    several calls (one consistent look, as a search app's) while the store's requests wait."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self.lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
 @pytest.fixture(params=["local", "edge"])
-def sink(tmp_path: Path, request: pytest.FixtureRequest):
+def client(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     # Both embedded engines: the alias swap must be atomic on Qdrant's own engine too.
     path = str(tmp_path / "qdrant")
-    client = QdrantClient(path=path) if request.param == "local" else EdgeClient(path)
-    sink = QdrantSink(client, "chunks", batch_size=3)
-    yield sink
-    sink.close()
+    return Guarded(QdrantClient(path=path) if request.param == "local" else EdgeClient(path))
+
+
+@pytest.fixture
+def sink(client: Any):
+    store = Store(client)
+    yield Writer(store, "chunks", batch_size=3)
+    store.close()
+
+
+def migrator_of(sink: Writer, wanted: CollectionLayout) -> Migrator:
+    return Migrator(sink.store, sink.collection, wanted, "connector_runs")
+
+
+def made_before_aliases(client: Any, dim: int = 16) -> None:
+    """What an earlier version made: the collection under the configured name, dense only, with
+    no schema record (a sync today creates it behind an alias, at the latest schema)."""
+    client.create_collection(
+        "chunks", vectors_config={"fake": qm.VectorParams(size=dim, distance=qm.Distance.COSINE)}
+    )
 
 
 def layout(dim: int = 16) -> CollectionLayout:
@@ -59,11 +96,11 @@ def bm25() -> SparseTarget:
     return SparseTarget(SparseVectorGenerator(), "qdrant-bm25", "qdrant-bm25", idf=True)
 
 
-def aliases(client: QdrantClient) -> dict[str, str]:
+def aliases(client: Any) -> dict[str, str]:
     return {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
 
 
-def points(client: QdrantClient, name: str = "chunks") -> dict[str, qm.Record]:
+def points(client: Any, name: str = "chunks") -> dict[str, qm.Record]:
     records, _ = client.scroll(name, limit=1000, with_payload=True, with_vectors=True)
     return {str(r.id): r for r in records}
 
@@ -74,13 +111,12 @@ def test_migrations_are_discovered_in_order_with_their_descriptions() -> None:
     assert migrations[1].description.startswith("Add the configured sparse named vector")
 
 
-def test_fresh_to_latest_then_a_second_run_is_a_no_op(sink: QdrantSink) -> None:
-    migrator = Migrator(sink, layout(), "connector_runs")
+def test_fresh_to_latest_then_a_second_run_is_a_no_op(sink: Writer, client: Any) -> None:
+    migrator = migrator_of(sink, layout())
     status = migrator.status()
     assert not status.exists and [m.id for m in status.pending] == IDS
 
     assert migrator.migrate() == IDS
-    client = sink.client
     assert aliases(client) == {"chunks": "chunks__1"}
     params = client.get_collection("chunks__1").config.params
     assert params.vectors["fake"].size == 16
@@ -96,14 +132,14 @@ def test_fresh_to_latest_then_a_second_run_is_a_no_op(sink: QdrantSink) -> None:
     assert migrator.prepare_for_sync() == []
 
 
-def test_old_collection_to_latest_keeps_its_points(sink: QdrantSink) -> None:
+def test_old_collection_to_latest_keeps_its_points(sink: Writer, client: Any) -> None:
     # What an earlier version made: the collection under the configured name, dense only.
+    made_before_aliases(client)
     Syncer(sink, [FakeDense()]).run(ListSource(CORPUS))
-    client = sink.client
     before = points(client)
     assert not client.get_collection("chunks").config.params.sparse_vectors
 
-    migrator = Migrator(sink, layout(), "connector_runs")
+    migrator = migrator_of(sink, layout())
     with pytest.raises(SchemaOutdated, match=r"schema version 0, .* needs 2 .*connector migrate"):
         migrator.prepare_for_sync()
     assert migrator.migrate() == IDS
@@ -123,28 +159,29 @@ def test_old_collection_to_latest_keeps_its_points(sink: QdrantSink) -> None:
     assert dense.calls == 0 and report.writes.vectors_updated == len(CORPUS)
 
 
-def test_a_half_applied_migration_is_finished_by_the_next_run(sink: QdrantSink) -> None:
-    migrator = Migrator(sink, layout(), "connector_runs")
+def test_a_half_applied_migration_is_finished_by_the_next_run(sink: Writer, client: Any) -> None:
+    migrator = migrator_of(sink, layout())
     migrator.migrate()
     # Forget that 0002 ran (as if the process died between its change and its record).
-    record = sink.client.get_collection("chunks").config.metadata[SCHEMA_KEY]
+    record = client.get_collection("chunks").config.metadata[SCHEMA_KEY]
     del record["applied"]["0002_sparse_vector"]
-    sink.client.update_collection("chunks__1", metadata={SCHEMA_KEY: record})
+    client.update_collection("chunks__1", metadata={SCHEMA_KEY: record})
     assert [m.id for m in migrator.status().pending] == ["0002_sparse_vector"]
     assert migrator.migrate() == ["0002_sparse_vector"]
     assert migrator.status().pending == []
 
 
-def test_rebuild_for_a_model_of_another_size_keeps_the_alias_answering(sink: QdrantSink) -> None:
-    client = sink.client
-    Migrator(sink, layout(16), "connector_runs").migrate()
+def test_rebuild_for_a_model_of_another_size_keeps_the_alias_answering(
+    sink: Writer, client: Any
+) -> None:
+    migrator_of(sink, layout(16)).migrate()
     Syncer(sink, [FakeDense(dim=16)], bm25()).run(ListSource(CORPUS))
     before = points(client)
 
     bigger = FakeDense(dim=32, version="2")
     with pytest.raises(CollectionMismatch, match="run `connector migrate`"):
         Syncer(sink, [bigger], bm25()).run(ListSource(CORPUS))
-    migrator = Migrator(sink, layout(32), "connector_runs")
+    migrator = migrator_of(sink, layout(32))
     assert migrator.status().rebuild == {"fake": (16, 32)}
     with pytest.raises(SchemaOutdated, match="no model for it"):
         migrator.migrate()
@@ -162,13 +199,15 @@ def test_rebuild_for_a_model_of_another_size_keeps_the_alias_answering(sink: Qdr
         return size
 
     def on_step(step: str, details: dict) -> None:
-        seen.append((step, sink.request("probe", probe)))  # the client is not thread-safe
+        with client.lock:  # one look, with no request of the rebuild in between
+            seen.append((step, probe()))
 
     done = threading.Event()
 
     def reader() -> None:  # a search app querying the alias while the rebuild runs
         while not done.is_set():
-            sink.request("probe", probe)
+            with client.lock:
+                probe()
 
     thread = threading.Thread(target=reader)
     thread.start()
@@ -203,23 +242,25 @@ def test_rebuild_for_a_model_of_another_size_keeps_the_alias_answering(sink: Qdr
     assert dense.calls == 0 and report.counts.skipped_unchanged == len(CORPUS)
 
 
-def test_rebuild_of_a_collection_made_before_aliases(sink: QdrantSink) -> None:
+def test_rebuild_of_a_collection_made_before_aliases(sink: Writer, client: Any) -> None:
+    made_before_aliases(client, dim=16)
     Syncer(sink, [FakeDense(dim=16)]).run(ListSource(CORPUS))
     bigger = FakeDense(dim=8, version="2")
-    migrator = Migrator(sink, layout(8), "connector_runs")
+    migrator = migrator_of(sink, layout(8))
     assert migrator.migrate({"fake": bigger}) == [*IDS, "rebuild"]
-    assert aliases(sink.client) == {"chunks": "chunks__1"}
-    stored = points(sink.client)
+    assert aliases(client) == {"chunks": "chunks__1"}
+    stored = points(client)
     assert len(stored) == len(CORPUS)
     assert all(len(r.vector["fake"]) == 8 for r in stored.values())
 
 
-def test_a_failed_rebuild_leaves_the_old_collection_behind_the_alias(sink: QdrantSink) -> None:
-    client = sink.client
-    Migrator(sink, layout(16), "connector_runs").migrate()
+def test_a_failed_rebuild_leaves_the_old_collection_behind_the_alias(
+    sink: Writer, client: Any
+) -> None:
+    migrator_of(sink, layout(16)).migrate()
     Syncer(sink, [FakeDense(dim=16)]).run(ListSource(CORPUS))
     client.upsert("chunks", [qm.PointStruct(id=1, vector={"fake": [0.25] * 16}, payload={})])
-    migrator = Migrator(sink, layout(32), "connector_runs")
+    migrator = migrator_of(sink, layout(32))
     with pytest.raises(SinkError, match="point 1 has no text"):
         migrator.migrate({"fake": FakeDense(dim=32)})
     assert aliases(client) == {"chunks": "chunks__1"}

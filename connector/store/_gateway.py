@@ -1,0 +1,343 @@
+"""The one way to Qdrant: every request of the connector is a method of :class:`Store`.
+
+Each method runs one client call under the store's lock (the embedded client is not thread-safe,
+and a run's record is written while the writer thread upserts), turns the client's errors into the
+connector's own, and retries transient failures with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from qdrant_client import models as qm
+
+from connector.errors import TransientError
+from connector.store._client import translate_errors
+from connector.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+
+    from connector.store.edge import EdgeClient
+
+__all__ = ["Store", "WriteCounts"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class WriteCounts:
+    """Acknowledged by Qdrant, not merely sent."""
+
+    upserted: int = 0
+    vectors_updated: int = 0
+    payloads_updated: int = 0
+    deleted: int = 0
+    requests: int = 0
+    retries: int = 0
+    write_ms: float = 0.0
+    """Time spent in acknowledged write requests (upserts, vector and payload updates)."""
+
+
+class Store:
+    """A Qdrant (embedded or server) and every request the connector makes to it.
+
+    Args:
+        client: A qdrant-client (embedded or server), or the edge engine's stand-in for one.
+        retries: Retries of a transiently failed request.
+        sleep: Used between retries (a test passes a no-op).
+        telemetry: Where retries are counted (and the writer's ``upsert`` spans go).
+    """
+
+    def __init__(
+        self,
+        client: QdrantClient | EdgeClient,
+        *,
+        retries: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self._client = client
+        self.retries = retries
+        self.telemetry = telemetry or Telemetry()
+        self.counts = WriteCounts()
+        """Where retried requests are counted; a run's writer points it at the run's counts
+        (:meth:`connector.store.Writer.begin`), so that its reads' retries count too."""
+        self._sleep = sleep
+        self._lock = threading.Lock()
+
+    def _request(self, action: str, fn: Callable[[], T]) -> T:
+        """Run one client call under the lock, translating errors and retrying transient ones."""
+        attempt = 0
+        while True:
+            try:
+                with self._lock, translate_errors(action):
+                    return fn()
+            except TransientError as exc:
+                if attempt >= self.retries:
+                    raise
+                attempt += 1
+                self.counts.retries += 1
+                self.telemetry.count_retry(action.split(" ", 1)[0])
+                delay = min(8.0, 0.5 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+                log.warning("%s failed (%s); retry %d of %d", action, exc, attempt, self.retries)
+                self._sleep(delay)
+
+    # -- the store -----------------------------------------------------------------------------
+
+    def ping(self, action: str = "reach Qdrant") -> None:
+        """Ask for the list of collections once, without retries: does Qdrant answer?
+
+        Raises:
+            ConnectorError: It does not, or refuses (``action`` starts the message).
+        """
+        with self._lock, translate_errors(action):
+            self._client.get_collections()
+
+    def close(self) -> None:
+        """Close the client (an embedded store's folder is released)."""
+        with self._lock:
+            self._client.close()
+
+    # -- collections ---------------------------------------------------------------------------
+
+    def exists(self, name: str) -> bool:
+        """Whether collection (or alias) ``name`` exists."""
+        return self._request(
+            f"look up collection {name!r}", lambda: self._client.collection_exists(name)
+        )
+
+    def info(self, name: str) -> qm.CollectionInfo:
+        """Vectors, metadata and payload indexes of collection (or alias) ``name``."""
+        return self._request(f"read collection {name!r}", lambda: self._client.get_collection(name))
+
+    def metadata(self, name: str) -> dict[str, Any]:
+        """The metadata recorded on collection (or alias) ``name``; empty when it does not exist."""
+        if not self.exists(name):
+            return {}
+        return dict(self.info(name).config.metadata or {})
+
+    def update_metadata(self, name: str, metadata: Mapping[str, Any]) -> None:
+        """Merge ``metadata`` into the collection's (top-level keys are replaced)."""
+        self._request(
+            f"record metadata on {name!r}",
+            lambda: self._client.update_collection(name, metadata=dict(metadata)),
+        )
+
+    def aliases(self) -> dict[str, str]:
+        """Every alias → the collection behind it."""
+        response = self._request("list aliases", lambda: self._client.get_aliases())
+        return {alias.alias_name: alias.collection_name for alias in response.aliases}
+
+    def physical_name(self, name: str) -> str:
+        """The collection behind ``name`` (itself, unless ``name`` is an alias).
+
+        Schema changes go to the collection itself: a server applies point operations through
+        an alias, but not every collection-level call.
+        """
+        return self.aliases().get(name, name)
+
+    def set_alias(self, alias: str, collection: str, *, replace: bool = False) -> None:
+        """Point ``alias`` at ``collection``.
+
+        Args:
+            alias: The alias.
+            collection: The collection it answers for from now on.
+            replace: The alias exists and moves: it is dropped and created in one request, which
+                Qdrant applies together, so that readers of the alias never miss it.
+        """
+        create = qm.CreateAliasOperation(
+            create_alias=qm.CreateAlias(collection_name=collection, alias_name=alias)
+        )
+        operations: list[qm.AliasOperations] = [create]
+        action = f"create alias {alias!r} for {collection!r}"
+        if replace:
+            drop = qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias))
+            operations = [drop, create]
+            action = f"move alias {alias!r} to {collection!r}"
+        self._request(
+            action,
+            lambda: self._client.update_collection_aliases(change_aliases_operations=operations),
+        )
+
+    def create_collection(
+        self,
+        name: str,
+        dense: Mapping[str, qm.VectorParams],
+        sparse: Mapping[str, qm.SparseVectorParams] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Create collection ``name`` with named ``dense`` and ``sparse`` vectors (none: a
+        payload-only collection)."""
+        self._request(
+            f"create collection {name!r}",
+            lambda: self._client.create_collection(
+                name,
+                vectors_config=dict(dense),
+                sparse_vectors_config=dict(sparse) if sparse is not None else None,
+                metadata=dict(metadata) if metadata else None,
+            ),
+        )
+
+    def drop_collection(self, name: str) -> None:
+        """Delete collection ``name`` with its points."""
+        self._request(f"drop collection {name!r}", lambda: self._client.delete_collection(name))
+
+    def add_vector(
+        self,
+        name: str,
+        vector: str,
+        config: qm.DenseVectorNameConfig | qm.SparseVectorNameConfig,
+    ) -> None:
+        """Add named vector ``vector`` to collection ``name`` (stored points keep theirs)."""
+        self._request(
+            f"add vector {vector!r} to {name!r}",
+            lambda: self._client.create_vector_name(name, vector, config),
+        )
+
+    def create_index(self, name: str, key: str, schema: qm.PayloadSchemaType) -> None:
+        """Index payload ``key`` of collection ``name`` (a no-op when the index exists)."""
+        with warnings.catch_warnings():
+            # The embedded mode warns that it ignores payload indexes; a server uses them.
+            warnings.simplefilter("ignore")
+            self._request(
+                f"index payload key {key!r} of {name!r}",
+                lambda: self._client.create_payload_index(name, key, schema),
+            )
+
+    # -- points --------------------------------------------------------------------------------
+
+    def count(self, name: str) -> int:
+        """Exact count of the points of ``name``."""
+        result = self._request(f"count {name!r}", lambda: self._client.count(name, exact=True))
+        return int(result.count)
+
+    def scroll(
+        self,
+        name: str,
+        *,
+        filter: qm.Filter | None = None,
+        limit: int = 256,
+        offset: qm.ExtendedPointId | None = None,
+        with_payload: bool | list[str] = True,
+        with_vectors: bool = False,
+        order_by: qm.OrderBy | None = None,
+    ) -> tuple[list[qm.Record], qm.ExtendedPointId | None]:
+        """One page of points of ``name``, and the offset of the next (``None``: the last)."""
+        return self._request(
+            f"list points of {name!r}",
+            lambda: self._client.scroll(
+                name,
+                scroll_filter=filter,
+                limit=limit,
+                offset=offset,
+                with_payload=with_payload,
+                with_vectors=with_vectors,
+                order_by=order_by,
+            ),
+        )
+
+    def pages(
+        self,
+        name: str,
+        *,
+        filter: qm.Filter | None = None,
+        page: int = 256,
+        with_payload: bool | list[str] = True,
+        with_vectors: bool = False,
+    ) -> Iterator[list[qm.Record]]:
+        """Every point of ``name`` (matching ``filter``), a page per request; the lock is free
+        between pages."""
+        offset: qm.ExtendedPointId | None = None
+        while True:
+            records, offset = self.scroll(
+                name,
+                filter=filter,
+                limit=page,
+                offset=offset,
+                with_payload=with_payload,
+                with_vectors=with_vectors,
+            )
+            if records:
+                yield records
+            if offset is None:
+                return
+
+    def retrieve(
+        self, name: str, ids: Sequence[qm.ExtendedPointId], *, with_payload: bool | list[str]
+    ) -> list[qm.Record]:
+        """The points of ``ids`` that exist in ``name``."""
+        return self._request(
+            f"read {len(ids)} points of {name!r}",
+            lambda: self._client.retrieve(name, list(ids), with_payload=with_payload),
+        )
+
+    def upsert(self, name: str, points: Sequence[qm.PointStruct]) -> None:
+        """Write ``points`` whole; returns once Qdrant acknowledged them."""
+        self._request(
+            f"upsert {len(points)} points into {name!r}",
+            lambda: self._client.upsert(name, list(points), wait=True),
+        )
+
+    def update_vectors(self, name: str, vectors: Sequence[qm.PointVectors]) -> None:
+        """Replace the given named vectors of existing points (their other vectors stay)."""
+        self._request(
+            f"update vectors of {len(vectors)} points in {name!r}",
+            lambda: self._client.update_vectors(name, list(vectors), wait=True),
+        )
+
+    def overwrite_payloads(
+        self, name: str, payloads: Sequence[tuple[qm.ExtendedPointId, dict[str, Any]]]
+    ) -> None:
+        """Replace the whole payload of each (point id, payload), in one request."""
+        operations: list[qm.UpdateOperation] = [
+            qm.OverwritePayloadOperation(
+                overwrite_payload=qm.SetPayload(payload=payload, points=[pid])
+            )
+            for pid, payload in payloads
+        ]
+        self._request(
+            f"update payload of {len(operations)} points in {name!r}",
+            lambda: self._client.batch_update_points(name, operations, wait=True),
+        )
+
+    def delete(self, name: str, ids: Sequence[qm.ExtendedPointId]) -> None:
+        """Delete the points of ``ids`` from ``name``."""
+        self._request(
+            f"delete {len(ids)} points from {name!r}",
+            lambda: self._client.delete(name, qm.PointIdsList(points=list(ids)), wait=True),
+        )
+
+    def query(
+        self,
+        name: str,
+        query: Any,
+        *,
+        using: str | None = None,
+        prefetch: Sequence[qm.Prefetch] | None = None,
+        limit: int = 10,
+        with_vectors: bool | list[str] = False,
+    ) -> list[qm.ScoredPoint]:
+        """The best ``limit`` points of ``name`` for ``query`` (a vector on ``using``, or a fusion
+        of ``prefetch`` branches), with their payloads."""
+        response = self._request(
+            f"query {name!r}",
+            lambda: self._client.query_points(
+                name,
+                query=query,
+                using=using,
+                prefetch=list(prefetch) if prefetch is not None else None,
+                limit=limit,
+                with_payload=True,
+                with_vectors=with_vectors,
+            ),
+        )
+        return list(response.points)
