@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from connector.runs.manifest import ProcessInfo
 from connector.runs.process import process_alive
 
-__all__ = ["LiveProgress", "read_progress", "write_progress"]
+__all__ = ["FILE_NAME", "LiveProgress", "read_progress", "write_progress"]
 
 FILE_NAME = "progress.json"
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from connector.pipeline.syncer import SyncReport
 
 __all__ = [
+    "FILE_NAME",
+    "SCHEMA_FILE",
     "Coverage",
     "DenseModel",
     "DenseSection",
@@ -35,10 +37,13 @@ __all__ = [
     "ProcessingSummary",
     "RunProgress",
     "RunSection",
+    "RunStatus",
+    "SkippedSection",
     "SparseInferenceRun",
     "UpsertStage",
     "build_summary",
     "iter_summaries",
+    "now_iso",
     "read_summary",
     "summary_json_schema",
     "summary_path",

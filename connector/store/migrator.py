@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from connector.store._sink import CollectionLayout, QdrantSink
 
 __all__ = [
+    "MIGRATIONS_DIR",
     "SCHEMA_KEY",
     "Migration",
     "MigrationContext",
