@@ -180,7 +180,7 @@ class SparseSettings(_Section):
 
     def model_options(self) -> dict[str, dict[str, Any]]:
         """Encoder options per model kind, as the sparse registry takes them."""
-        splade = {"model": self.splade.model}
+        splade: dict[str, Any] = {"model": self.splade.model}
         if self.splade.max_length is not None:
             splade["max_length"] = self.splade.max_length
         return {
