@@ -10,8 +10,9 @@ The rule, for every public module (no part of its dotted name starts with ``_``)
   re-export) but need not;
 - dunder names (``__version__``) may be listed; ``__all__`` holds no other ``_`` name.
 
-Bindings are read from the source, so ``from __future__ import annotations`` and names bound
-only under ``if TYPE_CHECKING:`` count as what they are.
+Bindings are read from the source, not the module's namespace: ``from __future__ import
+annotations`` binds no name here, and names imported only under ``if TYPE_CHECKING:`` are not
+bound at all.
 """
 
 from __future__ import annotations

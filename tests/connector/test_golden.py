@@ -133,6 +133,7 @@ def test_dense_signature_of_the_bundled_minilm() -> None:
     encoder = SentenceTransformerEncoder(DenseModelConfig(model="all-MiniLM-L6-v2"))
     got = (encoder.name, encoder.signature, encoder.dim)
     expected = ("all-minilm-l6-v2", "all-MiniLM-L6-v2|dim=384|max_seq=256", 384)
+    assert encoder._model is None  # read from the model folder's files, no weights loaded
     _pinned(
         "the bundled MiniLM's vector name or signature",
         "re-encoded by the next sync",
