@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["RedactingFilter", "redact", "register_secret"]
+__all__ = ["MASK", "RedactingFilter", "redact", "register_secret"]
 
 MASK = "***"
 _SECRETS: set[str] = set()

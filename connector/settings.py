@@ -31,6 +31,8 @@ from connector.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "Bm25Options",
+    "Bm42Options",
     "DenseModelConfig",
     "DenseSettings",
     "GpuSettings",
@@ -39,6 +41,7 @@ __all__ = [
     "Settings",
     "SourceSettings",
     "SparseSettings",
+    "SpladeOptions",
     "SyncSettings",
     "TelemetrySettings",
     "load_settings",

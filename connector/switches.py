@@ -14,7 +14,7 @@ from pathlib import Path
 from connector._files import write_json_atomic
 from connector.errors import ConfigError
 
-__all__ = ["RuntimeState", "load_runtime", "save_runtime", "sparse_enabled"]
+__all__ = ["FILE_NAME", "RuntimeState", "load_runtime", "save_runtime", "sparse_enabled"]
 
 FILE_NAME = "runtime.json"
 

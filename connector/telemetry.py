@@ -26,7 +26,7 @@ from connector import __version__
 if TYPE_CHECKING:
     from connector.settings import TelemetrySettings
 
-__all__ = ["DEFAULT_SERVICE_NAME", "Telemetry", "setup_telemetry"]
+__all__ = ["DEFAULT_SERVICE_NAME", "AttributeValue", "Telemetry", "setup_telemetry"]
 
 _SCOPE = "connector"
 DEFAULT_SERVICE_NAME = "qdrant-hybrid-connector"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -9,6 +10,19 @@ from pathlib import Path
 import pytest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@functools.cache
+def _cuda_available() -> bool:
+    import torch  # a required package: missing, it fails the test instead of skipping it
+
+    return bool(torch.cuda.is_available())
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``gpu`` is skipped where CUDA is absent, and for no other reason."""
+    if item.get_closest_marker("gpu") is not None and not _cuda_available():
+        pytest.skip("no CUDA device")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 __all__ = [
+    "DASH",
     "ago",
     "bar",
     "clock",

@@ -16,7 +16,7 @@ from connector.cli import migrate, runs, schema, search, sparse, sync, tui
 from connector.errors import ConnectorError
 from connector.redact import RedactingFilter, redact
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]
 
 COMMANDS = {module.NAME: module for module in (sync, search, sparse, runs, migrate, schema, tui)}
 """Command name → its module (``NAME``, ``add_parser``, ``overrides``, ``run``)."""

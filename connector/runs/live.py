@@ -17,7 +17,7 @@ from connector._files import write_json_atomic
 from connector.runs._process import process_alive
 from connector.runs.manifest import ProcessInfo, RunStatus
 
-__all__ = ["LiveProgress", "read_progress", "write_progress"]
+__all__ = ["FILE_NAME", "LiveProgress", "read_progress", "write_progress"]
 
 FILE_NAME = "progress.json"
 

@@ -23,6 +23,8 @@ from connector import __version__
 from connector._files import write_json_atomic
 
 __all__ = [
+    "FILE_NAME",
+    "SCHEMA_FILE",
     "Coverage",
     "DenseModel",
     "DenseSection",

@@ -39,7 +39,7 @@ from connector.store import WriteCounts
 
 __all__ = ["Counts", "DenseStats", "ReadProgress", "RunRecord", "Skips", "SparseStats"]
 
-COUNTED_WRITES = ("upserted", "vectors_updated", "deleted", "retries")
+_COUNTED_WRITES = ("upserted", "vectors_updated", "deleted", "retries")
 """The acknowledged writes (fields of :class:`~connector.store.WriteCounts`) that are run counts
 too; the others are the upsert stage's own figures."""
 
@@ -178,7 +178,7 @@ class RunRecord:
     def totals(self) -> dict[str, int]:
         """Every run count by name (the manifest's ``counts``): the chunk counts, the
         acknowledged writes that are counts, and the records skipped."""
-        writes = {name: getattr(self.writes, name) for name in COUNTED_WRITES}
+        writes = {name: getattr(self.writes, name) for name in _COUNTED_WRITES}
         return asdict(self.counts) | writes | {"skipped": self.skips.count}
 
     # -- the views -----------------------------------------------------------------------------

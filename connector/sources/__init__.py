@@ -16,6 +16,7 @@ from connector.sources._jsonl import DEFAULT_MAX_LINE_BYTES, JsonlFileSource, pa
 from connector.sources._skips import SkipLog, Skipped
 
 __all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
     "FolderSource",
     "HttpJsonlSource",
     "JsonlFileSource",

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from connector.store._schema import CollectionLayout
 
 __all__ = [
+    "MIGRATIONS_DIR",
     "SCHEMA_KEY",
     "Migration",
     "MigrationContext",

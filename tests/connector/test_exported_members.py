@@ -1,62 +1,48 @@
-"""The public surface: every name a module exports exists, and the seed's names import."""
+"""The public surface: each public module's ``__all__`` is exactly its public names (see
+``tests/surface.py`` for the rule), and the command and the GPU code import light."""
 
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
-MODULES = [
-    "connector",
-    "connector.errors",
-    "connector.chunks",
-    "connector.settings",
-    "connector.sources",
-    "connector.dense",
-    "connector.sparse",
-    "connector.sparse.generator",
-    "connector.store._client",
-    "connector.store._gateway",
-    "connector.store._schema",
-    "connector.store._writer",
-    "connector._files",
-    "connector.pipeline.syncer",
-    "connector.search",
-    "connector.queries",
-    "connector.store.edge",
-    "connector.runs.manifest",
-    "connector.switches",
-    "connector.telemetry",
-    "connector.runs._collection",
-    "connector.runs._recorder",
-    "connector.runs.live",
-    "connector.runs._process",
-    "connector.runs.record",
-    "connector._files",
-    "connector.store.migrator",
-    "connector.store._rebuild",
-    "connector.cli",
-    "connector.wiring",
-    "connector.store",
-    "connector.runs",
-    "connector.pipeline",
-    "connector.pipeline.stages",
-    "connector.gpu",
-    "connector.gpu._probe",
-    "connector.gpu._lease",
-    "connector.gpu._cuda",
-    "connector.gpu._batching",
-    "connector.gpu._staging",
-    "connector.gpu._executor",
-]
+from tests.surface import all_modules, public_modules, surface_problems
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", public_modules("connector"))
+def test_all_lists_exactly_the_public_names(name: str) -> None:
+    assert surface_problems(name) == []
+
+
+@pytest.mark.parametrize("name", all_modules("connector"))
 def test_every_exported_name_exists(name: str) -> None:
+    # Private modules too: their __all__ is what their package re-exports.
     module = importlib.import_module(name)
-    assert module.__all__, f"{name} exports nothing"
-    for member in module.__all__:
+    exported = getattr(module, "__all__", None)
+    assert exported is None or exported, f"{name} exports nothing"
+    for member in exported or []:
         assert getattr(module, member) is not None, f"{name}.{member}"
+
+
+def test_the_check_sees_a_name_left_out_of_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    import connector
+
+    monkeypatch.setattr(connector, "__all__", [n for n in connector.__all__ if n != "UnsafeDelete"])
+    assert surface_problems("connector") == [
+        "connector: public name 'UnsafeDelete' is not in __all__ (add it, or name it _UnsafeDelete)"
+    ]
+
+
+def test_the_check_sees_a_listed_name_that_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import connector.chunks
+
+    monkeypatch.setattr(connector.chunks, "__all__", [*connector.chunks.__all__, "chunk_key"])
+    assert surface_problems("connector.chunks") == [
+        "connector.chunks.__all__ lists 'chunk_key', which the module does not have"
+    ]
 
 
 def test_seed_names_import_from_connector_sparse() -> None:
@@ -68,12 +54,25 @@ def test_seed_names_import_from_connector_sparse() -> None:
 
 
 def test_importing_the_gpu_package_loads_neither_torch_nor_nvml() -> None:
-    import subprocess
-    import sys
-
     code = (
         "import sys, connector.gpu, connector.pipeline.stages\n"
         "heavy = {'torch', 'pynvml', 'transformers'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_connector_help_loads_no_third_party_package() -> None:
+    # `connector --help` (and importing the command) runs on the standard library alone: no
+    # torch, no qdrant-client, not even pydantic. A new top-level import that breaks this makes
+    # every command start slower.
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "from connector.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "loaded = {m.partition('.')[0] for m in set(sys.modules) - before}\n"
+        "foreign = loaded - set(sys.stdlib_module_names) - {'connector'}\n"
+        "assert not foreign, sorted(foreign)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -1,4 +1,5 @@
-"""The dashboard's public surface: every exported name exists."""
+"""The dashboard's public surface: each public module's ``__all__`` is exactly its public names
+(see ``tests/surface.py`` for the rule)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,20 @@ import importlib
 
 import pytest
 
-MODULES = [
-    "tui",
-    "tui.app",
-    "tui.control",
-    "tui.format",
-    "tui.health",
-    "tui.history",
-    "tui.launch",
-    "tui.messages",
-    "tui.panels",
-    "tui.screens",
-    "tui.state",
-]
+from tests.surface import all_modules, public_modules, surface_problems
 
 
-@pytest.mark.parametrize("name", MODULES)
+@pytest.mark.parametrize("name", public_modules("tui"))
+def test_all_lists_exactly_the_public_names(name: str) -> None:
+    assert surface_problems(name) == []
+
+
+@pytest.mark.parametrize("name", all_modules("tui"))
 def test_every_exported_name_exists(name: str) -> None:
     module = importlib.import_module(name)
-    assert module.__all__, f"{name} exports nothing"
-    for member in module.__all__:
+    exported = getattr(module, "__all__", None)
+    assert exported is None or exported, f"{name} exports nothing"
+    for member in exported or []:
         assert getattr(module, member) is not None, f"{name}.{member}"
 
 

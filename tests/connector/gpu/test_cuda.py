@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from connector.chunks import ChunkRecord  # noqa: E402
-from connector.gpu import (  # noqa: E402
+from connector.chunks import ChunkRecord
+from connector.gpu import (
     GIB,
     BatchPolicy,
     CudaMemory,
@@ -26,12 +25,9 @@ from connector.gpu import (  # noqa: E402
     move_module,
     read_leases,
 )
-from connector.settings import DenseModelConfig  # noqa: E402
+from connector.settings import DenseModelConfig
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
-]
+pytestmark = pytest.mark.gpu
 
 SENTENCES = [
     "Flutter of a cantilever wing in a subsonic wind tunnel.",

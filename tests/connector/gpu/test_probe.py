@@ -116,7 +116,8 @@ def test_this_machine_without_nvml_reports_no_devices() -> None:
 
 
 def test_without_cuda_in_torch_no_gpu_is_usable() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     if torch.cuda.is_available():
         pytest.skip("torch sees a CUDA device here; the gpu tests cover the mapping")
     from connector.gpu import cuda_device_for

@@ -32,7 +32,8 @@ def test_a_failed_hydration_still_stages_back() -> None:
 
 
 def test_a_module_that_never_left_moves_plainly() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     module = torch.nn.Linear(2, 2)
     move_module(module, "cpu")
     assert next(module.parameters()).device.type == "cpu"

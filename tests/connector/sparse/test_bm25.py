@@ -48,7 +48,8 @@ def _reference_pairs(embedding: Any) -> Pairs:
 
 
 def _make_reference(model_dir: Path, cache_dir: Path, **kwargs: Any) -> Any:
-    fastembed_bm25 = pytest.importorskip("fastembed.sparse.bm25")
+    from fastembed.sparse import bm25 as fastembed_bm25
+
     # specific_model_path makes fastembed read the stopwords from that folder, fully offline.
     return fastembed_bm25.Bm25(
         "Qdrant/bm25", specific_model_path=str(model_dir), cache_dir=str(cache_dir), **kwargs

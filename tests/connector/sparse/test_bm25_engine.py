@@ -19,6 +19,7 @@ from typing import Any
 
 import mmh3
 import pytest
+import qdrant_edge
 
 from connector.sparse.bm25 import Bm25
 from connector.sparse.bm25_engine import (
@@ -28,8 +29,6 @@ from connector.sparse.bm25_engine import (
     _split_words,
 )
 from tests.paths import FIXTURES
-
-qdrant_edge = pytest.importorskip("qdrant_edge")
 
 __all__: list[str] = []
 
