@@ -9,9 +9,8 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from connector.dense import load_dense_encoders
@@ -53,7 +52,7 @@ __all__ = [
 
 
 @dataclass
-class SyncJob:
+class SyncJob(AbstractContextManager["SyncJob"]):
     """A sync wired from settings: its source, store, writer, syncer and GPU executor. Run it once
     or more; close it (or use it as a context manager) to release the store.
 
@@ -111,15 +110,7 @@ class SyncJob:
         finally:
             self.store.close()
 
-    def __enter__(self) -> SyncJob:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 

@@ -18,8 +18,11 @@ from connector.redact import RedactingFilter, redact
 
 __all__ = ["COMMANDS", "main"]
 
-COMMANDS = {module.NAME: module for module in (sync, search, sparse, runs, migrate, schema, tui)}
-"""Command name → its module (``NAME``, ``add_parser``, ``overrides``, ``run``)."""
+COMMANDS = {
+    module.COMMAND.name: module.COMMAND
+    for module in (sync, search, sparse, runs, migrate, schema, tui)
+}
+"""Command name → what it is and how it runs."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,8 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS.values():
-        module.add_parser(commands, common)
+    for command in COMMANDS.values():
+        command.add_parser(commands, common)
     return parser
 
 
@@ -59,18 +62,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = COMMANDS[args.command]
     try:
-        if not command.NEEDS_SETTINGS:  # works beside a broken config
-            return int(command.run(None, args))
+        if command.run_bare is not None:  # works beside a broken config
+            return command.run_bare(args)
+        assert command.run is not None
         from connector.settings import load_settings
-        from connector.telemetry import setup_telemetry
+        from connector.telemetry import Telemetry, setup_telemetry
 
         settings = load_settings(args.config, _overrides(args))
-        if not command.LOGS_TO_STDERR:  # full screen: it sets up its own logging
-            return int(command.run(settings, args))
+        if command.full_screen:  # it sets up its own logging, and no telemetry
+            return command.run(settings, args, Telemetry())
         _setup_logging(settings.log_level)
         telemetry = setup_telemetry(settings.telemetry)
         try:
-            return int(command.run(settings, args, telemetry))
+            return command.run(settings, args, telemetry)
         finally:
             telemetry.shutdown()
     except ConnectorError as exc:

@@ -7,33 +7,25 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from connector.cli._args import Subparsers
+from connector.cli._args import Command, Subparsers
 
 if TYPE_CHECKING:
     from connector.settings import Settings
     from connector.telemetry import Telemetry
 
-__all__ = ["LOGS_TO_STDERR", "NAME", "NEEDS_SETTINGS", "add_parser", "overrides", "run"]
-
-NAME = "migrate"
-NEEDS_SETTINGS = True
-LOGS_TO_STDERR = True
+__all__ = ["COMMAND"]
 
 
-def add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     migrate = commands.add_parser(
-        NAME, parents=[common], help="bring the collection to the latest schema"
+        "migrate", parents=[common], help="bring the collection to the latest schema"
     )
     migrate.add_argument(
         "--status", action="store_true", help="list applied and pending migrations, change nothing"
     )
 
 
-def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    return {}
-
-
-def run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry | None = None) -> int:
+def _run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry) -> int:
     from connector.store.migrator import Migrator
     from connector.wiring import collection_layout, dense_encoders, open_store
 
@@ -97,3 +89,6 @@ def _print_status(status: Any, migrator: Any) -> None:
             f"  rebuild pending: vector {vector!r} is {stored}-d, the configured model gives "
             f"{needed}-d"
         )
+
+
+COMMAND = Command("migrate", _add_parser, run=_run)

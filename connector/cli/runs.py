@@ -7,7 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from connector.cli._args import Subparsers
+from connector.cli._args import Command, Subparsers
 from connector.errors import ConfigError, SinkError
 
 if TYPE_CHECKING:
@@ -15,27 +15,19 @@ if TYPE_CHECKING:
     from connector.settings import Settings
     from connector.telemetry import Telemetry
 
-__all__ = ["LOGS_TO_STDERR", "NAME", "NEEDS_SETTINGS", "add_parser", "overrides", "run"]
-
-NAME = "runs"
-NEEDS_SETTINGS = True
-LOGS_TO_STDERR = True
+__all__ = ["COMMAND"]
 T = TypeVar("T")
 
 
-def add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
-    runs = commands.add_parser(NAME, parents=[common], help="list recorded runs, newest first")
+def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    runs = commands.add_parser("runs", parents=[common], help="list recorded runs, newest first")
     runs.add_argument("--limit", type=int, default=20, metavar="N", help="runs to list")
     runs_commands = runs.add_subparsers(dest="runs_command", metavar="show RUN_ID")
     show = runs_commands.add_parser("show", parents=[common], help="print one run's manifest")
     show.add_argument("run_id", metavar="RUN_ID")
 
 
-def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    return {}
-
-
-def run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry | None = None) -> int:
+def _run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry) -> int:
     if args.runs_command == "show":
         return _show_run(settings, args)
     return _list_runs(settings, args)
@@ -123,3 +115,6 @@ def _from_store(settings: Settings, read: Any) -> Any:
         return read(RunStore(store, settings.qdrant.runs_collection))
     finally:
         store.close()
+
+
+COMMAND = Command("runs", _add_parser, run=_run)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from connector.cli._args import Subparsers
+from connector.cli._args import Command, Overrides, Subparsers
 from connector.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -14,15 +14,11 @@ if TYPE_CHECKING:
     from connector.settings import Settings
     from connector.telemetry import Telemetry
 
-__all__ = ["LOGS_TO_STDERR", "NAME", "NEEDS_SETTINGS", "add_parser", "overrides", "run"]
-
-NAME = "search"
-NEEDS_SETTINGS = True
-LOGS_TO_STDERR = True
+__all__ = ["COMMAND"]
 
 
-def add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
-    search = commands.add_parser(NAME, parents=[common], help="query a synced collection")
+def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    search = commands.add_parser("search", parents=[common], help="query a synced collection")
     search.add_argument("query", metavar="QUERY", nargs="?", help="the text to look for")
     search.add_argument(
         "--queries",
@@ -43,11 +39,11 @@ def add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     )
 
 
-def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def _overrides(args: argparse.Namespace) -> Overrides:
     return {"search": {"fusion": args.fusion, "feedback_docs": args.feedback}}
 
 
-def run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry | None = None) -> int:
+def _run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry) -> int:
     from connector.wiring import build_searcher
 
     if (args.query is None) == (args.queries is None):
@@ -81,3 +77,6 @@ def _search_many(searcher: Searcher, args: argparse.Namespace) -> int:
         for rank, hit in enumerate(hits, 1):
             print(f"{query.query_id} Q0 {hit.chunk_id} {rank} {hit.score:.6f} connector")
     return 0
+
+
+COMMAND = Command("search", _add_parser, run=_run, overrides=_overrides)

@@ -4,33 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from connector.cli._args import Subparsers
+from connector.cli._args import Command, Subparsers
 
 if TYPE_CHECKING:
     from connector.settings import Settings
     from connector.telemetry import Telemetry
 
-__all__ = ["LOGS_TO_STDERR", "NAME", "NEEDS_SETTINGS", "add_parser", "overrides", "run"]
-
-NAME = "sparse"
-NEEDS_SETTINGS = True
-LOGS_TO_STDERR = True
+__all__ = ["COMMAND"]
 
 
-def add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     sparse = commands.add_parser(
-        NAME, parents=[common], help="switch sparse vectors on or off for the next syncs"
+        "sparse", parents=[common], help="switch sparse vectors on or off for the next syncs"
     )
     sparse.add_argument("state", choices=["on", "off", "status"])
 
 
-def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    return {}
-
-
-def run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry | None = None) -> int:
+def _run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry) -> int:
     from connector.switches import load_runtime, save_runtime, sparse_enabled
 
     state = load_runtime(settings.state_dir)
@@ -43,3 +35,6 @@ def run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry | Non
     else:
         print(f"sparse is {'on' if enabled else 'off'} for the next syncs ({decided_by})")
     return 0
+
+
+COMMAND = Command("sparse", _add_parser, run=_run)

@@ -5,25 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from connector.cli._args import Subparsers
+from connector.cli._args import Command, Overrides, Subparsers
 
 if TYPE_CHECKING:
     from connector.runs.record import RunRecord
     from connector.settings import Settings
     from connector.telemetry import Telemetry
 
-__all__ = ["LOGS_TO_STDERR", "NAME", "NEEDS_SETTINGS", "add_parser", "overrides", "run"]
-
-NAME = "sync"
-NEEDS_SETTINGS = True
-LOGS_TO_STDERR = True
+__all__ = ["COMMAND"]
 _SHOWN_SKIPS = 20
 
 
-def add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
-    sync = commands.add_parser(NAME, parents=[common], help="sync a source into Qdrant")
+def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+    sync = commands.add_parser("sync", parents=[common], help="sync a source into Qdrant")
     sync.add_argument("--source", metavar="PATH_OR_URL", help="JSONL file, folder, or http(s) URL")
     sync.add_argument(
         "--source-name", metavar="NAME", help="stable name of the source in point ids"
@@ -51,7 +47,7 @@ def add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     )
 
 
-def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def _overrides(args: argparse.Namespace) -> Overrides:
     return {
         "source": {"path": args.source, "name": args.source_name},
         "sync": {
@@ -63,7 +59,7 @@ def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     }
 
 
-def run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry | None = None) -> int:
+def _run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry) -> int:
     from connector.pipeline import NULL_PROGRESS, TerminalProgress
     from connector.wiring import build_syncer
 
@@ -106,3 +102,6 @@ def _print_skips(record: RunRecord) -> None:
         print(f"connector: {skips.count} records skipped ({kinds}){tail}", file=sys.stderr)
     if skips.deletes_deferred:
         print(f"connector: warning: {skips.deletes_deferred}", file=sys.stderr)
+
+
+COMMAND = Command("sync", _add_parser, run=_run, overrides=_overrides)

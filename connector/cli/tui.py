@@ -3,32 +3,28 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from connector.cli._args import Subparsers
+from connector.cli._args import Command, Subparsers
 
 if TYPE_CHECKING:
     from connector.settings import Settings
+    from connector.telemetry import Telemetry
 
-__all__ = ["LOGS_TO_STDERR", "NAME", "NEEDS_SETTINGS", "add_parser", "overrides", "run"]
-
-NAME = "tui"
-NEEDS_SETTINGS = True
-LOGS_TO_STDERR = False
+__all__ = ["COMMAND"]
 
 
-def add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
+def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     commands.add_parser(
-        NAME, parents=[common], help="open the operator dashboard (runs, GPUs, sparse switch)"
+        "tui", parents=[common], help="open the operator dashboard (runs, GPUs, sparse switch)"
     )
 
 
-def overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    return {}
-
-
-def run(settings: Settings, args: argparse.Namespace) -> int:
+def _run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry) -> int:
     # Textual is imported only now: every other command answers without it.
     from tui.launch import run_dashboard
 
     return run_dashboard(settings, args.config)
+
+
+COMMAND = Command("tui", _add_parser, run=_run, full_screen=True)

@@ -1,5 +1,6 @@
-"""The public surface: each public module's ``__all__`` is exactly its public names (see
-``tests/surface.py`` for the rule), and the command and the GPU code import light."""
+"""The public surface of both packages, ``connector`` and ``tui``: each public module's
+``__all__`` is exactly its public names (see ``tests/surface.py`` for the rule); and the command
+and the GPU code import light."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import pytest
 from tests.surface import all_modules, public_modules, surface_problems
 
 
-@pytest.mark.parametrize("name", public_modules("connector"))
+PACKAGES = ("connector", "tui")
+
+
+@pytest.mark.parametrize("name", [m for p in PACKAGES for m in public_modules(p)])
 def test_all_lists_exactly_the_public_names(name: str) -> None:
     assert surface_problems(name) == []
 
 
-@pytest.mark.parametrize("name", all_modules("connector"))
+@pytest.mark.parametrize("name", [m for p in PACKAGES for m in all_modules(p)])
 def test_every_exported_name_exists(name: str) -> None:
     # Private modules too: their __all__ is what their package re-exports.
     module = importlib.import_module(name)
