@@ -12,7 +12,6 @@ import pytest
 
 from tests.surface import all_modules, public_modules, surface_problems
 
-
 PACKAGES = ("connector", "tui")
 
 

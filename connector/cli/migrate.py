@@ -11,6 +11,7 @@ from connector.cli._args import Command, Subparsers
 
 if TYPE_CHECKING:
     from connector.settings import Settings
+    from connector.store.migrator import Migrator, SchemaStatus
     from connector.telemetry import Telemetry
 
 __all__ = ["COMMAND"]
@@ -68,7 +69,7 @@ def _run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry) -> 
     return 0
 
 
-def _print_status(status: Any, migrator: Any) -> None:
+def _print_status(status: SchemaStatus, migrator: Migrator) -> None:
     where = status.physical if status.aliased else "no alias"
     if not status.exists:
         print(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from connector.cli._args import Command, Subparsers
 from connector.errors import ConfigError, SinkError
 
 if TYPE_CHECKING:
-    from connector.runs import ProcessingSummary
+    from connector.runs import ProcessingSummary, RunStore
     from connector.settings import Settings
     from connector.telemetry import Telemetry
 
@@ -94,7 +95,7 @@ def _show_run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _from_store(settings: Settings, read: Any) -> Any:
+def _from_store(settings: Settings, read: Callable[[RunStore], T]) -> T | None:
     """``read(store)`` on the runs collection; ``None`` when the embedded Qdrant is held by a
     running sync (the caller falls back to the manifests in the state folder)."""
     from connector.runs import RunStore
