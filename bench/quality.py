@@ -5,7 +5,8 @@
 DATASET_DIR holds corpus.jsonl, queries.jsonl and qrels/test.tsv (default:
 ../shared/data/cranfield). The connector syncs the corpus (dense all-MiniLM-L6-v2 + qdrant-bm25
 with avg_len = "auto") and answers every query through its own search code in dense, sparse and
-hybrid modes. The reference embeds the same chunk texts with fastembed's Qdrant/bm25 and
+hybrid modes, both wired as users run them (``connector.wiring.build_syncer`` and
+``build_searcher``). The reference embeds the same chunk texts with fastembed's Qdrant/bm25 and
 sentence-transformers' MiniLM, stores them with qdrant-client (in memory) and fuses with Qdrant's
 RRF. Both print nDCG@10 and Recall@100 (mean over the queries that have relevant documents).
 """
@@ -22,10 +23,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _corpus import DEFAULT_DATASET
 
 from connector.sources._jsonl import parse_line
+
+if TYPE_CHECKING:
+    from connector.settings import Settings
 
 K_NDCG, K_RECALL = 10, 100
 
@@ -76,52 +81,49 @@ def main() -> int:
 def _ours(
     work: Path, queries: list[tuple[str, str]], engine: str, feedback: int
 ) -> dict[str, dict[str, list[str]]]:
-    from connector.pipeline.syncer import Syncer
-    from connector.search import Searcher
+    """The connector as users run it: ``build_syncer`` syncs, ``build_searcher`` answers."""
     from connector.settings import load_settings
     from connector.sources import open_source
-    from connector.sparse.avglen import resolve_avg_len
-    from connector.wiring import chunk_writer, dense_encoders, open_store, sparse_target
+    from connector.wiring import build_searcher, build_syncer, dense_encoders
 
-    settings = load_settings(
-        None,
-        {
-            "state_dir": str(work / "state"),
-            "qdrant": {"engine": engine, "collection": "quality"},
-            "sparse": {"bm25": {"avg_len": "auto"}},
-        },
-    )
-    source = open_source(str(work / "corpus.jsonl"), name="corpus")
-    store = open_store(settings)
-    collection = settings.qdrant.collection
-    try:
-        avg_len = resolve_avg_len(settings, store, collection, source)
-        sparse = sparse_target(settings, avg_len=avg_len)
-        dense = dense_encoders(settings)
-        started = time.perf_counter()
-        report = Syncer(chunk_writer(settings, store), dense, sparse).run(source)
-        took = time.perf_counter() - started
-        print(
-            f"connector: synced {report.writes.upserted} chunks in {took:.0f}s "
-            f"(engine {engine}, BM25 avg_len measured: {avg_len})"
+    def settings(search: dict[str, object]) -> Settings:
+        return load_settings(
+            None,
+            {
+                "state_dir": str(work / "state"),
+                "qdrant": {"engine": engine, "collection": "quality"},
+                "sparse": {"bm25": {"avg_len": "auto"}},
+                "search": search,
+            },
         )
-        runs: dict[str, dict[str, list[str]]] = {}
-        variants: list[tuple[str, str, dict]] = [
-            ("dense", "dense", {}),
-            ("sparse (BM25)", "sparse", {}),
-            ("hybrid (RRF)", "hybrid", {"fusion": "rrf"}),
-            ("hybrid (DBSF, default)", "hybrid", {"fusion": "dbsf"}),
-            (f"hybrid (DBSF + feedback {feedback})", "hybrid", {"feedback_docs": feedback}),
-        ]
-        for label, mode, options in variants:
-            searcher = Searcher(store, collection, dense, sparse, **options)
+
+    dense = dense_encoders(settings({}))  # loaded once, for the sync and every search
+    source = open_source(str(work / "corpus.jsonl"), name="corpus")
+    with build_syncer(settings({}), source=source, dense=dense, record=False) as job:
+        started = time.perf_counter()
+        report = job.run()
+        took = time.perf_counter() - started
+        assert job.syncer.sparse is not None
+        avg_len = job.syncer.sparse.options["avg_len"]
+    print(
+        f"connector: synced {report.writes.upserted} chunks in {took:.0f}s "
+        f"(engine {engine}, BM25 avg_len measured: {avg_len})"
+    )
+    runs: dict[str, dict[str, list[str]]] = {}
+    variants: list[tuple[str, str, dict[str, object]]] = [
+        ("dense", "dense", {}),
+        ("sparse (BM25)", "sparse", {}),
+        ("hybrid (RRF)", "hybrid", {"fusion": "rrf"}),
+        ("hybrid (DBSF, default)", "hybrid", {"fusion": "dbsf"}),
+        (f"hybrid (DBSF + feedback {feedback})", "hybrid", {"feedback_docs": feedback}),
+    ]
+    for label, mode, search in variants:
+        with build_searcher(settings(search), dense=dense) as searcher:
             runs[label] = {
                 qid: [hit.chunk_id for hit in searcher.search(text, mode=mode, limit=K_RECALL)]
                 for qid, text in queries
             }
-        return runs
-    finally:
-        store.close()
+    return runs
 
 
 def _reference(

@@ -1,9 +1,10 @@
 """What recording a run costs: a bare sync vs the same sync recorded and traced.
 
-Reference: ``Syncer.run`` alone (no run record, no progress file, no-op telemetry).
-Ours: the same run inside a ``RunRecorder`` (runs collection record at start, on progress and at
-the end; ``progress.json`` about twice a second; manifest file) with OpenTelemetry SDK providers
-recording every span and metric in memory.
+Reference: ``build_syncer(..., record=False)`` run bare (no run record, no progress file, no-op
+telemetry). Ours: ``build_syncer(..., record=True)``, the run recorded as ``connector sync``
+records it (runs collection record at start, on progress and at the end; ``progress.json`` about
+twice a second; manifest file), with OpenTelemetry SDK providers recording every span and metric
+in memory.
 
 Both sync the same corpus into a fresh embedded Qdrant each time, with real BM25 and, by default,
 a cheap hashed dense encoder so that the recording overhead is not hidden behind model time
@@ -33,11 +34,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from qdrant_client import QdrantClient
 
 from connector.chunks import ChunkRecord
-from connector.pipeline.syncer import SparseTarget, Syncer
-from connector.runs import RunRecorder, RunStore
-from connector.sparse.generator import SparseVectorGenerator
-from connector.store import Store, Writer
+from connector.settings import load_settings
 from connector.telemetry import Telemetry
+from connector.wiring import build_syncer
 
 CORPUS = Path(__file__).resolve().parents[1] / "connector" / "data" / "example_corpus.jsonl"
 
@@ -92,7 +91,8 @@ def dense_encoder(kind: str) -> object:
 
 
 def one_run(count: int, dense: object, recorded: bool) -> float:
-    """Seconds for one sync of ``count`` chunks into a fresh embedded Qdrant."""
+    """Seconds for one sync of ``count`` chunks into a fresh embedded Qdrant, wired by
+    ``build_syncer`` as ``connector sync`` is: recorded and traced, or neither."""
     with tempfile.TemporaryDirectory() as tmp:
         telemetry = Telemetry()  # the global providers: no-op
         if recorded:
@@ -101,24 +101,21 @@ def one_run(count: int, dense: object, recorded: bool) -> float:
             telemetry = Telemetry(
                 tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()])
             )
-        store = Store(QdrantClient(path=f"{tmp}/qdrant"), telemetry=telemetry)
-        sparse = SparseTarget(
-            SparseVectorGenerator(telemetry=telemetry), "qdrant-bm25", "qdrant-bm25", idf=True
-        )
-        writer = Writer(store, "chunks")
-        syncer = Syncer(writer, [dense], sparse, batch_size=256, telemetry=telemetry)  # type: ignore[list-item]
-        source = Chunks(count)
-        started = time.perf_counter()
-        try:
-            if recorded:
-                runs = RunStore(store, "connector_runs")
-                with RunRecorder(syncer, source.name, Path(tmp) / "state", runs) as recorder:
-                    syncer.run(source, run_id=recorder.run_id)
-            else:
-                syncer.run(source)
-        finally:
-            elapsed = time.perf_counter() - started
-            store.close()
+        settings = load_settings(None, {"state_dir": f"{tmp}/state"})
+        with build_syncer(
+            settings,
+            source=Chunks(count),
+            dense=[dense],  # type: ignore[list-item]
+            client=QdrantClient(path=f"{tmp}/qdrant"),
+            telemetry=telemetry,
+            holder="bench",
+            record=recorded,
+        ) as job:
+            started = time.perf_counter()
+            try:
+                job.run()
+            finally:
+                elapsed = time.perf_counter() - started
     return elapsed
 
 

@@ -14,6 +14,10 @@
    stand-in client that acknowledges writes and keeps nothing, as a Qdrant server would look
    from the connector's side), which shows the connector's own memory.
 
+Every sync in the benchmark's own processes is wired by ``connector.wiring.build_syncer`` and run
+as ``connector sync`` runs it (the collection prepared at the latest schema first), without a run
+record; the fresh-process re-sync of step 2 is ``connector sync`` itself.
+
 DATASET is a BEIR folder or a corpus.jsonl (default ../shared/data/cranfield); it is cycled with
 small variations (shuffled words, a copy number) to reach the sizes asked for.
 """
@@ -77,25 +81,14 @@ def _settings(state: Path, engine: str, device: str = "cpu"):
 
 
 def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespace) -> None:
-    from connector.pipeline.syncer import Syncer
     from connector.sources import open_source
-    from connector.store.migrator import Migrator
-    from connector.wiring import (
-        chunk_writer,
-        collection_layout,
-        dense_encoders,
-        dense_stage,
-        device_executor,
-        open_store,
-        sparse_target,
-    )
+    from connector.wiring import build_syncer, dense_encoders
 
     corpus = work / "dense.jsonl"
     count = write_jsonl(varied(docs, args.chunks), corpus)
     settings = _settings(work / "dense-state", args.engine, args.device)
     dense = dense_encoders(settings)
     model = dense[0].model  # loaded before any clock starts
-    executor = device_executor(settings, holder="bench")
     window = settings.sync.batch_size
     texts = [json.loads(line)["text"] for line in corpus.open(encoding="utf-8")]
     model.encode(texts[:64], batch_size=32, show_progress_bar=False)  # warm-up, untimed
@@ -117,32 +110,22 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
             )
         raw_s.append(time.perf_counter() - started)
         model.to("cpu")
-        # Each round syncs into a new collection: a first sync every time.
-        store = open_store(settings)
-        writer = chunk_writer(settings, store, f"round{round_}")
-        try:
-            # As `connector sync` does: the collection is created at the latest schema.
-            Migrator(
-                store,
-                writer.collection,
-                collection_layout(settings, dense),
-                settings.qdrant.runs_collection,
-            ).prepare_for_sync()
-            syncer = Syncer(
-                writer,
-                dense,
-                sparse_target(settings, executor),
-                batch_size=window,
-                dense_stage=dense_stage(settings, executor),
-            )
+        # Each round syncs into a new collection: a first sync every time, wired and run as
+        # `connector sync` does (the collection created at the latest schema), not recorded.
+        with build_syncer(
+            settings,
+            source=source,
+            dense=dense,
+            collection=f"round{round_}",
+            holder="bench",
+            record=False,
+        ) as job:
             started = time.perf_counter()
-            first = syncer.run(source)
+            first = job.run()
             sync_s.append(time.perf_counter() - started)
             started = time.perf_counter()
-            again = syncer.run(source)  # the same syncer: nothing changed since
+            again = job.run()  # the same job: nothing changed since
             again_s = time.perf_counter() - started
-        finally:
-            store.close()
         print(
             f"   round {round_}: raw encode {count / raw_s[-1]:6.1f} chunks/s, "
             f"sync {count / sync_s[-1]:6.1f} chunks/s ({first.writes.upserted} upserted)"
@@ -224,20 +207,23 @@ def _run_child(corpus: Path, state: Path, engine: str) -> dict:
 
 def _child(corpus: str, state: str, engine: str) -> int:
     """A BM25-only sync in this fresh process; prints chunks, seconds and peak RSS as JSON."""
-    from connector.pipeline.syncer import Syncer
     from connector.sources import open_source
-    from connector.store import Store
-    from connector.wiring import chunk_writer, open_store, sparse_target
+    from connector.wiring import build_syncer
 
     settings = _settings(Path(state), "edge" if engine == "outside" else engine)
-    store = Store(_OutsideStore()) if engine == "outside" else open_store(settings)  # type: ignore[arg-type]
-    try:
-        source = open_source(corpus, name="bench")
+    client = _OutsideStore() if engine == "outside" else None
+    source = open_source(corpus, name="bench")
+    with build_syncer(
+        settings,
+        source=source,
+        dense=[],
+        client=client,  # type: ignore[arg-type]
+        holder="bench",
+        record=False,
+    ) as job:
         started = time.perf_counter()
-        report = Syncer(chunk_writer(settings, store), [], sparse_target(settings)).run(source)
+        report = job.run()
         seconds = time.perf_counter() - started
-    finally:
-        store.close()
     chunks = report.writes.upserted
     print(json.dumps({"chunks": chunks, "seconds": seconds, "peak_rss_mb": _peak_mb()}))
     return 0

@@ -137,7 +137,8 @@ def build_syncer(
         client: The Qdrant client; default: the configured server or embedded engine.
         collection: The collection; default: ``qdrant.collection``.
         sparse: Sparse on or off for this run; default: the persisted switch, else the settings.
-        telemetry: Where spans and metrics go.
+        telemetry: Where spans and metrics go: those of the store, the syncer, the dense stage,
+            the sparse generator and the GPU executor alike.
         progress: Told how far the run is (a terminal bar, say).
         holder: Names this process in GPU lease records.
         record: Record each run (manifest, runs collection, progress.json).
@@ -167,13 +168,17 @@ def build_syncer(
             max_line_bytes=src.max_line_bytes,
         )
     encoders = list(dense) if dense is not None else dense_encoders(settings)
-    executor = device_executor(settings, holder=holder)
+    executor = device_executor(settings, holder=holder, telemetry=telemetry)
     enabled, _ = sparse_enabled(settings.state_dir, settings.sparse.enabled, sparse)
     store = open_store(settings, telemetry=telemetry, client=client)
     writer = chunk_writer(settings, store, collection)
     try:
         avg_len = resolve_avg_len(settings, store, writer.collection, source) if enabled else None
-        target = sparse_target(settings, executor, avg_len=avg_len) if enabled else None
+        target = (
+            sparse_target(settings, executor, avg_len=avg_len, telemetry=telemetry)
+            if enabled
+            else None
+        )
     except BaseException:
         store.close()
         raise
@@ -188,7 +193,7 @@ def build_syncer(
         allow_mass_delete=sync.allow_mass_delete,
         progress=progress or NULL_PROGRESS,
         telemetry=telemetry,
-        dense_stage=dense_stage(settings, executor),
+        dense_stage=dense_stage(settings, executor, telemetry=telemetry),
     )
     return SyncJob(settings, source, store, writer, syncer, executor, record=record)
 
@@ -276,12 +281,16 @@ def dense_encoders(settings: Settings) -> list[SentenceTransformerEncoder]:
     return load_dense_encoders(settings.dense.models, device="cpu")
 
 
-def device_executor(settings: Settings, holder: str = "connector") -> DeviceExecutor:
+def device_executor(
+    settings: Settings, holder: str = "connector", *, telemetry: Telemetry | None = None
+) -> DeviceExecutor:
     """Runs models on GPUs leased under ``state_dir`` (when ``gpu.enabled``), else the CPU.
 
     Args:
         settings: The ``gpu`` section and ``state_dir``.
         holder: Names this process in the lease records (``connector sync``).
+        telemetry: Receives its events (leases, batch sizes, OOMs); default: the global
+            providers.
     """
     gpu = settings.gpu
     hard_cap = int(gpu.vram_hard_cap_gb * GIB)
@@ -297,16 +306,28 @@ def device_executor(settings: Settings, holder: str = "connector") -> DeviceExec
         soft_limit_bytes=int(gpu.vram_soft_limit_gb * GIB),
         min_batch=gpu.min_batch_size,
     )
-    return DeviceExecutor(pool, policy)
+    return DeviceExecutor(pool, policy, telemetry=telemetry)
 
 
-def dense_stage(settings: Settings, executor: DeviceExecutor | None = None) -> DenseStage:
-    """The dense step of a sync, on ``executor`` (default: one built from ``settings``)."""
+def dense_stage(
+    settings: Settings,
+    executor: DeviceExecutor | None = None,
+    *,
+    telemetry: Telemetry | None = None,
+) -> DenseStage:
+    """The dense step of a sync, on ``executor`` (default: one built from ``settings``).
+
+    Args:
+        settings: The ``gpu`` section.
+        executor: Where the models run.
+        telemetry: Where its ``dense_model`` spans go; default: the global providers.
+    """
     gpu = settings.gpu
     return DenseStage(
-        executor or device_executor(settings),
+        executor or device_executor(settings, telemetry=telemetry),
         use_gpu=gpu.enabled,
         device_ids=gpu.device_ids,
+        telemetry=telemetry,
     )
 
 
@@ -315,6 +336,7 @@ def sparse_target(
     executor: DeviceExecutor | None = None,
     *,
     avg_len: float | None = None,
+    telemetry: Telemetry | None = None,
 ) -> SparseTarget:
     """The configured sparse model and its vector (whether sync uses it is the switch's call).
 
@@ -323,6 +345,8 @@ def sparse_target(
         executor: Where the model runs (default: the CPU only, enough for queries).
         avg_len: BM25's ``avg_len`` when the setting is ``"auto"`` (see
             :func:`connector.sparse.avglen.resolve_avg_len`).
+        telemetry: Where the generator's ``sparse_inference`` spans and metrics go; default: the
+            global providers.
 
     Raises:
         ConfigError: ``avg_len`` is ``"auto"`` and no value was given.
@@ -333,7 +357,7 @@ def sparse_target(
     options = model.options(sparse, avg_len=avg_len)
     registry = ModelRegistry({described.options_key: options})
     return SparseTarget(
-        generator=SparseVectorGenerator(registry, executor),
+        generator=SparseVectorGenerator(registry, executor, telemetry=telemetry),
         model_name=described.name,
         vector_name=sparse.vector_name or described.name,
         idf=described.idf,
