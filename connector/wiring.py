@@ -60,7 +60,7 @@ class SyncJob(AbstractContextManager["SyncJob"]):
         settings: What it was built from.
         source: What it reads.
         store: The Qdrant it writes to (and records its runs in).
-        writer: The writer of its collection (the syncer's sink).
+        writer: The writer of its collection (the syncer's).
         syncer: The syncer; ``syncer.record`` is the last run's record, also after a failure.
         executor: Where its models run (GPU leases, usage for the manifest).
         record: Whether each run is recorded (manifest file, runs collection, progress.json).

@@ -60,7 +60,7 @@ class Syncer:
     """Runs syncs of one collection with one set of models.
 
     Args:
-        sink: Where points go: the store's writer of the collection.
+        writer: Where points go: the store's writer of the collection.
         dense: The dense ensemble (one named vector each).
         sparse: The sparse model, or ``None`` when sparse is off.
         batch_size: Chunks read, compared and encoded together.
@@ -69,13 +69,13 @@ class Syncer:
         allow_mass_delete: Let a run delete more than that (an empty read included).
         progress: Told how far the run is.
         telemetry: Where the ``sync`` span and its per-batch ``dense`` span go (the sparse
-            generator and the sink emit ``sparse_inference`` and ``upsert`` under it).
+            generator and the writer emit ``sparse_inference`` and ``upsert`` under it).
         dense_stage: Runs the dense models (default: on the CPU).
     """
 
     def __init__(
         self,
-        sink: Writer,
+        writer: Writer,
         dense: Sequence[DenseEncoder],
         sparse: SparseTarget | None = None,
         *,
@@ -87,7 +87,7 @@ class Syncer:
         telemetry: Telemetry | None = None,
         dense_stage: DenseStage | None = None,
     ) -> None:
-        self.sink = sink
+        self.writer = writer
         self.dense = list(dense)
         self.sparse = sparse
         self.batch_size = batch_size
@@ -131,7 +131,7 @@ class Syncer:
         record = RunRecord(
             run_id=run_id or str(uuid.uuid4()),
             source=source_name,
-            collection=self.sink.collection,
+            collection=self.writer.collection,
             batch_size=self.batch_size,
         )
         record.dense.models = {e.name: e.signature for e in self.dense}
@@ -161,7 +161,7 @@ class Syncer:
         """
         attributes = {
             "run_id": run_id or "",
-            "collection": self.sink.collection,
+            "collection": self.writer.collection,
             "batch_size": self.batch_size,
             "sparse_model": self.sparse.model_name if self.sparse is not None else "none",
         }
@@ -183,8 +183,8 @@ class Syncer:
         record = self.new_record(source.name, run_id)
         self.record = record
         # The writer counts acknowledged writes straight into the run's record.
-        self.sink.begin(record.writes)
-        self.sink.ensure_collection(self.layout())
+        self.writer.begin(record.writes)
+        self.writer.ensure_collection(self.layout())
         self._signatures = {e.name: e.signature for e in self.dense}
         if self.sparse is not None:
             self._signatures[self.sparse.vector_name] = self.sparse.signature
@@ -208,7 +208,7 @@ class Syncer:
             if window:
                 self._process(window, record)
                 self._advance(len(window), source.bytes_read, record)
-            self.sink.flush()
+            self.writer.flush()
             self._note_skips(record, skipped, duplicates)
             for skips in (skipped, duplicates):
                 seen.update(as_uuid_int(point_id(source.name, i)) for i in skips.protected_ids)
@@ -224,7 +224,7 @@ class Syncer:
             raise
         finally:
             # The run's writes are counted: later requests through the store are not the run's.
-            self.sink.end()
+            self.writer.end()
             record.duration_s = round(time.monotonic() - started, 3)
             self.progress.finish()
         return record
@@ -270,7 +270,7 @@ class Syncer:
         noted.blank_lines = sum(skips.blank_lines for skips in logs)
 
     def _process(self, window: list[tuple[ChunkRecord, str]], record: RunRecord) -> None:
-        states = self.sink.fetch_state([pid for _, pid in window])
+        states = self.writer.fetch_state([pid for _, pid in window])
         counts = record.counts
         counts.chunks_seen += len(window)
         needs: dict[str, list[int]] = {name: [] for name in self._signatures}
@@ -306,7 +306,7 @@ class Syncer:
         self.telemetry.count_chunks(counts.encoded - before[0], "encoded")
         self.telemetry.count_chunks(counts.skipped_unchanged - before[1], "unchanged")
         self.telemetry.count_chunks(counts.payload_only - before[2], "metadata_only")
-        self.sink.submit(batch)
+        self.writer.submit(batch)
 
     def _plan(self, chunk: ChunkRecord, state: PointState | None) -> tuple[str, list[str]]:
         """``full`` (new or text changed), ``partial`` (some vectors stale: a model changed, or
@@ -415,7 +415,7 @@ class Syncer:
     ) -> None:
         stored = 0
         stale: list[str] = []
-        for pid in self.sink.stored_ids(source):
+        for pid in self.writer.stored_ids(source):
             stored += 1
             if as_uuid_int(pid) not in seen:
                 stale.append(pid)
@@ -438,12 +438,12 @@ class Syncer:
                 "(pass --allow-mass-delete if the source really shrank)"
             )
         log.info("deleting %d points no longer in %s", len(stale), source)
-        self.sink.delete(stale)
+        self.writer.delete(stale)
 
     def _keep_acknowledged(self) -> None:
         """On failure, let queued writes finish so completed work is kept; never delete."""
         try:
-            self.sink.flush()
+            self.writer.flush()
         except Exception as exc:  # the original failure is the one to report
             log.warning("while stopping after a failure, a queued write also failed: %s", exc)
 

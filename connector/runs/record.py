@@ -142,7 +142,7 @@ class ReadProgress:
 @dataclass(slots=True, kw_only=True)
 class RunRecord:
     """One sync, as it goes and once it ended; the counts of writes are those Qdrant
-    acknowledged (:attr:`writes` is the object the sink's writer counts into)."""
+    acknowledged (:attr:`writes` is the object the store's writer counts into)."""
 
     run_id: str
     source: str
