@@ -113,7 +113,7 @@ class DenseModelConfig(_Section):
     """Texts per forward pass (a plug-in's own ``batch_size`` wins unless this is set)."""
     options: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the plug-in's factory (plain TOML values)."""
-    encoder: str | None = None
+    encoder: str | None = Field(default=None, validate_default=True)
     """A plug-in encoder's factory, ``"package.module:Factory"``, imported by name so that any
     process can build it. Checked when the settings are read: the factory is called once there."""
 
@@ -126,24 +126,24 @@ class DenseModelConfig(_Section):
 
     @field_validator("encoder")
     @classmethod
-    def _encoder_builds(cls, value: str | None, info: ValidationInfo) -> str | None:
-        # Declared after ``options`` so that they are at hand; a bad plug-in fails here, at start,
-        # with this key in the message, not in the middle of a sync.
-        if value is not None and "options" in info.data:
-            from connector.dense import build_plugin
-
-            build_plugin(value, info.data["options"])
-        return value
-
-    @model_validator(mode="after")
-    def _model_or_encoder(self) -> DenseModelConfig:
-        if (self.model is None) == (self.encoder is None):
+    def _model_or_encoder(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Declared last, so that the other keys are at hand (those that passed their own checks);
+        # a bad plug-in fails here, at start, with this key in the message, not mid-sync.
+        given = info.data
+        if not {"model", "name", "options"} <= given.keys():
+            return value  # their own errors say what is wrong
+        if (given["model"] is None) == (value is None):
             raise ValueError("give exactly one of `model` and `encoder`")
-        if self.encoder is not None and self.name is None:
+        if value is None:
+            if given["options"]:
+                raise ValueError("`options` go with `encoder`, not `model`")
+            return value
+        if given["name"] is None:
             raise ValueError("`name` is required with `encoder`")
-        if self.model is not None and self.options:
-            raise ValueError("`options` go with `encoder`, not `model`")
-        return self
+        from connector.dense import build_plugin
+
+        build_plugin(value, given["options"])
+        return value
 
 
 class DenseSettings(_Section):
@@ -390,10 +390,17 @@ def load_settings(
 
 
 def _key(loc: tuple[int | str, ...]) -> str:
-    """``dense.models[0].encoder`` from pydantic's ``("dense", "models", 0, "encoder")``."""
+    """``dense.models[0].encoder`` from pydantic's ``("dense", "models", 0, "encoder")``.
+
+    An index inside the key (a table in a list) is written as TOML readers know it; an item of a
+    list of values keeps its dotted form (``gpu.device_ids.0``), as earlier messages gave it.
+    """
     key = ""
-    for part in loc:
-        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    for at, part in enumerate(loc):
+        if isinstance(part, int) and at < len(loc) - 1:
+            key += f"[{part}]"
+        else:
+            key += f".{part}" if key else str(part)
     return key or "(root)"
 
 
