@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from connector.dense import PluginEncoder
 from connector.dense_plugins import RateEncoder
 from connector.errors import ConfigError
 from connector.settings import Settings, load_settings
@@ -97,6 +99,78 @@ class NoDim:
 
     def encode(self, texts: list[str]) -> list[list[float]]:
         return [[1.0] for _ in texts]
+
+
+class Minimal:
+    """The least a plug-in needs: no encode_query, batch_size or to()."""
+
+    dim = 2
+    signature = "minimal|v1"
+
+    def encode(self, texts: list[str]) -> list[list[float]]:
+        return [[float(len(text)), 1.0] for text in texts]
+
+
+class Flaky(Minimal):
+    """Builds once (when the settings are checked), then fails, as an unreachable server might."""
+
+    built = 0
+
+    def __init__(self) -> None:
+        Flaky.built += 1
+        if Flaky.built > 1:
+            raise ConnectionError("embedding server unreachable")
+
+
+class Raising(Minimal):
+    @property
+    def signature(self) -> str:  # type: ignore[override]
+        raise RuntimeError("no signature yet")
+
+
+def test_a_minimal_plugin_gets_the_rest_of_the_contract(workdir: Path) -> None:
+    from connector.wiring import dense_encoders
+
+    entry = f'{{ encoder = "{__name__}:Minimal", name = "m" }}'
+    (encoder,) = dense_encoders(load_settings(plugin_config(workdir, entry)))
+    assert encoder.encode_query("abc") == [3.0, 1.0]
+    assert getattr(encoder, "batch_size", None) == 32 and getattr(encoder, "to", 0) is None
+    settings = load_settings(plugin_config(workdir))
+    entry_ = settings.dense.models[0]
+    assert pickle.loads(pickle.dumps(entry_)) == entry_  # plain data: a worker process builds it
+    (rate,) = dense_encoders(settings)
+    move = getattr(rate, "to", None)
+    assert callable(move)
+    move("cuda:0")  # nothing to move: it only records where it runs
+    assert isinstance(rate, PluginEncoder) and rate.encoder.device == "cuda:0"
+
+
+def test_a_plugin_that_fails_when_the_sync_builds_it_is_a_config_error(workdir: Path) -> None:
+    from connector.wiring import dense_encoders
+
+    Flaky.built = 0
+    settings = load_settings(
+        plugin_config(workdir, f'{{ encoder = "{__name__}:Flaky", name = "f" }}')
+    )
+    with pytest.raises(ConfigError, match=r"dense\.models\[0\]\.encoder: .*ConnectionError"):
+        dense_encoders(settings)
+
+
+def test_a_module_that_fails_to_import_and_odd_factories_are_named(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workdir / "broken_plugin_module.py").write_text("raise RuntimeError('half installed')\n")
+    monkeypatch.syspath_prepend(str(workdir))
+    cases = {
+        "broken_plugin_module:F": "importing 'broken_plugin_module' failed (RuntimeError: half",
+        "connector.dense_plugins:__all__": "'connector.dense_plugins:__all__' is not callable",
+        f"{__name__}:Raising": "whose dim or signature raised RuntimeError: no signature yet",
+        f"{__name__}:Minimal.nope": f"module {__name__!r} has no attribute 'Minimal.nope'",
+    }
+    for spec, problem in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            load_settings(plugin_config(workdir, f'{{ encoder = "{spec}", name = "v" }}'))
+        assert problem in str(caught.value), spec
 
 
 @pytest.mark.parametrize(
