@@ -17,6 +17,7 @@ from pydantic import (
     NonNegativeInt,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -95,22 +96,53 @@ class QdrantSettings(_Section):
 
 
 class DenseModelConfig(_Section):
-    """One dense model of the ensemble; each gives one named vector."""
+    """One dense model of the ensemble; each gives one named vector.
 
-    model: str = Field(min_length=1)
+    Either ``model`` (a sentence-transformers model) or ``encoder`` (a plug-in: any object meeting
+    :class:`connector.dense.DenseEncoder`, built by ``Factory(**options)``), never both.
+    """
+
+    model: str | None = Field(default=None, min_length=1)
     """Local path or Hugging Face hub id of a sentence-transformers model."""
     name: str | None = None
-    """Name of the vector in Qdrant. Default: derived from the model's name."""
+    """Name of the vector in Qdrant. Default: derived from the model's name; required with
+    ``encoder``."""
     revision: str | None = None
     """Bump this to re-encode every chunk after replacing the weights at the same path."""
     batch_size: int = Field(default=32, ge=1, le=4096)
-    """Texts per forward pass."""
+    """Texts per forward pass (a plug-in's own ``batch_size`` wins unless this is set)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the plug-in's factory (plain TOML values)."""
+    encoder: str | None = Field(default=None, validate_default=True)
+    """A plug-in encoder's factory, ``"package.module:Factory"``, imported by name so that any
+    process can build it. Checked when the settings are read: the factory is called once there."""
 
     @field_validator("name")
     @classmethod
     def _name_shape(cls, value: str | None) -> str | None:
         if value is not None and not _VECTOR_NAME.match(value):
             raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("encoder")
+    @classmethod
+    def _model_or_encoder(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Declared last, so that the other keys are at hand (those that passed their own checks);
+        # a bad plug-in fails here, at start, with this key in the message, not mid-sync.
+        given = info.data
+        if not {"model", "name", "options"} <= given.keys():
+            return value  # their own errors say what is wrong
+        if (given["model"] is None) == (value is None):
+            raise ValueError("give exactly one of `model` and `encoder`")
+        if value is None:
+            if given["options"]:
+                raise ValueError("`options` go with `encoder`, not `model`")
+            return value
+        if given["name"] is None:
+            raise ValueError("`name` is required with `encoder`")
+        from connector.dense import build_plugin
+
+        build_plugin(value, given["options"])
         return value
 
 
@@ -120,7 +152,11 @@ class DenseSettings(_Section):
     models: list[DenseModelConfig] = Field(
         default_factory=lambda: [DenseModelConfig(model="all-MiniLM-L6-v2")], min_length=1
     )
-    """Models of the ensemble, as strings or tables (``{model=..., name=...}``)."""
+    """Models of the ensemble, as strings or tables (``{model=..., name=...}`` or
+    ``{encoder="package.module:Factory", name=..., options={...}}``)."""
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    """Weights of sentence-transformers models on a GPU; on the CPU they stay fp32. Recorded in
+    the model's signature when not fp32 (changing it re-encodes)."""
 
     @field_validator("models", mode="before")
     @classmethod
@@ -353,11 +389,26 @@ def load_settings(
     return Settings.model_construct(**dict(settings))
 
 
+def _key(loc: tuple[int | str, ...]) -> str:
+    """``dense.models[0].encoder`` from pydantic's ``("dense", "models", 0, "encoder")``.
+
+    An index inside the key (a table in a list) is written as TOML readers know it; an item of a
+    list of values keeps its dotted form (``gpu.device_ids.0``), as earlier messages gave it.
+    """
+    key = ""
+    for at, part in enumerate(loc):
+        if isinstance(part, int) and at < len(loc) - 1:
+            key += f"[{part}]"
+        else:
+            key += f".{part}" if key else str(part)
+    return key or "(root)"
+
+
 def _describe(exc: ValidationError, path: Path | None) -> str:
     """One readable line per bad key, without echoing secret values."""
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(root)"
+        key = _key(error["loc"])
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown setting"

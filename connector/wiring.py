@@ -26,7 +26,7 @@ from connector.store import CollectionLayout, Store, Writer, make_client
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
-    from connector.dense import DenseEncoder, SentenceTransformerEncoder
+    from connector.dense import DenseEncoder
     from connector.pipeline.progress import Progress
     from connector.pipeline.syncer import Syncer
     from connector.runs.record import RunRecord
@@ -276,9 +276,11 @@ def chunk_writer(settings: Settings, store: Store, collection: str | None = None
     )
 
 
-def dense_encoders(settings: Settings) -> list[SentenceTransformerEncoder]:
-    """The configured dense ensemble (models load on the CPU, on first use)."""
-    return load_dense_encoders(settings.dense.models, device="cpu")
+def dense_encoders(settings: Settings) -> list[DenseEncoder]:
+    """The configured dense ensemble: plug-ins built now, models loaded on the CPU on first use."""
+    return load_dense_encoders(
+        settings.dense.models, device="cpu", precision=settings.dense.precision
+    )
 
 
 def device_executor(

@@ -72,3 +72,41 @@ def test_the_batch_runner_can_move_it_and_knows_its_batch_size() -> None:
     staged = DenseStage().encode(encoder, texts)
     for got, want in zip(staged, direct, strict=True):
         assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_precision_is_in_the_signature_only_when_not_fp32() -> None:
+    config = DenseModelConfig(model="all-MiniLM-L6-v2")
+    fp32 = SentenceTransformerEncoder(config).signature
+    assert SentenceTransformerEncoder(config, precision="fp32").signature == fp32
+    assert "precision" not in fp32
+    assert SentenceTransformerEncoder(config, precision="fp16").signature == (
+        f"{fp32}|precision=fp16"
+    )
+    assert SentenceTransformerEncoder(config, precision="bf16").signature == (
+        f"{fp32}|precision=bf16"
+    )
+    (from_settings,) = load_dense_encoders([config], precision="bf16")
+    assert from_settings.signature.endswith("|precision=bf16")
+
+
+def test_half_precision_on_the_cpu_runs_in_fp32_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import torch
+
+    config = DenseModelConfig(model="all-MiniLM-L6-v2")
+    half = SentenceTransformerEncoder(config, precision="fp16")
+    texts = ["lift on a wing", "heat flow in a slab"]
+    with caplog.at_level("WARNING", logger="connector.dense"):
+        vectors = half.encode(texts)
+        half.to("cpu")
+        assert half.encode(texts) == vectors
+    assert {p.dtype for p in half.model.parameters()} == {torch.float32}
+    said = [r.getMessage() for r in caplog.records if "dense.precision" in r.getMessage()]
+    assert said == [
+        "dense model 'all-MiniLM-L6-v2': dense.precision = fp16 applies on a GPU; "
+        "on the CPU it runs in fp32"
+    ]
+    full = SentenceTransformerEncoder(config).encode(texts)
+    for got, want in zip(vectors, full, strict=True):
+        assert got == pytest.approx(want, abs=1e-6)

@@ -139,3 +139,29 @@ def test_staging_back_reuses_the_pinned_cpu_weights() -> None:
     again = {name: t.data_ptr() for name, t in module.state_dict(keep_vars=True).items()}
     assert again == pointers  # the same CPU storage each time: nothing copied back
     assert kept.keys() == pointers.keys()
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_half_precision_on_cuda_gives_half_weights_and_close_vectors(
+    tmp_path: Path, precision: str
+) -> None:
+    from connector.dense import SentenceTransformerEncoder
+    from connector.pipeline.stages import DenseStage
+
+    config = DenseModelConfig(model="all-MiniLM-L6-v2")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    # Loaded straight onto the GPU.
+    on_gpu = SentenceTransformerEncoder(config, device="cuda:0", precision=precision)
+    half = on_gpu.encode(SENTENCES)
+    assert {(p.device.type, p.dtype) for p in on_gpu.model.parameters()} == {("cuda", dtype)}
+    # Loaded on the CPU, then leased a GPU by the dense stage: half there, fp32 back home.
+    staged_encoder = SentenceTransformerEncoder(config, precision=precision)
+    staged = DenseStage(executor(tmp_path), use_gpu=True).encode(staged_encoder, SENTENCES)
+    assert {p.dtype for p in staged_encoder.model.parameters()} == {torch.float32}
+    full = SentenceTransformerEncoder(config).encode(SENTENCES)
+    for vectors in (half, staged):
+        for got, want in zip(vectors, full, strict=True):
+            cosine = torch.nn.functional.cosine_similarity(
+                torch.tensor(got), torch.tensor(want), dim=0
+            )
+            assert cosine > 0.99
