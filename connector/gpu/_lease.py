@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -173,6 +173,13 @@ class GpuLease:
                 raise GpuLeaseUnavailable(self._pool.busy_message(candidates, self._timeout_s))
             time.sleep(min(self._pool.poll_s, max(0.0, deadline - time.monotonic())))
 
+    def note_model(self, model: str) -> None:
+        """Rewrites the record of a held lease for the model now running under it."""
+        if self._fd is None or self.record is None or self.record.model == model:
+            return
+        self.record = replace(self.record, model=model)
+        self._pool.write(self._fd, self.record)
+
     def release(self) -> None:
         """Gives the GPU back; a lease not held is left alone."""
         fd, self._fd = self._fd, None
@@ -310,10 +317,15 @@ class LeasePool:
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             vram_reserved=min(cap, info.total_bytes),
         )
-        data = json.dumps(asdict(record), sort_keys=True).encode("utf-8")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+        self.write(fd, record)
         return record
+
+    def write(self, fd: int, record: LeaseRecord) -> None:
+        """Replaces the record in the locked file ``fd``."""
+        data = json.dumps(asdict(record), sort_keys=True).encode("utf-8")
+        # Written over the old one, then cut to length: a reader never finds the file empty.
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
 
     def busy_message(self, candidates: list[tuple[DeviceInfo, str]], timeout_s: float) -> str:
         indices = sorted(info.index for info, _ in candidates)

@@ -83,7 +83,8 @@ def test_real_out_of_memory_halves_until_the_batch_fits(tmp_path: Path) -> None:
         return [int(block[0])] * len(items)
 
     work = Workload(name="allocator", encode=encode, max_batch=32, move=where.append)
-    outcome = executor(tmp_path, hard_gb=2, soft_gb=1.5).run(work, list(range(40)), use_gpu=True)
+    with executor(tmp_path, hard_gb=2, soft_gb=1.5) as leased:
+        outcome = leased.run(work, list(range(40)), use_gpu=True)
     assert outcome.results == [1] * 40 and outcome.cpu_batches == 0
     assert outcome.ooms >= 1 and outcome.gpu_batches >= 5
     assert 0 < outcome.peak_bytes <= 2 * GIB
@@ -95,10 +96,11 @@ def test_bm42_on_a_leased_gpu_matches_the_cpu_and_is_staged_back(tmp_path: Path)
     from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
 
     registry = ModelRegistry()
-    generator = SparseVectorGenerator(registry, executor(tmp_path))
     records = [ChunkRecord(text=text) for text in SENTENCES]
-    cpu = generator.generate(records, "qdrant-minilm-attention")
-    gpu = generator.generate(records, "qdrant-minilm-attention", use_gpu=True)
+    with executor(tmp_path) as leased:
+        generator = SparseVectorGenerator(registry, leased)
+        cpu = generator.generate(records, "qdrant-minilm-attention")
+        gpu = generator.generate(records, "qdrant-minilm-attention", use_gpu=True)
     assert cpu.device == "cpu" and gpu.device.startswith("cuda:")
     assert gpu.success and gpu.fallback_count == 0
     for got, want in zip(gpu.vectors, cpu.vectors, strict=True):
@@ -115,7 +117,8 @@ def test_minilm_on_a_leased_gpu_matches_the_cpu(tmp_path: Path) -> None:
 
     encoder = SentenceTransformerEncoder(DenseModelConfig(model="all-MiniLM-L6-v2"))
     cpu = DenseStage().encode(encoder, SENTENCES)
-    gpu = DenseStage(executor(tmp_path), use_gpu=True).encode(encoder, SENTENCES)
+    with executor(tmp_path) as leased:
+        gpu = DenseStage(leased, use_gpu=True).encode(encoder, SENTENCES)
     for got, want in zip(gpu, cpu, strict=True):
         assert got == pytest.approx(want, abs=1e-4)
     assert encoder.model.device.type == "cpu"
