@@ -181,6 +181,8 @@ class DeviceExecutor(AbstractContextManager["DeviceExecutor"]):
                 with self._guard:
                     left = self._on_gpu(work, items, order, device_ids, outcome)
             if left:
+                if work.move is not None:
+                    self._evict(work)
                 self.batcher.run_cpu(work, items, left, outcome, catch=catch)
         except ModelError as exc:
             outcome.fatal = exc
@@ -298,11 +300,16 @@ class DeviceExecutor(AbstractContextManager["DeviceExecutor"]):
         )
         return hold
 
+    @staticmethod
+    def _is(resident: _Resident, work: Workload[T, R]) -> bool:
+        # Workloads are built per call; the bound ``to`` of one model compares equal each time.
+        return resident.name == work.name and resident.move == work.move
+
     def _make_resident(self, hold: _Hold, work: Workload[T, R]) -> None:
         """Hydrates ``work``'s model to the held GPU, staging another one back first."""
         assert work.move is not None
         resident = hold.resident
-        if resident is not None and resident.name == work.name and resident.move == work.move:
+        if resident is not None and self._is(resident, work):
             return
         if resident is not None:
             hold.resident = None
@@ -312,6 +319,15 @@ class DeviceExecutor(AbstractContextManager["DeviceExecutor"]):
         stage.enter_context(staged(work.move, hold.device, self.memory))
         hold.resident = _Resident(work.name, work.move, stage)
         hold.lease.note_model(work.name)
+
+    def _evict(self, work: Workload[T, R]) -> None:
+        """Stages ``work``'s model back if it is resident: the CPU is about to run it."""
+        with self._guard:
+            hold = self._hold
+            resident = hold.resident if hold is not None else None
+            if hold is not None and resident is not None and self._is(resident, work):
+                hold.resident = None
+                resident.stage.close()
 
     def _end_hold(self) -> None:
         """Stages the resident model back and releases the lease. Called with the guard held."""

@@ -30,6 +30,18 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.05
 
+# Leases held in this process. A forked child gets copies of their locked descriptors, which
+# would keep a GPU locked after this process dies; the child drops its copies at once.
+_HELD: set[GpuLease] = set()
+
+
+def _forget_in_child() -> None:
+    for lease in list(_HELD):
+        lease._forget()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
 
 @dataclass(frozen=True, slots=True)
 class LeaseRecord:
@@ -159,6 +171,7 @@ class GpuLease:
                     os.close(fd)  # closing drops the lock
                     raise GpuLeaseUnavailable(f"lease record of GPU {info.index}: {exc}") from exc
                 self._fd, self.info, self.device = fd, info, device
+                _HELD.add(self)
                 self.waited_s = time.monotonic() - started
                 log.info(
                     "leased GPU %d (%s) for %s after %.2fs",
@@ -185,12 +198,20 @@ class GpuLease:
         fd, self._fd = self._fd, None
         if fd is None:
             return
+        _HELD.discard(self)
         try:
             os.ftruncate(fd, 0)  # the record goes before the lock, so nobody reads a stale one
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
         log.debug("released GPU %s", self.info.index if self.info else "?")
+
+    def _forget(self) -> None:
+        """In a forked child: closes the copy of the lock, which stays with the parent."""
+        fd, self._fd = self._fd, None
+        _HELD.discard(self)
+        if fd is not None:
+            os.close(fd)
 
     def __enter__(self) -> GpuLease:
         return self.acquire()

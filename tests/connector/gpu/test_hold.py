@@ -216,3 +216,16 @@ def test_a_killed_holder_between_windows_frees_its_gpu(tmp_path: Path) -> None:
     assert read_leases(tmp_path) == []
     with pool(tmp_path).lease([0], timeout_s=5) as lease:
         assert lease.held
+
+
+def test_the_cpu_never_runs_a_model_left_on_the_gpu(tmp_path: Path) -> None:
+    memory = FakeMemory()
+    model = HungryModel(memory, cost=1)
+    with executor(tmp_path, memory) as ex:
+        ex.run(workload(model, "dense"), texts(4), use_gpu=True)
+        assert model.device == "cuda:0"
+        outcome = ex.run(workload(model, "dense"), texts(4), use_gpu=False)
+        assert outcome.device == "cpu" and model.calls[-1] == ("cpu", 4)
+        assert ex.held_device == "cuda:0"  # the lease stays for the next GPU call
+        ex.run(workload(model, "dense"), texts(4), use_gpu=True)
+    assert model.moves == ["cuda:0", "cpu", "cuda:0", "cpu"]
