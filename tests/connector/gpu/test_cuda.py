@@ -142,3 +142,28 @@ def test_staging_back_reuses_the_pinned_cpu_weights() -> None:
     again = {name: t.data_ptr() for name, t in module.state_dict(keep_vars=True).items()}
     assert again == pointers  # the same CPU storage each time: nothing copied back
     assert kept.keys() == pointers.keys()
+
+
+def test_a_held_model_stays_on_the_gpu_between_calls(tmp_path: Path) -> None:
+    module = torch.nn.Linear(16, 4).eval()
+    moves: list[str] = []
+
+    def move(device: str) -> None:
+        moves.append(device)
+        move_module(module, device)
+
+    def encode(items: list[int]) -> list[str]:
+        device = next(module.parameters()).device
+        with torch.no_grad():
+            module(torch.ones(len(items), 16, device=device))
+        return [device.type] * len(items)
+
+    work = Workload(name="linear", encode=encode, max_batch=8, move=move)
+    with executor(tmp_path) as leased:
+        for _ in range(5):
+            outcome = leased.run(work, list(range(20)), use_gpu=True)
+            assert outcome.results == ["cuda"] * 20
+        assert len(read_leases(tmp_path)) == 1 and moves == [moves[0]]
+    assert moves[0].startswith("cuda:") and moves[1:] == ["cpu"]
+    assert next(module.parameters()).device.type == "cpu"
+    assert read_leases(tmp_path) == []
