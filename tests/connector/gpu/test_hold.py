@@ -7,7 +7,7 @@ for another, and gives the GPU back when closed, when it idles, or when its hold
 from __future__ import annotations
 
 import dataclasses
-import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +19,7 @@ from connector.gpu import BatchPolicy, DeviceExecutor, LeasePool, Workload, read
 from connector.settings import load_settings
 from connector.store.edge import EdgeClient
 from connector.wiring import build_syncer
-from tests.connector.gpu.test_lease import python
+from tests.connector.gpu.test_lease import kill_holder_and_lease
 from tests.fakes import FakeDense, FakeMemory, FakeProbe, HungryModel, ListSource, chunk, fake_cuda
 from tests.fakes import recording_telemetry as recording
 
@@ -202,20 +202,7 @@ time.sleep(120)
 
 
 def test_a_killed_holder_between_windows_frees_its_gpu(tmp_path: Path) -> None:
-    holder = python(_HOLDER, str(tmp_path), stdout=subprocess.PIPE)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        (record,) = read_leases(tmp_path)
-        assert (record.pid, record.holder, record.model) == (holder.pid, "victim", "bm42")
-        holder.kill()  # SIGKILL: no cleanup runs, the idle watcher dies with it
-        holder.wait(timeout=30)
-    finally:
-        holder.kill()
-        if holder.stdout is not None:
-            holder.stdout.close()
-    assert read_leases(tmp_path) == []
-    with pool(tmp_path).lease([0], timeout_s=5) as lease:
-        assert lease.held
+    kill_holder_and_lease(_HOLDER, tmp_path)  # no cleanup runs; the idle watcher dies with it
 
 
 def test_the_cpu_never_runs_a_model_left_on_the_gpu(tmp_path: Path) -> None:
@@ -229,3 +216,24 @@ def test_the_cpu_never_runs_a_model_left_on_the_gpu(tmp_path: Path) -> None:
         assert ex.held_device == "cuda:0"  # the lease stays for the next GPU call
         ex.run(workload(model, "dense"), texts(4), use_gpu=True)
     assert model.moves == ["cuda:0", "cpu", "cuda:0", "cpu"]
+
+
+def test_threads_take_turns_on_the_held_gpu(tmp_path: Path) -> None:
+    memory = FakeMemory()
+    models = [HungryModel(memory, cost=1) for _ in range(2)]
+    outcomes: list = []
+
+    def feed(model: HungryModel, name: str) -> None:
+        for _ in range(10):
+            outcomes.append(ex.run(workload(model, name), texts(8), use_gpu=True))
+
+    with executor(tmp_path, memory) as ex:
+        threads = [threading.Thread(target=feed, args=(m, f"m{i}")) for i, m in enumerate(models)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(outcomes) == 20
+    assert all(o.results == [f"v({t})" for t in texts(8)] and o.cpu_batches == 0 for o in outcomes)
+    assert all(m.device == "cpu" and m.moves[-1] == "cpu" for m in models)
+    assert read_leases(tmp_path) == []

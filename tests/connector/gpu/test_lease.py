@@ -183,7 +183,13 @@ time.sleep(120)
 
 
 def test_a_killed_holder_frees_its_gpu(tmp_path: Path) -> None:
-    holder = python(_HOLDER, str(tmp_path), stdout=subprocess.PIPE)
+    kill_holder_and_lease(_HOLDER, tmp_path)
+
+
+def kill_holder_and_lease(code: str, tmp_path: Path) -> None:
+    """Runs ``code``, a holder of GPU 0 for ``bm42`` as ``victim`` that prints ``held``, kills
+    it with SIGKILL, and takes the GPU after it."""
+    holder = python(code, str(tmp_path), stdout=subprocess.PIPE)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         (record,) = read_leases(tmp_path)
