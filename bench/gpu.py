@@ -6,8 +6,9 @@ size) on the same device:
 * reference: the models stay on the device; a plain loop calls ``SentenceTransformer.encode`` and
   ``Bm42.encode_documents`` per window (no lease, no cap, no staging, no adaptation);
 * ours: what ``connector sync`` runs: per window, ``DenseStage`` then ``SparseVectorGenerator``
-  through one ``DeviceExecutor`` (a lease per stage, the hard cap set, the model hydrated to the
-  GPU and staged back to the CPU, adaptive batch sizes).
+  through one ``DeviceExecutor`` (one lease held across the windows, the hard cap set, one model
+  resident at a time: MiniLM and BM42 swap each window, staged back to the CPU and hydrated again,
+  adaptive batch sizes). ``--idle-release-s 0`` gives the lease back after every stage instead.
 
 It prints chunks/s of each side and their ratio, peak VRAM against the caps, and the decisions
 taken (leases, OOMs, soft-limit hits, batch-size changes, fallbacks). Without a GPU it runs both
@@ -16,6 +17,7 @@ sides on the CPU (use a small ``--chunks`` there) and says so.
     python bench/gpu.py --chunks 20000
     python bench/gpu.py --chunks 300            # CPU smoke run
     python bench/gpu.py --hard-cap-gb 1 --soft-limit-gb 0.5   # watch the batches adapt
+    python bench/gpu.py --idle-release-s 0       # a lease per stage and window, for comparison
 """
 
 from __future__ import annotations
@@ -50,11 +52,15 @@ class CountingTelemetry(Telemetry):
     def __init__(self) -> None:
         super().__init__()
         self.counts: Counter[str] = Counter()
+        self.held_ms = 0.0
+        """Time the leases were held, from their release events."""
 
     def event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
         key = name
         if name == "fallback" and attributes:
             key = f"fallback to {attributes.get('to')}"
+        if name == "gpu_lease_released" and attributes:
+            self.held_ms += float(attributes.get("held_ms", 0.0))
         self.counts[key] += 1
         super().event(name, attributes)
 
@@ -158,7 +164,7 @@ def ours(
         min_batch=args.min_batch,
     )
     pool = LeasePool(state, timeout_s=10, holder="bench/gpu.py")
-    executor = DeviceExecutor(pool, policy, telemetry=telemetry)
+    executor = DeviceExecutor(pool, policy, telemetry=telemetry, idle_release_s=args.idle_release_s)
     encoder = SentenceTransformerEncoder(
         DenseModelConfig(model="all-MiniLM-L6-v2", batch_size=args.dense_batch)
     )
@@ -168,6 +174,7 @@ def ours(
     # reference; hydrating to the GPU and staging back is part of what is timed.
     stage.encode(encoder, ["warm up"])
     generator.generate([ChunkRecord(text="warm up")], SPARSE_MODEL, use_gpu=True)
+    executor.close()  # the timed run takes its own lease, as a sync does
     telemetry.counts.clear()
 
     spent = {"dense": 0.0, "sparse": 0.0}
@@ -179,6 +186,7 @@ def ours(
         result = generator.generate(records, SPARSE_MODEL, use_gpu=True)
         spent["sparse"] += time.perf_counter() - started
         fallbacks += result.fallback_count
+    executor.close()  # the sync's end
     spent["sparse_fallback_chunks"] = fallbacks
     sizes = executor.batcher.sizes()
     spent["dense_batch"] = sizes.get(encoder.name, args.dense_batch)
@@ -198,6 +206,9 @@ def main() -> None:
     parser.add_argument("--hard-cap-gb", type=float, default=12.0, help="gpu.vram_hard_cap_gb")
     parser.add_argument("--soft-limit-gb", type=float, default=10.0, help="gpu.vram_soft_limit_gb")
     parser.add_argument("--min-batch", type=int, default=4, help="gpu.min_batch_size (4)")
+    parser.add_argument(
+        "--idle-release-s", type=float, default=2.0, help="gpu.idle_release_s (2; 0: per stage)"
+    )
     parser.add_argument("--corpus", type=Path, help="JSONL/BEIR corpus (default: the bundled one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -220,7 +231,8 @@ def main() -> None:
         print(f"device {device}: {name}, {gib(total)}; NVML sees {len(devices)} GPU(s)")
     print(
         f"caps: hard {args.hard_cap_gb:g} GiB, soft {args.soft_limit_gb:g} GiB, "
-        f"min batch {args.min_batch}; MiniLM batch {args.dense_batch}, BM42 batch 64"
+        f"min batch {args.min_batch}; MiniLM batch {args.dense_batch}, BM42 batch 64; "
+        f"idle release {args.idle_release_s:g} s"
     )
 
     vram = Vram(device)
@@ -262,7 +274,8 @@ def main() -> None:
     counts = telemetry.counts
     print(
         "decisions: "
-        f"leases {counts['gpu_lease_acquired']}, OOM {counts['gpu_oom']}, "
+        f"leases {counts['gpu_lease_acquired']} (held {telemetry.held_ms / 1000:.2f} s), "
+        f"OOM {counts['gpu_oom']}, "
         f"soft limit {counts['gpu_soft_limit_exceeded']}, "
         f"batch-size changes {counts['batch_size_changed']}, "
         f"to CPU {counts['fallback to cpu']}, to metadata {counts['fallback to metadata']}"

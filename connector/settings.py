@@ -230,6 +230,9 @@ class GpuSettings(_Section):
     """Smallest batch tried on a GPU; one failing at this size runs on the CPU."""
     lease_timeout_s: float = Field(default=10.0, ge=0)
     """Seconds to wait for a busy GPU before running on the CPU."""
+    idle_release_s: float = Field(default=2.0, ge=0)
+    """Seconds a leased GPU may sit unused before it is given back (``0``: after every window).
+    Until then the lease and the resident model stay, so a sync leases and hydrates once."""
 
     @model_validator(mode="after")
     def _soft_below_hard(self) -> GpuSettings:

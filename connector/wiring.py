@@ -88,8 +88,10 @@ class SyncJob(AbstractContextManager["SyncJob"]):
         runs_collection = settings.qdrant.runs_collection
         layout = collection_layout(settings, self.syncer.dense)
         Migrator(self.store, self.writer.collection, layout, runs_collection).prepare_for_sync()
+        # The executor gives back a GPU leased during the run when it ends, however it ends.
         if not self.record:
-            return self.syncer.run(self.source)
+            with self.executor:
+                return self.syncer.run(self.source)
         from connector.runs import RunRecorder, RunStore, config_digest
 
         recorder = RunRecorder(
@@ -100,15 +102,19 @@ class SyncJob(AbstractContextManager["SyncJob"]):
             config_digest=config_digest(settings),
             devices=lambda: device_usage(self.executor, settings.gpu),
         )
-        with recorder, _sigterm_stops():
+        with recorder, _sigterm_stops(), self.executor:
             return self.syncer.run(self.source, run_id=recorder.run_id)
 
     def close(self) -> None:
-        """Stop the writer (nothing queued is dropped) and close the store."""
+        """Give back a GPU still leased, stop the writer (nothing queued is dropped) and close
+        the store."""
         try:
-            self.writer.close()
+            self.executor.close()
         finally:
-            self.store.close()
+            try:
+                self.writer.close()
+            finally:
+                self.store.close()
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
@@ -308,7 +314,7 @@ def device_executor(
         soft_limit_bytes=int(gpu.vram_soft_limit_gb * GIB),
         min_batch=gpu.min_batch_size,
     )
-    return DeviceExecutor(pool, policy, telemetry=telemetry)
+    return DeviceExecutor(pool, policy, telemetry=telemetry, idle_release_s=gpu.idle_release_s)
 
 
 def dense_stage(

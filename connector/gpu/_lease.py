@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +29,18 @@ __all__ = ["GpuLease", "LeasePool", "LeaseRecord", "lease_dir", "read_leases"]
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.05
+
+# Leases held in this process. A forked child gets copies of their locked descriptors, which
+# would keep a GPU locked after this process dies; the child drops its copies at once.
+_HELD: set[GpuLease] = set()
+
+
+def _forget_in_child() -> None:
+    for lease in list(_HELD):
+        lease._forget()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +171,7 @@ class GpuLease:
                     os.close(fd)  # closing drops the lock
                     raise GpuLeaseUnavailable(f"lease record of GPU {info.index}: {exc}") from exc
                 self._fd, self.info, self.device = fd, info, device
+                _HELD.add(self)
                 self.waited_s = time.monotonic() - started
                 log.info(
                     "leased GPU %d (%s) for %s after %.2fs",
@@ -173,17 +186,32 @@ class GpuLease:
                 raise GpuLeaseUnavailable(self._pool.busy_message(candidates, self._timeout_s))
             time.sleep(min(self._pool.poll_s, max(0.0, deadline - time.monotonic())))
 
+    def note_model(self, model: str) -> None:
+        """Rewrites the record of a held lease for the model now running under it."""
+        if self._fd is None or self.record is None or self.record.model == model:
+            return
+        self.record = replace(self.record, model=model)
+        self._pool.write(self._fd, self.record)
+
     def release(self) -> None:
         """Gives the GPU back; a lease not held is left alone."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
+        _HELD.discard(self)
         try:
             os.ftruncate(fd, 0)  # the record goes before the lock, so nobody reads a stale one
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
         log.debug("released GPU %s", self.info.index if self.info else "?")
+
+    def _forget(self) -> None:
+        """In a forked child: closes the copy of the lock, which stays with the parent."""
+        fd, self._fd = self._fd, None
+        _HELD.discard(self)
+        if fd is not None:
+            os.close(fd)
 
     def __enter__(self) -> GpuLease:
         return self.acquire()
@@ -310,10 +338,15 @@ class LeasePool:
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
             vram_reserved=min(cap, info.total_bytes),
         )
-        data = json.dumps(asdict(record), sort_keys=True).encode("utf-8")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+        self.write(fd, record)
         return record
+
+    def write(self, fd: int, record: LeaseRecord) -> None:
+        """Replaces the record in the locked file ``fd``."""
+        data = json.dumps(asdict(record), sort_keys=True).encode("utf-8")
+        # Written over the old one, then cut to length: a reader never finds the file empty.
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
 
     def busy_message(self, candidates: list[tuple[DeviceInfo, str]], timeout_s: float) -> str:
         indices = sorted(info.index for info, _ in candidates)

@@ -1,7 +1,8 @@
 """The dense stage of a sync: each model of the ensemble over a window's texts.
 
 It runs through the same :class:`~connector.gpu.DeviceExecutor` as the sparse stage: on a leased
-GPU with adaptive batches when the GPU is enabled, else on the CPU.
+GPU with adaptive batches when the GPU is enabled, else on the CPU. The executor keeps the lease
+and the model on the GPU from one window to the next; whoever owns it closes it at the run's end.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class DenseStage:
 
     Args:
         executor: Where models run (default: the CPU only).
-        use_gpu: Lease a GPU for each call when one is free.
+        use_gpu: Run on a GPU when one is free (leased by the executor on first use and held
+            between calls).
         device_ids: GPUs that may be leased; ``None``: any.
         telemetry: A ``dense_model`` span per call, with the executor's events on it.
     """

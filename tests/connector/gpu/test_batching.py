@@ -196,7 +196,8 @@ def test_lease_record_while_running_and_model_staged_back(tmp_path: Path) -> Non
             return super().encode(batch)
 
     model = Peeking(memory)
-    make_executor(tmp_path, memory).run(workload(model), items(4), use_gpu=True)
+    with make_executor(tmp_path, memory) as executor:
+        executor.run(workload(model), items(4), use_gpu=True)
     (record,) = seen
     assert (record.device, record.holder, record.model) == (0, "test", "hungry")
     assert record.vram_reserved == 12 * GIB

@@ -83,7 +83,8 @@ def test_real_out_of_memory_halves_until_the_batch_fits(tmp_path: Path) -> None:
         return [int(block[0])] * len(items)
 
     work = Workload(name="allocator", encode=encode, max_batch=32, move=where.append)
-    outcome = executor(tmp_path, hard_gb=2, soft_gb=1.5).run(work, list(range(40)), use_gpu=True)
+    with executor(tmp_path, hard_gb=2, soft_gb=1.5) as leased:
+        outcome = leased.run(work, list(range(40)), use_gpu=True)
     assert outcome.results == [1] * 40 and outcome.cpu_batches == 0
     assert outcome.ooms >= 1 and outcome.gpu_batches >= 5
     assert 0 < outcome.peak_bytes <= 2 * GIB
@@ -95,10 +96,11 @@ def test_bm42_on_a_leased_gpu_matches_the_cpu_and_is_staged_back(tmp_path: Path)
     from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
 
     registry = ModelRegistry()
-    generator = SparseVectorGenerator(registry, executor(tmp_path))
     records = [ChunkRecord(text=text) for text in SENTENCES]
-    cpu = generator.generate(records, "qdrant-minilm-attention")
-    gpu = generator.generate(records, "qdrant-minilm-attention", use_gpu=True)
+    with executor(tmp_path) as leased:
+        generator = SparseVectorGenerator(registry, leased)
+        cpu = generator.generate(records, "qdrant-minilm-attention")
+        gpu = generator.generate(records, "qdrant-minilm-attention", use_gpu=True)
     assert cpu.device == "cpu" and gpu.device.startswith("cuda:")
     assert gpu.success and gpu.fallback_count == 0
     for got, want in zip(gpu.vectors, cpu.vectors, strict=True):
@@ -115,7 +117,8 @@ def test_minilm_on_a_leased_gpu_matches_the_cpu(tmp_path: Path) -> None:
 
     encoder = SentenceTransformerEncoder(DenseModelConfig(model="all-MiniLM-L6-v2"))
     cpu = DenseStage().encode(encoder, SENTENCES)
-    gpu = DenseStage(executor(tmp_path), use_gpu=True).encode(encoder, SENTENCES)
+    with executor(tmp_path) as leased:
+        gpu = DenseStage(leased, use_gpu=True).encode(encoder, SENTENCES)
     for got, want in zip(gpu, cpu, strict=True):
         assert got == pytest.approx(want, abs=1e-4)
     assert encoder.model.device.type == "cpu"
@@ -156,7 +159,8 @@ def test_half_precision_on_cuda_gives_half_weights_and_close_vectors(
     assert {(p.device.type, p.dtype) for p in on_gpu.model.parameters()} == {("cuda", dtype)}
     # Loaded on the CPU, then leased a GPU by the dense stage: half there, fp32 back home.
     staged_encoder = SentenceTransformerEncoder(config, precision=precision)
-    staged = DenseStage(executor(tmp_path), use_gpu=True).encode(staged_encoder, SENTENCES)
+    with executor(tmp_path) as leased:  # the model stays on the GPU until the lease goes
+        staged = DenseStage(leased, use_gpu=True).encode(staged_encoder, SENTENCES)
     assert {p.dtype for p in staged_encoder.model.parameters()} == {torch.float32}
     full = SentenceTransformerEncoder(config).encode(SENTENCES)
     for vectors in (half, staged):
@@ -165,3 +169,28 @@ def test_half_precision_on_cuda_gives_half_weights_and_close_vectors(
                 torch.tensor(got), torch.tensor(want), dim=0
             )
             assert cosine > 0.99
+
+
+def test_a_held_model_stays_on_the_gpu_between_calls(tmp_path: Path) -> None:
+    module = torch.nn.Linear(16, 4).eval()
+    moves: list[str] = []
+
+    def move(device: str) -> None:
+        moves.append(device)
+        move_module(module, device)
+
+    def encode(items: list[int]) -> list[str]:
+        device = next(module.parameters()).device
+        with torch.no_grad():
+            module(torch.ones(len(items), 16, device=device))
+        return [device.type] * len(items)
+
+    work = Workload(name="linear", encode=encode, max_batch=8, move=move)
+    with executor(tmp_path) as leased:
+        for _ in range(5):
+            outcome = leased.run(work, list(range(20)), use_gpu=True)
+            assert outcome.results == ["cuda"] * 20
+        assert len(read_leases(tmp_path)) == 1 and moves == [moves[0]]
+    assert moves[0].startswith("cuda:") and moves[1:] == ["cpu"]
+    assert next(module.parameters()).device.type == "cpu"
+    assert read_leases(tmp_path) == []

@@ -183,7 +183,13 @@ time.sleep(120)
 
 
 def test_a_killed_holder_frees_its_gpu(tmp_path: Path) -> None:
-    holder = python(_HOLDER, str(tmp_path), stdout=subprocess.PIPE)
+    kill_holder_and_lease(_HOLDER, tmp_path)
+
+
+def kill_holder_and_lease(code: str, tmp_path: Path) -> None:
+    """Runs ``code``, a holder of GPU 0 for ``bm42`` as ``victim`` that prints ``held``, kills
+    it with SIGKILL, and takes the GPU after it."""
+    holder = python(code, str(tmp_path), stdout=subprocess.PIPE)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         (record,) = read_leases(tmp_path)
@@ -199,3 +205,38 @@ def test_a_killed_holder_frees_its_gpu(tmp_path: Path) -> None:
     assert read_leases(tmp_path) == []
     with pool(tmp_path).lease([0], timeout_s=5) as lease:
         assert lease.record is not None and lease.record.pid == os.getpid()
+
+
+_FORKING_HOLDER = """
+import os, sys, time
+from connector.gpu import LeasePool
+from tests.fakes import FakeProbe, fake_cuda
+
+pool = LeasePool(sys.argv[1], FakeProbe(1), holder="parent", cuda_device=fake_cuda)
+pool.lease([0], model="dense").acquire()
+child = os.fork()  # a worker process, started while the GPU is leased
+if child == 0:
+    time.sleep(120)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_forked_child_does_not_keep_a_killed_parents_gpu(tmp_path: Path) -> None:
+    holder = python(_FORKING_HOLDER, str(tmp_path), stdout=subprocess.PIPE)
+    child = 0
+    try:
+        assert holder.stdout is not None
+        child = int(holder.stdout.readline())
+        assert [r.pid for r in read_leases(tmp_path)] == [holder.pid]
+        holder.kill()
+        holder.wait(timeout=30)
+        with pool(tmp_path).lease([0], timeout_s=5) as lease:  # the child lives on
+            assert lease.held
+    finally:
+        holder.kill()
+        if child:
+            os.kill(child, 9)
+        if holder.stdout is not None:
+            holder.stdout.close()

@@ -81,8 +81,9 @@ def test_gpu_run_adapts_and_gives_the_same_vectors(tmp_path: Path) -> None:
     # 2.5 GiB a text under a 12 GiB cap: 5 texts do not fit, 4 do.
     dense = MovableDense(memory, cost=5 * GIB // 2, batch_size=8)
     telemetry, exporter = recording_telemetry()
-    stage = DenseStage(gpu_executor(tmp_path, memory), use_gpu=True, telemetry=telemetry)
-    assert stage.encode(dense, TEXTS) == FakeDense().encode(TEXTS)
+    with gpu_executor(tmp_path, memory) as executor:
+        stage = DenseStage(executor, use_gpu=True, telemetry=telemetry)
+        assert stage.encode(dense, TEXTS) == FakeDense().encode(TEXTS)
     assert dense.calls_on == [("cuda:0", 5), ("cuda:0", 4), ("cuda:0", 1)]
     assert dense.device == "cpu"
     (span,) = exporter.get_finished_spans()
@@ -131,6 +132,7 @@ def test_sync_runs_dense_then_sparse_per_window_on_one_executor(tmp_path: Path) 
         report = syncer.run(ListSource([chunk(str(i), text) for i, text in enumerate(TEXTS)]))
         points, _ = sink.store.scroll("chunks", limit=10, with_vectors=True)
     finally:
+        executor.close()  # the sync's end gives the GPU back
         sink.store.close()
     assert report.writes.upserted == 5 and report.sparse.device == "cpu"  # BM25 stays on the CPU
     assert all(set(p.vector) == {"fake", "qdrant-bm25"} for p in points)
