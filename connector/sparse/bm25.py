@@ -25,8 +25,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
-from operator import add, mul, truediv
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -324,11 +322,7 @@ class Bm25(Bm25Family):
             kept = cast("dict[str, int]", counts)  # None was popped: every key is a stem
             stems = list(kept)
             ids = list(map(get_id, stems))
-            # The same three float64 operations per term, run by map in C (no frame per term).
-            tfs = kept.values()
-            values = list(
-                map(truediv, map(mul, tfs, repeat(k_plus_1)), map(add, tfs, repeat(norm)))
-            )
+            values = [n * k_plus_1 / (n + norm) for n in kept.values()]
             if len(set(ids)) != len(ids):
                 ids, values, stems = self._merge_collisions(ids, values, stems)
             append(SparseVec(ids, values, stems, doc_len))
