@@ -55,7 +55,8 @@ class SparseEncoder(Protocol):
         ...
 
     def encode_documents(self, texts: Sequence[str]) -> list[SparseVec]:
-        """One vector per text, in order."""
+        """One vector per text, in order, each with lists of its own: callers keep them as they
+        are, without copies, so a vector must not share a list with another or with a cache."""
         ...
 
     def encode_query(self, text: str) -> SparseVec:

@@ -11,6 +11,8 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from operator import mul
 from typing import Any
 
 from connector.chunks import ChunkRecord
@@ -124,14 +126,22 @@ class SparseVectorGenerator:
         self.executor = executor or DeviceExecutor(telemetry=self.telemetry, logger=self.log)
 
     def signature(self, model_name: str) -> str:
-        """Identifies the index space and options of ``model_name``'s document vectors."""
+        """Identifies the index space and options of ``model_name``'s document vectors.
+
+        Raises:
+            ConfigError: ``model_name`` is not a registered model. Unlike :meth:`generate`, a
+                signature is recorded on the collection: a stand-in would claim vectors of a
+                model that never ran.
+        """
         return self.registry.encoder(model_name).signature
 
     def encode_query(self, text: str, model_name: str) -> dict[str, Any]:
         """The query-side vector dict of ``model_name`` (it differs from documents for BM25/BM42).
 
         Raises:
-            ModelError: The model cannot load: a query has no metadata to fall back on.
+            ConfigError: ``model_name`` is not a registered model: a query has no metadata to
+                fall back on, and a vector in another model's space would match nothing.
+            ModelError: The model cannot load, for the same reason.
         """
         described = self.registry.description(model_name)
         vec = self.registry.encoder(model_name).encode_query(text)
@@ -146,26 +156,47 @@ class SparseVectorGenerator:
     ) -> SparseInferenceResult:
         """Sparse vectors for ``chunks``; never raises for a model or device failure.
 
+        A model that cannot load, an unknown ``model_name`` among them, gives ``success=False``,
+        the reason in ``error_message`` (for an unknown name: the known ones) and every chunk's
+        vector from its metadata; an unknown name's fall back in the default model's index space
+        (``qdrant-bm25``'s stem hashes), where the connector's queries look by default.
+
+        Args:
+            chunks: The chunks, in order.
+            model_name: A registered sparse model (``sparse.model``).
+            use_gpu: Try to lease a GPU (ignored by the CPU-only BM25 flavours).
+            device_ids: GPUs that may be leased; ``None``: any.
+
+        Returns:
+            One vector dict (see :func:`vector_dict`) or ``None`` per chunk, and how they came.
+
         Raises:
-            ConfigError: ``model_name`` is not a registered model (a caller's mistake, not a
-                model failure).
+            ConfigError: A registered model's options are unusable (a required one is missing,
+                one is out of range): a settings mistake that every later call would repeat.
         """
         started = time.perf_counter()
-        described = self.registry.description(model_name)
-        run = _Run(described, len(chunks))
+        try:
+            described, unknown = self.registry.description(model_name), None
+        except ConfigError as exc:
+            # Its vectors land where the default model's queries look (stem hashes).
+            described, unknown = Bm25.description, f"model unavailable: {exc}"
+        run = _Run(model_name, described, len(chunks))
+        encoder: SparseEncoder | None = None
         with self.telemetry.span("sparse_inference", {"model": model_name}) as span:
-            try:
-                encoder = self.registry.encoder(model_name)
-            except ConfigError:
-                raise
-            except ConnectorError as exc:
-                run.fail(f"model unavailable: {exc}")
-                encoder = None
+            if unknown is not None:
+                run.fail(unknown)
+            else:
+                try:
+                    encoder = self.registry.encoder(model_name)
+                except ConfigError:
+                    raise
+                except ConnectorError as exc:
+                    run.fail(f"model unavailable: {exc}")
             if encoder is not None:
                 self._infer(encoder, described, chunks, run, use_gpu, device_ids)
             self._fall_back(chunks, run, encoder)
             latency = (time.perf_counter() - started) * 1000
-            result = run.result(model_name, latency)
+            result = run.result(latency)
             attributes: dict[str, str | int | float] = {
                 "model": model_name,
                 "device": result.device,
@@ -203,20 +234,24 @@ class SparseVectorGenerator:
     ) -> None:
         # BM25 flavours are CPU algorithms (no `to`): a GPU request changes nothing for them.
         move = getattr(encoder, "to", None)
+        move = move if callable(move) else None
         work: Workload[str, SparseVec] = Workload(
             name=described.name,
             encode=encoder.encode_documents,
             max_batch=described.recommended_batch_size,
-            move=move if callable(move) else None,
-            size=len,
+            move=move,
+            # Longest first pays for a model that pads a batch or meets device memory limits; an
+            # algorithm on the CPU takes the texts as they come.
+            size=len if move is not None else None,
         )
         outcome = self.executor.run(
             work, [chunk.text for chunk in chunks], use_gpu=use_gpu, device_ids=device_ids
         )
         run.device = outcome.device
-        for i, vec in enumerate(outcome.results):
-            if vec is not None:
-                run.vectors[i] = vector_dict(vec, described.weighting)
+        weighting = described.weighting
+        run.vectors = [
+            None if vec is None else vector_dict(vec, weighting) for vec in outcome.results
+        ]
         if outcome.fatal is not None:
             run.fail(f"model unavailable: {outcome.fatal}")
         elif outcome.failures:
@@ -225,21 +260,23 @@ class SparseVectorGenerator:
     def _fall_back(
         self, chunks: Sequence[ChunkRecord], run: _Run, encoder: SparseEncoder | None
     ) -> None:
+        missing = [i for i, vector in enumerate(run.vectors) if vector is None]
+        if not missing:
+            return
         mapper = _term_mapper(encoder, run.described)
-        for i, chunk in enumerate(chunks):
-            if run.vectors[i] is not None:
-                continue
-            run.fallback_reasons[i] = run.error_message or "model produced no vector"
-            vec = metadata_vector(chunk.metadata, mapper)
+        reason = run.error_message or "model produced no vector"
+        for i in missing:
+            run.fallback_reasons[i] = reason
+            vec = metadata_vector(chunks[i].metadata, mapper)
             run.vectors[i] = vector_dict(vec, "metadata") if vec is not None else None
         if run.fallback_reasons:
             self.telemetry.event(
                 "fallback",
                 {
-                    "model": run.described.name,
+                    "model": run.model_name,
                     "from": run.device,
                     "to": "metadata",
-                    "reason": run.error_message or "model produced no vector",
+                    "reason": reason,
                     "chunks": len(run.fallback_reasons),
                 },
             )
@@ -248,7 +285,8 @@ class SparseVectorGenerator:
 class _Run:
     """Mutable state of one generate call."""
 
-    def __init__(self, described: SparseModelDescription, count: int) -> None:
+    def __init__(self, model_name: str, described: SparseModelDescription, count: int) -> None:
+        self.model_name = model_name
         self.described = described
         self.vectors: list[dict[str, Any] | None] = [None] * count
         self.fallback_reasons: dict[int, str] = {}
@@ -259,7 +297,7 @@ class _Run:
         if self.error_message is None:
             self.error_message = message
 
-    def result(self, model_name: str, latency_ms: float) -> SparseInferenceResult:
+    def result(self, latency_ms: float) -> SparseInferenceResult:
         indices = sorted(self.fallback_reasons)
         return SparseInferenceResult(
             vectors=self.vectors,
@@ -267,7 +305,7 @@ class _Run:
             fallback_indices=indices,
             latency_ms=latency_ms,
             device=self.device,
-            model_name=model_name,
+            model_name=self.model_name,
             success=self.error_message is None,
             error_message=self.error_message,
             fallback_reasons=self.fallback_reasons,
@@ -283,7 +321,7 @@ def _term_mapper(
     BM42's tokenizer is unavailable too, BM25's stemmer and hash still land terms where queries
     look; a vocabulary space (SPLADE) has no such stand-in.
     """
-    stand_in = Bm25() if described.index_space == Bm25.description.index_space else None
+    stand_in = _stand_in() if described.index_space == Bm25.description.index_space else None
 
     def mapper(term: str) -> list[int]:
         if encoder is not None and hasattr(encoder, "term_ids"):
@@ -297,6 +335,12 @@ def _term_mapper(
         return [term_id for term_id, _ in stand_in.term_ids(term)]
 
     return mapper
+
+
+@cache
+def _stand_in() -> Bm25:
+    """BM25 with default options, shared: its stemmer and hash are all a fallback needs of it."""
+    return Bm25()
 
 
 def metadata_vector(
@@ -356,17 +400,21 @@ def vector_dict(vec: SparseVec, weighting: str) -> dict[str, Any]:
     """The seed's vector dict: ``indices``, ``values``, ``tokens`` and ``stats``.
 
     Values are the model's own (not rescaled: BM25 must stay equal to fastembed's);
-    ``stats.weight_norm`` is their L2 norm.
+    ``stats.weight_norm`` is their L2 norm. The dict takes ``vec``'s lists as they are, without
+    copies: an encoder hands each vector over with lists of its own (see
+    :meth:`~connector.sparse.SparseEncoder.encode_documents`).
     """
-    norm = math.sqrt(math.fsum(v * v for v in vec.values))
+    indices, values = vec.indices, vec.values
+    total = vec.total_terms
     return {
-        "indices": list(vec.indices),
-        "values": list(vec.values),
-        "tokens": list(vec.tokens),
+        "indices": indices,
+        "values": values,
+        "tokens": vec.tokens,
         "stats": {
-            "weight_norm": norm,
-            "unique_terms": len(vec.indices),
-            "total_terms": vec.total_terms if vec.total_terms is not None else len(vec.indices),
+            # fsum of the same rounded squares as a generator gives, without a Python frame each.
+            "weight_norm": math.sqrt(math.fsum(map(mul, values, values))),
+            "unique_terms": len(indices),
+            "total_terms": len(indices) if total is None else total,
             "weighting": weighting,
         },
     }

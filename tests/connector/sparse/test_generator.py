@@ -15,11 +15,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from connector.errors import ConfigError, ModelError
 from connector.gpu import BatchPolicy, DeviceExecutor, LeasePool, read_leases
+from connector.settings import load_settings
 from connector.sparse import ChunkRecord, SparseInferenceResult, SparseVectorGenerator
 from connector.sparse.bm25 import Bm25
 from connector.sparse.generator import ModelRegistry
 from connector.sparse.vector import SparseVec
 from connector.telemetry import Telemetry
+from connector.wiring import sparse_target
 from tests.fakes import GIB, FakeMemory, FakeProbe, HungryModel, fake_cuda, recording_telemetry
 
 SECRET = "zanzibar-quokka-7731 confidential wording"
@@ -114,9 +116,36 @@ def test_query_vectors_differ_from_document_vectors() -> None:
     assert doc.vectors[0]["values"] != [1.0, 1.0]
 
 
-def test_unknown_model_lists_the_known_ones() -> None:
+def test_unknown_model_falls_back_to_metadata_in_bm25_space_and_lists_the_known_ones() -> None:
+    records = [
+        ChunkRecord(text="a", metadata={"sparse_features": {"Turbulence": 2.0}}),
+        ChunkRecord(text="b", metadata={"sparse_features": {"indices": [7], "values": [0.5]}}),
+        ChunkRecord(text="c", metadata={}),
+    ]
+    result = SparseVectorGenerator().generate(records, "bm99", use_gpu=True)
+    assert (result.success, result.model_name, result.device) == (False, "bm99", "metadata")
+    assert "'bm99'" in result.error_message
+    assert "known: qdrant-bm25, qdrant-bm25-engine" in result.error_message
+    assert result.fallback_indices == [0, 1, 2] and result.fallback_count == 3
+    assert result.fallback_reasons == dict.fromkeys(range(3), result.error_message)
+    first = result.vectors[0]
+    assert first["indices"] == [Bm25().term_id("turbul")] and first["values"] == [2.0]
+    assert first["stats"]["weighting"] == "metadata"
+    assert result.vectors[1]["indices"] == [7] and result.vectors[2] is None
+
+
+def test_unknown_model_is_still_an_error_for_queries_and_signatures() -> None:
+    generator = SparseVectorGenerator()
     with pytest.raises(ConfigError, match="known: qdrant-bm25, qdrant-bm25-engine"):
-        SparseVectorGenerator().generate(chunks(1), "bm99")
+        generator.encode_query("wings", "bm99")
+    with pytest.raises(ConfigError, match="known: qdrant-bm25, qdrant-bm25-engine"):
+        generator.signature("bm99")
+
+
+def test_settings_naming_an_unknown_model_fail_when_wired() -> None:
+    settings = load_settings(None, {"sparse": {"model": "bm99"}})
+    with pytest.raises(ConfigError, match="unknown sparse model 'bm99'; known: qdrant-bm25"):
+        sparse_target(settings)
 
 
 def test_missing_model_falls_back_to_metadata_in_the_same_index_space(tmp_path) -> None:
