@@ -24,6 +24,7 @@ from opentelemetry import context as otel_context
 __all__ = ["Flow", "Stage"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _END = object()
 _POLL_S = 0.05
@@ -39,6 +40,10 @@ class Stage(Generic[T]):
 
     name: str
     run: Callable[[T], T]
+
+
+_Consumer = tuple[str, Callable[[T], None]]
+"""The last part: its name, and what it does with each item (in the caller's thread)."""
 
 
 class _Halted(Exception):
@@ -68,7 +73,7 @@ class Flow(Generic[T]):
         self,
         produce: tuple[str, Callable[[], Iterator[T]]],
         stages: list[Stage[T]],
-        consume: tuple[str, Callable[[T], None]],
+        consume: _Consumer[T],
     ) -> None:
         """Feed every produced item through the stages into ``consume``, in order.
 
@@ -79,7 +84,7 @@ class Flow(Generic[T]):
         self._parts = len(names)
         self.busy_s.update(dict.fromkeys(names, 0.0))
         if self.depth == 0:
-            self._in_turn(produce, stages, consume)
+            self._in_turn(produce[0], produce[1](), stages, consume)
             return
         queues: list[queue.Queue[object]] = [
             queue.Queue(maxsize=self.depth) for _ in range(len(stages) + 1)
@@ -116,13 +121,16 @@ class Flow(Generic[T]):
             raise self._failure
 
     def _in_turn(
-        self,
-        produce: tuple[str, Callable[[], Iterator[T]]],
-        stages: list[Stage[T]],
-        consume: tuple[str, Callable[[T], None]],
+        self, read: str, items: Iterator[T], stages: list[Stage[T]], consume: _Consumer[T]
     ) -> None:
         """Depth 0: one item at a time through every part, all in the caller's thread."""
-        items = produce[1]()
+        for item in self._timed(read, items):
+            for stage in stages:
+                item = self._call(stage.name, stage.run, item)
+            self._call(consume[0], consume[1], item)
+
+    def _timed(self, name: str, items: Iterator[T]) -> Iterator[T]:
+        """``items``, the time each takes to come counted as ``name``'s busy time."""
         while True:
             started = time.perf_counter()
             try:
@@ -130,18 +138,16 @@ class Flow(Generic[T]):
             except StopIteration:
                 return
             finally:
-                self.busy_s[produce[0]] += time.perf_counter() - started
-            for stage in stages:
-                started = time.perf_counter()
-                try:
-                    item = stage.run(item)
-                finally:
-                    self.busy_s[stage.name] += time.perf_counter() - started
-            started = time.perf_counter()
-            try:
-                consume[1](item)
-            finally:
-                self.busy_s[consume[0]] += time.perf_counter() - started
+                self.busy_s[name] += time.perf_counter() - started
+            yield item
+
+    def _call(self, name: str, run: Callable[[T], R], item: T) -> R:
+        """``run(item)``, its time counted as ``name``'s busy time."""
+        started = time.perf_counter()
+        try:
+            return run(item)
+        finally:
+            self.busy_s[name] += time.perf_counter() - started
 
     # -- the parts -------------------------------------------------------------------------------
 
@@ -154,15 +160,7 @@ class Flow(Generic[T]):
         name, items = produce
         token = otel_context.attach(parent)  # type: ignore[arg-type]
         try:
-            iterator = items()
-            while True:
-                started = time.perf_counter()
-                try:
-                    item = next(iterator)
-                except StopIteration:
-                    break
-                finally:
-                    self.busy_s[name] += time.perf_counter() - started
+            for item in self._timed(name, items()):
                 self._put(0, out, item)
             self._put(0, out, _END)
         except _Halted:
@@ -187,11 +185,7 @@ class Flow(Generic[T]):
                 if item is _END:
                     self._put(index, out, _END)
                     return
-                started = time.perf_counter()
-                try:
-                    done = stage.run(item)  # type: ignore[arg-type]
-                finally:
-                    self.busy_s[stage.name] += time.perf_counter() - started
+                done = self._call(stage.name, stage.run, item)  # type: ignore[arg-type]
                 self._put(index, out, done)
         except _Halted:
             pass
@@ -200,20 +194,14 @@ class Flow(Generic[T]):
         finally:
             otel_context.detach(token)
 
-    def _consume(
-        self, consume: tuple[str, Callable[[T], None]], inbox: queue.Queue[object]
-    ) -> None:
+    def _consume(self, consume: _Consumer[T], inbox: queue.Queue[object]) -> None:
         name, handle = consume
         last = self._parts - 1
         while True:
             item = self._get(last, inbox)
             if item is _END:
                 return
-            started = time.perf_counter()
-            try:
-                handle(item)  # type: ignore[arg-type]
-            finally:
-                self.busy_s[name] += time.perf_counter() - started
+            self._call(name, handle, item)  # type: ignore[arg-type]
 
     # -- hand-overs ------------------------------------------------------------------------------
 
