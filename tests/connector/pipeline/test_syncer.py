@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from connector.sparse.bm25 import Bm25
 from connector.sparse.generator import SparseVectorGenerator
 from connector.store import Store, Writer
 from connector.store.edge import EdgeClient
-from tests.fakes import FakeDense, ListSource, chunk
+from tests.fakes import FakeDense, ListSource, RateDense, chunk
 
 CORPUS = [
     chunk("a", "Boundary layer transition on a flat plate at supersonic speed.", topic="flow"),
@@ -371,3 +372,31 @@ def test_overlapped_and_in_turn_runs_store_the_same_points(tmp_path: Path) -> No
         return {"points": points, "counts": report.totals(), "vectors": report.vectors_encoded}
 
     assert point_set(True) == point_set(False)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_source_is_read_while_the_dense_model_encodes_only_when_overlapped(
+    sink: Writer, overlap: bool
+) -> None:
+    encoding: list[tuple[float, float]] = []
+    reads: list[float] = []
+
+    class TimedDense(RateDense):
+        def encode(self, texts):
+            started = time.perf_counter()
+            try:
+                return super().encode(texts)
+            finally:
+                encoding.append((started, time.perf_counter()))
+
+    class TimedSource(ListSource):
+        def __iter__(self):
+            for item in super().__iter__():
+                reads.append(time.perf_counter())
+                yield item
+
+    many = [chunk(f"c{i}", f"Wake of a sphere number {i}.") for i in range(24)]
+    syncer(sink, TimedDense(rate=100), overlap=overlap).run(TimedSource(many))
+
+    during = [t for t in reads if any(start < t < end for start, end in encoding)]
+    assert bool(during) is overlap
