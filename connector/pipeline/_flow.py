@@ -1,9 +1,9 @@
 """Stages of a sync that overlap: each in its own thread, joined by small bounded queues.
 
 A producer thread yields items, each stage thread maps them in order, and the caller's thread
-consumes them: while one stage works on item k, the one before it already works on item k+1.
-The queues hold a few items each, so memory stays flat however long the input is, and a slow
-stage holds back the ones before it.
+consumes them: while one stage works on item k, the one before it already works on item k+1. The
+queues hold a few items each, so memory stays flat however long the input is, and a slow stage
+holds back the ones before it. The producer and the stages are timed (:attr:`Flow.busy_s`).
 
 A failure in a stage lets the stages after it finish what came before (as a one-thread loop
 would have), stops those before it, and is raised in the caller's thread. A failure in the
@@ -25,6 +25,7 @@ __all__ = ["Flow", "Stage"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+V = TypeVar("V")
 
 _END = object()
 _POLL_S = 0.05
@@ -40,10 +41,6 @@ class Stage(Generic[T]):
 
     name: str
     run: Callable[[T], T]
-
-
-_Consumer = tuple[str, Callable[[T], None]]
-"""The last part: its name, and what it does with each item (in the caller's thread)."""
 
 
 class _Halted(Exception):
@@ -73,15 +70,15 @@ class Flow(Generic[T]):
         self,
         produce: tuple[str, Callable[[], Iterator[T]]],
         stages: list[Stage[T]],
-        consume: _Consumer[T],
+        consume: Callable[[T], None],
     ) -> None:
         """Feed every produced item through the stages into ``consume``, in order.
 
         Raises:
             BaseException: The first failure of any part, as it was raised.
         """
-        names = [produce[0], *(s.name for s in stages), consume[0]]
-        self._parts = len(names)
+        names = [produce[0], *(s.name for s in stages)]
+        self._parts = len(names) + 1
         self.busy_s.update(dict.fromkeys(names, 0.0))
         if self.depth == 0:
             self._in_turn(produce[0], produce[1](), stages, consume)
@@ -121,13 +118,13 @@ class Flow(Generic[T]):
             raise self._failure
 
     def _in_turn(
-        self, read: str, items: Iterator[T], stages: list[Stage[T]], consume: _Consumer[T]
+        self, read: str, items: Iterator[T], stages: list[Stage[T]], consume: Callable[[T], None]
     ) -> None:
         """Depth 0: one item at a time through every part, all in the caller's thread."""
         for item in self._timed(read, items):
             for stage in stages:
-                item = self._call(stage.name, stage.run, item)
-            self._call(consume[0], consume[1], item)
+                item = self.timed(stage.name, stage.run, item)
+            consume(item)
 
     def _timed(self, name: str, items: Iterator[T]) -> Iterator[T]:
         """``items``, the time each takes to come counted as ``name``'s busy time."""
@@ -141,13 +138,14 @@ class Flow(Generic[T]):
                 self.busy_s[name] += time.perf_counter() - started
             yield item
 
-    def _call(self, name: str, run: Callable[[T], R], item: T) -> R:
-        """``run(item)``, its time counted as ``name``'s busy time."""
+    def timed(self, name: str, run: Callable[[V], R], item: V) -> R:
+        """``run(item)``, its time counted as ``name``'s busy time (the consumer times its own
+        parts with this: waiting on a full queue downstream is not work)."""
         started = time.perf_counter()
         try:
             return run(item)
         finally:
-            self.busy_s[name] += time.perf_counter() - started
+            self.busy_s[name] = self.busy_s.get(name, 0.0) + time.perf_counter() - started
 
     # -- the parts -------------------------------------------------------------------------------
 
@@ -185,7 +183,7 @@ class Flow(Generic[T]):
                 if item is _END:
                     self._put(index, out, _END)
                     return
-                done = self._call(stage.name, stage.run, item)  # type: ignore[arg-type]
+                done = self.timed(stage.name, stage.run, item)  # type: ignore[arg-type]
                 self._put(index, out, done)
         except _Halted:
             pass
@@ -194,14 +192,13 @@ class Flow(Generic[T]):
         finally:
             otel_context.detach(token)
 
-    def _consume(self, consume: _Consumer[T], inbox: queue.Queue[object]) -> None:
-        name, handle = consume
+    def _consume(self, consume: Callable[[T], None], inbox: queue.Queue[object]) -> None:
         last = self._parts - 1
         while True:
             item = self._get(last, inbox)
             if item is _END:
                 return
-            self._call(name, handle, item)  # type: ignore[arg-type]
+            consume(item)  # type: ignore[arg-type]
 
     # -- hand-overs ------------------------------------------------------------------------------
 

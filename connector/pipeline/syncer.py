@@ -240,15 +240,14 @@ class Syncer:
             record, planner.signatures, [e.name for e in self.dense], self.sparse, self.telemetry
         )
 
+        flow: Flow[Window] = Flow(depth=_DEPTH if self.overlap else 0, busy_s=record.stage_busy_s)
+
         def write(window: Window) -> None:
-            self.writer.submit(build(window))
+            self.writer.submit(flow.timed("build", build, window))
             record.progress.advance(len(window.items), window.bytes_read)
             self.progress.advance(len(window.items), window.bytes_read)
 
-        flow: Flow[Window] = Flow(depth=_DEPTH if self.overlap else 0, busy_s=record.stage_busy_s)
-        flow.run(
-            ("read", lambda: planner.windows(source, self.batch_size)), stages, ("build", write)
-        )
+        flow.run(("read", lambda: planner.windows(source, self.batch_size)), stages, write)
 
     def _note_skips(self, record: RunRecord, *logs: SkipLog) -> None:
         kinds: dict[str, int] = {}

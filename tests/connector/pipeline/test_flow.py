@@ -25,11 +25,11 @@ def test_items_reach_the_consumer_in_order_through_every_stage() -> None:
     flow.run(
         ("read", lambda: numbers(50, [])),
         [Stage("double", lambda n: n * 2), Stage("inc", lambda n: n + 1)],
-        ("build", out.append),
+        out.append,
     )
 
     assert out == [2 * n + 1 for n in range(50)]
-    assert set(flow.busy_s) == {"read", "double", "inc", "build"}
+    assert set(flow.busy_s) == {"read", "double", "inc"}
 
 
 def test_the_next_item_is_read_while_a_stage_works_on_one() -> None:
@@ -47,7 +47,7 @@ def test_the_next_item_is_read_while_a_stage_works_on_one() -> None:
         yield 1
 
     out: list[int] = []
-    Flow[int]().run(("read", produce), [Stage("dense", encode)], ("build", out.append))
+    Flow[int]().run(("read", produce), [Stage("dense", encode)], out.append)
 
     assert out == [0, 1]
 
@@ -57,7 +57,7 @@ def test_in_turn_reads_the_next_item_only_after_the_last_was_consumed() -> None:
     log: list[tuple[int, int]] = []
 
     Flow[int](depth=0).run(
-        ("read", lambda: numbers(5, read)), [], ("build", lambda n: log.append((n, len(read))))
+        ("read", lambda: numbers(5, read)), [], lambda n: log.append((n, len(read)))
     )
 
     assert log == [(n, n + 1) for n in range(5)]
@@ -76,9 +76,7 @@ def test_the_producer_reads_only_a_bounded_way_ahead() -> None:
     def consume(n: int) -> None:
         lead.append(len(read) - n)
 
-    Flow[int](depth=2).run(
-        ("read", lambda: numbers(100, read)), [Stage("dense", slow)], ("build", consume)
-    )
+    Flow[int](depth=2).run(("read", lambda: numbers(100, read)), [Stage("dense", slow)], consume)
 
     # Two queues of 2, one item in the stage, one in the producer's hand: never the whole input.
     assert max(lead) <= 7
@@ -102,7 +100,7 @@ def test_a_failing_stage_lets_earlier_items_finish_stops_the_producer_and_raises
 
     with pytest.raises(Boom) as info:
         Flow[int]().run(
-            ("read", lambda: numbers(10_000, read)), [Stage("dense", encode)], ("build", out.append)
+            ("read", lambda: numbers(10_000, read)), [Stage("dense", encode)], out.append
         )
 
     assert info.value is error  # the original error, raised in the caller's thread
@@ -119,7 +117,7 @@ def test_a_failing_producer_lets_what_it_read_finish_then_raises() -> None:
         raise Boom("unreadable")
 
     with pytest.raises(Boom):
-        Flow[int]().run(("read", produce), [Stage("dense", lambda n: n)], ("build", out.append))
+        Flow[int]().run(("read", produce), [Stage("dense", lambda n: n)], out.append)
 
     assert out == [0, 1]
 
@@ -138,9 +136,7 @@ def test_a_failing_or_interrupted_consumer_stops_every_stage(error: BaseExceptio
             raise error
 
     with pytest.raises(type(error)):
-        Flow[int]().run(
-            ("read", lambda: numbers(10_000, read)), [Stage("dense", encode)], ("build", consume)
-        )
+        Flow[int]().run(("read", lambda: numbers(10_000, read)), [Stage("dense", encode)], consume)
 
     settled = (len(read), len(encoded))
     assert settled[0] < 100 and settled[1] < 100
