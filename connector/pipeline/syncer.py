@@ -7,25 +7,20 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from qdrant_client import models as qm
-
-from connector.chunks import ChunkRecord, content_hash, point_id, text_hash
-from connector.errors import InvalidRecord, SourceError, UnsafeDelete, describe_failure
+from connector.chunks import point_id
+from connector.errors import UnsafeDelete, describe_failure
+from connector.pipeline._build import Builder
+from connector.pipeline._encode import DenseEncode, SparseEncode
+from connector.pipeline._flow import Flow, Stage
+from connector.pipeline._plan import Planner, Window
 from connector.pipeline.progress import NULL_PROGRESS, Progress
 from connector.pipeline.stages import DenseStage
 from connector.runs.record import RunRecord
 from connector.sources._skips import KEPT_ENTRIES, SkipLog
 from connector.sparse import sparse_model
-from connector.store import (
-    CollectionLayout,
-    PointState,
-    WriteBatch,
-    Writer,
-    as_uuid_int,
-)
+from connector.store import CollectionLayout, Writer, as_uuid_int
 from connector.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -36,6 +31,10 @@ if TYPE_CHECKING:
 __all__ = ["SparseTarget", "Syncer"]
 
 log = logging.getLogger(__name__)
+
+_DEPTH = 2
+"""Windows that may wait between two stages: enough to keep the dense stage fed, few enough to
+keep memory flat."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +70,9 @@ class Syncer:
         telemetry: Where the ``sync`` span and its per-batch ``dense`` span go (the sparse
             generator and the writer emit ``sparse_inference`` and ``upsert`` under it).
         dense_stage: Runs the dense models (default: on the CPU).
+        overlap: Read and plan the next window and build and write the last one while a window
+            encodes (each stage in its own thread); ``False``: every stage in turn, one window at
+            a time, in the caller's thread.
     """
 
     def __init__(
@@ -86,6 +88,7 @@ class Syncer:
         progress: Progress = NULL_PROGRESS,
         telemetry: Telemetry | None = None,
         dense_stage: DenseStage | None = None,
+        overlap: bool = True,
     ) -> None:
         self.writer = writer
         self.dense = list(dense)
@@ -97,7 +100,7 @@ class Syncer:
         self.progress = progress
         self.telemetry = telemetry or Telemetry()
         self.dense_stage = dense_stage or DenseStage(telemetry=self.telemetry)
-        self._signatures: dict[str, str] = {}
+        self.overlap = overlap
         self.record: RunRecord | None = None
         """The record of the run in progress or last run, also when it failed."""
 
@@ -185,31 +188,20 @@ class Syncer:
         # The writer counts acknowledged writes straight into the run's record.
         self.writer.begin(record.writes)
         self.writer.ensure_collection(self.layout())
-        self._signatures = {e.name: e.signature for e in self.dense}
+        signatures = {e.name: e.signature for e in self.dense}
         if self.sparse is not None:
-            self._signatures[self.sparse.vector_name] = self.sparse.signature
-        seen: set[int] = set()
-        duplicates = SkipLog(strict=self.strict)
+            signatures[self.sparse.vector_name] = self.sparse.signature
+        planner = Planner(self.writer, signatures, strict=self.strict)
+        duplicates = planner.duplicates
         # A source of one's own may keep no skip log: then it skipped nothing.
         skipped: SkipLog = getattr(source, "skips", None) or SkipLog()
         record.progress.start(source.total_bytes)
         self.progress.start(source.total_bytes)
         try:
-            window: list[tuple[ChunkRecord, str]] = []
-            for chunk in source:
-                pid = self._claim(chunk, source.name, seen, duplicates)
-                if pid is None:
-                    continue
-                window.append((chunk, pid))
-                if len(window) >= self.batch_size:
-                    self._process(window, record)
-                    self._advance(len(window), source.bytes_read, record)
-                    window = []
-            if window:
-                self._process(window, record)
-                self._advance(len(window), source.bytes_read, record)
+            self._flow(source, planner, record)
             self.writer.flush()
             self._note_skips(record, skipped, duplicates)
+            seen = planner.seen
             for skips in (skipped, duplicates):
                 seen.update(as_uuid_int(point_id(source.name, i)) for i in skips.protected_ids)
             self._delete_missing(source.name, seen, record, skipped.unidentified)
@@ -229,30 +221,33 @@ class Syncer:
             self.progress.finish()
         return record
 
-    def _advance(self, chunks: int, bytes_read: int, record: RunRecord) -> None:
-        record.progress.advance(chunks, bytes_read)
-        self.progress.advance(chunks, bytes_read)
+    def _flow(self, source: Source, planner: Planner, record: RunRecord) -> None:
+        """Read and plan window k+1 and build and submit window k-1 while window k encodes."""
+        stages: list[Stage[Window]] = []
+        encode_dense = DenseEncode(
+            self.dense, self.dense_stage, self.telemetry, record.dense.device or "cpu"
+        )
+        if self.dense:
+            stages.append(Stage("dense", encode_dense))
+        if self.sparse is not None:
+            encode_sparse = SparseEncode(self.sparse, self.telemetry)
+            if self.dense and self.sparse.use_gpu and self.dense_stage.use_gpu:
+                # Both lease a GPU: one after the other, as they would not share it anyway.
+                stages[-1] = Stage("dense", lambda w: encode_sparse(encode_dense(w)))
+            else:
+                stages.append(Stage("sparse", encode_sparse))
+        build = Builder(
+            record, planner.signatures, [e.name for e in self.dense], self.sparse, self.telemetry
+        )
 
-    def _claim(
-        self, chunk: ChunkRecord, source: str, seen: set[int], duplicates: SkipLog
-    ) -> str | None:
-        """The chunk's point id, or ``None`` when its id was already read in this run (the first
-        record with an id wins; the repeat is skipped and reported, or fatal when strict)."""
-        if chunk.chunk_id is None:
-            raise SourceError(chunk.location or source, "chunk has no id")
-        pid = point_id(source, chunk.chunk_id)
-        key = as_uuid_int(pid)
-        if key in seen:
-            duplicates.skip(
-                InvalidRecord(
-                    chunk.location or source,
-                    f"duplicate chunk id {chunk.chunk_id!r} (already read earlier in this source)",
-                    kind="duplicate_id",
-                )
-            )
-            return None
-        seen.add(key)
-        return pid
+        flow: Flow[Window] = Flow(depth=_DEPTH if self.overlap else 0, busy_s=record.stage_busy_s)
+
+        def write(window: Window) -> None:
+            self.writer.submit(flow.timed("build", build, window))
+            record.progress.advance(len(window.items), window.bytes_read)
+            self.progress.advance(len(window.items), window.bytes_read)
+
+        flow.run(("read", lambda: planner.windows(source, self.batch_size)), stages, write)
 
     def _note_skips(self, record: RunRecord, *logs: SkipLog) -> None:
         kinds: dict[str, int] = {}
@@ -268,147 +263,6 @@ class Syncer:
         noted.by_kind = dict(sorted(kinds.items()))
         noted.records = entries[:KEPT_ENTRIES]
         noted.blank_lines = sum(skips.blank_lines for skips in logs)
-
-    def _process(self, window: list[tuple[ChunkRecord, str]], record: RunRecord) -> None:
-        states = self.writer.fetch_state([pid for _, pid in window])
-        counts = record.counts
-        counts.chunks_seen += len(window)
-        needs: dict[str, list[int]] = {name: [] for name in self._signatures}
-        plans: list[tuple[str, list[str]]] = []  # (kind, vectors to compute)
-        for index, (chunk, pid) in enumerate(window):
-            kind, missing = self._plan(chunk, states.get(pid))
-            plans.append((kind, missing))
-            for name in missing:
-                needs[name].append(index)
-        vectors, fallbacks = self._encode(window, needs, record)
-        batch = WriteBatch()
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        before = (counts.encoded, counts.skipped_unchanged, counts.payload_only)
-        for index, ((chunk, pid), (kind, missing)) in enumerate(zip(window, plans, strict=True)):
-            if kind == "skip":
-                counts.skipped_unchanged += 1
-                continue
-            payload = self._payload(chunk, record, now, fallbacks.get(index))
-            if kind == "payload":
-                counts.payload_only += 1
-                batch.payload_overwrites.append((pid, payload))
-                continue
-            counts.encoded += 1
-            point_vectors = {name: vectors[name][index] for name in missing}
-            point_vectors = {k: v for k, v in point_vectors.items() if v is not None}
-            if kind == "full":
-                batch.upserts.append(qm.PointStruct(id=pid, vector=point_vectors, payload=payload))
-                continue
-            if point_vectors:
-                batch.vector_updates.append(qm.PointVectors(id=pid, vector=point_vectors))
-            # The whole payload is rewritten so that a fallback note of an earlier run goes too.
-            batch.payload_overwrites.append((pid, payload))
-        self.telemetry.count_chunks(counts.encoded - before[0], "encoded")
-        self.telemetry.count_chunks(counts.skipped_unchanged - before[1], "unchanged")
-        self.telemetry.count_chunks(counts.payload_only - before[2], "metadata_only")
-        self.writer.submit(batch)
-
-    def _plan(self, chunk: ChunkRecord, state: PointState | None) -> tuple[str, list[str]]:
-        """``full`` (new or text changed), ``partial`` (some vectors stale: a model changed, or
-        sparse was off or fell back), ``payload`` (metadata changed) or ``skip``."""
-        names = list(self._signatures)
-        if state is None or state.text_hash != text_hash(chunk.text):
-            return "full", names
-        missing = [n for n in names if state.encoded_with.get(n) != self._signatures[n]]
-        if missing:
-            return "partial", missing
-        if state.content_hash != content_hash(chunk.text, chunk.metadata):
-            return "payload", []
-        return "skip", []
-
-    def _encode(
-        self, window: list[tuple[ChunkRecord, str]], needs: dict[str, list[int]], record: RunRecord
-    ) -> tuple[dict[str, dict[int, Any]], dict[int, str]]:
-        """Vectors per name per window position, and why a position's sparse vector fell back."""
-        out: dict[str, dict[int, Any]] = {}
-        fallbacks: dict[int, str] = {}
-        if any(needs[encoder.name] for encoder in self.dense):
-            self._encode_dense(window, needs, record, out)
-        if self.sparse is not None and needs[self.sparse.vector_name]:
-            target = self.sparse
-            indices = needs[target.vector_name]
-            result = target.generator.generate(
-                [window[i][0] for i in indices],
-                target.model_name,
-                target.use_gpu,
-                target.device_ids,
-            )
-            vectors: dict[int, Any] = {}
-            for position, (i, vec) in enumerate(zip(indices, result.vectors, strict=True)):
-                if position in result.fallback_reasons:
-                    fallbacks[i] = result.fallback_reasons[position]
-                if vec and vec["indices"]:
-                    vectors[i] = qm.SparseVector(indices=vec["indices"], values=vec["values"])
-                else:
-                    # Qdrant has nothing to match on; the signature still records it as done.
-                    vectors[i] = None
-                    record.sparse.empty += 1
-            out[target.vector_name] = vectors
-            stats = record.sparse
-            stats.device = result.device
-            stats.fallbacks += result.fallback_count
-            self.telemetry.count_fallbacks(result.fallback_count, target.model_name)
-            self.telemetry.record_stage("sparse_inference", result.latency_ms)
-            if result.error_message and stats.fallback_reason is None:
-                stats.fallback_reason = result.error_message
-            stats.latency_ms += result.latency_ms
-            count = record.vectors_encoded.get(target.vector_name, 0) + len(indices)
-            record.vectors_encoded[target.vector_name] = count
-        return out, fallbacks
-
-    def _encode_dense(
-        self,
-        window: list[tuple[ChunkRecord, str]],
-        needs: dict[str, list[int]],
-        record: RunRecord,
-        out: dict[str, dict[int, Any]],
-    ) -> None:
-        started = time.perf_counter()
-        attributes = {
-            "models": ",".join(e.name for e in self.dense if needs[e.name]),
-            "device": record.dense.device or "cpu",
-            "chunk_count": len({i for e in self.dense for i in needs[e.name]}),
-        }
-        with self.telemetry.span("dense", attributes) as span:
-            for encoder in self.dense:
-                indices = needs[encoder.name]
-                if indices:
-                    texts = [window[i][0].text for i in indices]
-                    encoded = self.dense_stage.encode(encoder, texts)
-                    out[encoder.name] = dict(zip(indices, encoded, strict=True))
-                    count = record.vectors_encoded.get(encoder.name, 0) + len(indices)
-                    record.vectors_encoded[encoder.name] = count
-            latency = (time.perf_counter() - started) * 1000
-            span.set_attribute("latency_ms", round(latency, 3))
-        record.dense.latency_ms += latency
-        self.telemetry.record_stage("dense", latency)
-
-    def _payload(
-        self, chunk: ChunkRecord, record: RunRecord, now: str, fallback: str | None
-    ) -> dict[str, Any]:
-        encoded_with = dict(self._signatures)
-        extra: dict[str, Any] = {}
-        if fallback is not None and self.sparse is not None:
-            # Not the model's signature: the next sync tries the model again for this chunk.
-            name = self.sparse.vector_name
-            encoded_with[name] = f"fallback|{encoded_with[name]}"
-            extra["sparse_fallback"] = {"model": self.sparse.model_name, "reason": fallback}
-        return extra | {
-            "chunk_id": chunk.chunk_id,
-            "source": record.source,
-            "text": chunk.text,
-            "metadata": chunk.metadata,
-            "text_hash": text_hash(chunk.text),
-            "content_hash": content_hash(chunk.text, chunk.metadata),
-            "encoded_with": encoded_with,
-            "run_id": record.run_id,
-            "synced_at": now,
-        }
 
     def _delete_missing(
         self, source: str, seen: set[int], record: RunRecord, unidentified: int

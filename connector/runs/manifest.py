@@ -175,6 +175,12 @@ class PerformanceBaseline(_Model):
     devices: list[DeviceUsage] = Field(default_factory=list)
     soft_limit_exceedances: int = 0
     """Batches that went over a device's soft VRAM limit, summed over devices."""
+    stage_busy_s: dict[str, float | None] = Field(default_factory=dict)
+    """Seconds each stage worked (``read``, ``dense``, ``sparse``, ``build``, ``write``; ``None``:
+    the stage did not run). Stages overlap: the one busy for most of ``duration_s`` bounds the
+    run."""
+    workers: int = 1
+    """Processes that shared the run's CPU-bound work."""
 
 
 class SkippedSection(_Model):

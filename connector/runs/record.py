@@ -169,6 +169,12 @@ class RunRecord:
     progress: ReadProgress = field(default_factory=ReadProgress)
     devices: list[DeviceUsage] = field(default_factory=list)
     """Accelerators the run used so far, with VRAM peaks and caps; none on a CPU-only run."""
+    stage_busy_s: dict[str, float] = field(default_factory=dict)
+    """Seconds each stage of the sync that ran spent working, not waiting on its neighbours
+    (``read``, ``dense``, ``sparse``, ``build``), filled as the run goes; the writer's own is
+    :attr:`~connector.store.WriteCounts.write_ms`."""
+    workers: int = 1
+    """Processes that share the run's CPU-bound work."""
 
     @property
     def running(self) -> bool:
@@ -322,7 +328,22 @@ class RunRecord:
             },
             devices=list(self.devices),
             soft_limit_exceedances=sum(d.soft_limit_exceedances for d in self.devices),
+            stage_busy_s=self._stage_busy(),
+            workers=self.workers,
         )
+
+    def _stage_busy(self) -> dict[str, float | None]:
+        """Busy seconds per stage in flow order (``None``: the stage did not run), so that an
+        operator sees which stage bounds the run: the one busy for most of its duration."""
+        busy = {
+            name: round(self.stage_busy_s[name], 3) if name in self.stage_busy_s else None
+            for name in _FLOW_STAGES
+        }
+        return busy | {"write": round(self.writes.write_ms / 1000, 3)}
+
+
+_FLOW_STAGES = ("read", "dense", "sparse", "build")
+"""The stages a sync's flow times itself; ``write`` is the writer's."""
 
 
 def _rate(count: int, milliseconds: float) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from connector.sparse.bm25 import Bm25
 from connector.sparse.generator import SparseVectorGenerator
 from connector.store import Store, Writer
 from connector.store.edge import EdgeClient
-from tests.fakes import FakeDense, ListSource, chunk
+from tests.fakes import FakeDense, ListSource, RateDense, chunk
 
 CORPUS = [
     chunk("a", "Boundary layer transition on a flat plate at supersonic speed.", topic="flow"),
@@ -316,3 +317,86 @@ def test_a_source_without_a_skip_log_syncs(sink: Writer) -> None:
 
     report = syncer(sink, FakeDense()).run(Plain())
     assert (report.status, report.writes.upserted, report.skips.count) == ("succeeded", 4, 0)
+
+
+class FailingDense(FakeDense):
+    """Fails on its ``fail_on``-th call."""
+
+    def __init__(self, fail_on: int, error: Exception) -> None:
+        super().__init__()
+        self.fail_on = fail_on
+        self.error = error
+
+    def encode(self, texts):
+        if self.calls + 1 == self.fail_on:
+            self.calls += 1
+            raise self.error
+        return super().encode(texts)
+
+
+def test_a_failing_stage_keeps_earlier_windows_deletes_nothing_and_raises_its_error(
+    sink: Writer,
+) -> None:
+    many = [chunk(f"c{i}", f"Shock wave number {i} on a wedge.") for i in range(20)]
+    syncer(sink, FakeDense()).run(ListSource(many))
+    error = RuntimeError("the model broke")
+
+    run = syncer(sink, FailingDense(fail_on=3, error=error))
+    with pytest.raises(RuntimeError) as info:
+        run.run(ListSource([chunk(f"n{i}", f"New text {i}.") for i in range(20)]))
+
+    assert info.value is error
+    report = run.record
+    assert (
+        report is not None and report.status == "failed" and "RuntimeError" in (report.reason or "")
+    )
+    # The two windows before the failing one were written, as in a one-thread run; nothing was
+    # deleted though the old chunks are missing from this read.
+    assert report.writes.upserted == 4 and report.writes.deleted == 0
+    assert len(stored(sink)) == 24
+
+
+def test_overlapped_and_in_turn_runs_store_the_same_points(tmp_path: Path) -> None:
+    def point_set(overlap: bool) -> dict:
+        store = Store(QdrantClient(path=str(tmp_path / f"q{overlap}")))
+        writer = Writer(store, "chunks", batch_size=3)
+        try:
+            corpus = [chunk(f"c{i}", f"Jet noise at station {i}.", n=i) for i in range(25)]
+            source = ListSource([*corpus, corpus[4], chunk("late", "")])
+            report = syncer(writer, FakeDense(), overlap=overlap).run(source)
+            points = stored(writer)
+        finally:
+            store.close()
+        for point in points.values():
+            del point["payload"]["run_id"], point["payload"]["synced_at"]
+        return {"points": points, "counts": report.totals(), "vectors": report.vectors_encoded}
+
+    assert point_set(True) == point_set(False)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_the_source_is_read_while_the_dense_model_encodes_only_when_overlapped(
+    sink: Writer, overlap: bool
+) -> None:
+    encoding: list[tuple[float, float]] = []
+    reads: list[float] = []
+
+    class TimedDense(RateDense):
+        def encode(self, texts):
+            started = time.perf_counter()
+            try:
+                return super().encode(texts)
+            finally:
+                encoding.append((started, time.perf_counter()))
+
+    class TimedSource(ListSource):
+        def __iter__(self):
+            for item in super().__iter__():
+                reads.append(time.perf_counter())
+                yield item
+
+    many = [chunk(f"c{i}", f"Wake of a sphere number {i}.") for i in range(24)]
+    syncer(sink, TimedDense(rate=100), overlap=overlap).run(TimedSource(many))
+
+    during = [t for t in reads if any(start < t < end for start, end in encoding)]
+    assert bool(during) is overlap

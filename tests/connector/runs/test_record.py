@@ -169,3 +169,30 @@ def test_the_eta_is_given_while_running_only() -> None:
     run.status = "succeeded"
     assert run.summary().progress.eta_s is None and run.live().eta_s is None
     assert run.summary().run.finished_at is not None
+
+
+def test_stage_busy_times_are_derived_for_every_stage_in_flow_order() -> None:
+    run = record(stage_busy_s={"read": 0.5, "dense": 2.0, "build": 0.25}, workers=2)
+    run.writes.write_ms = 1500.0
+
+    performance = run.summary().performance
+
+    assert performance is not None and performance.workers == 2
+    # A stage that did not run (no sparse model) is null; the writer's is its write time.
+    assert performance.stage_busy_s == {
+        "read": 0.5,
+        "dense": 2.0,
+        "sparse": None,
+        "build": 0.25,
+        "write": 1.5,
+    }
+
+
+def test_a_sync_times_each_of_its_stages(sink: Writer, tmp_path: Path) -> None:
+    syncer, _ = recorded_run(sink, tmp_path / "state")
+
+    run = syncer.record
+    assert run is not None and set(run.stage_busy_s) == {"read", "dense", "sparse", "build"}
+    assert all(seconds > 0 for seconds in run.stage_busy_s.values())
+    performance = run.summary().performance
+    assert performance is not None and (performance.stage_busy_s["write"] or 0) > 0

@@ -1,0 +1,128 @@
+"""Does a sync keep a fast dense model fed? Overlapped stages against the same sync in turn.
+
+    python bench/pipeline.py [DATASET] [--chunks N] [--rates 2000,8000,32000,0] [--words 100]
+
+A dense encoder that takes 1/R s per chunk asleep, with the GIL released, as a GPU kernel does
+(R = 0: no wait, which shows what the CPU side alone reaches), stands in for the GPU. For each R,
+a first sync of the same short chunks (about ``--words`` words, cut from DATASET) with BM25 on,
+into the embedded engine, wired by ``connector.wiring.build_syncer``: once in turn (every stage
+one after the other, what a sync did before its stages overlapped) and once overlapped. Printed
+per run: sync chunks/s, sync / R, and each stage's busy share of the run's wall time (the stage
+busy for most of it bounds the run).
+
+DATASET is a BEIR folder or a corpus.jsonl (default ../shared/data/cranfield).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from _corpus import DEFAULT_DATASET, read_docs, write_jsonl
+
+STAGES = ("read", "dense", "sparse", "build", "write")
+
+
+class RateEncoder:
+    """A dense model of a set speed: 1/``rate`` s per text asleep (GIL released), then a small
+    hashed bag of words."""
+
+    def __init__(self, rate: float, dim: int = 16) -> None:
+        self.name = "dense"
+        self.rate = rate
+        self.dim = dim
+
+    @property
+    def signature(self) -> str:
+        return f"rate-bench|dim={self.dim}"
+
+    def encode(self, texts: Sequence[str]) -> list[list[float]]:
+        if self.rate:
+            time.sleep(len(texts) / self.rate)
+        return [self._vector(text) for text in texts]
+
+    def encode_query(self, text: str) -> list[float]:
+        return self._vector(text)
+
+    def _vector(self, text: str) -> list[float]:
+        digest = hashlib.blake2b(text.encode(), digest_size=self.dim).digest()
+        vector = [float(b) + 1.0 for b in digest]
+        norm = math.sqrt(sum(v * v for v in vector))
+        return [v / norm for v in vector]
+
+
+def short_chunks(docs: list[tuple[str, str]], count: int, words: int) -> Iterator[tuple[str, str]]:
+    """``count`` chunks of ``words`` words, cut in turn from the documents' running text."""
+    stream = [w for _, text in docs for w in text.split()]
+    for n in range(count):
+        start = (n * words) % max(1, len(stream) - words)
+        yield f"c{n}", " ".join(stream[start : start + words]) + f" n{n}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", nargs="?", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("--chunks", type=int, default=12_000)
+    parser.add_argument("--words", type=int, default=100, help="words per chunk")
+    parser.add_argument("--rates", default="2000,3000,8000,32000,0", help="R per run; 0: none")
+    parser.add_argument("--engine", choices=["edge", "local"], default="edge")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="connector-pipeline-bench-"))
+    corpus = work / "short.jsonl"
+    count = write_jsonl(short_chunks(read_docs(args.dataset), args.chunks, args.words), corpus)
+    print(f"{count} chunks of ~{args.words} words, BM25 on, engine {args.engine}; work {work}")
+    header = " ".join(f"{s:>6}" for s in STAGES)
+    print(f"{'R':>8} {'mode':>10} {'chunks/s':>9} {'sync/R':>7}   busy share of wall time")
+    print(f"{'':>38}{header}")
+    for rate in (float(r) for r in args.rates.split(",")):
+        for overlap in (False, True):
+            seconds, busy = _sync(corpus, work / f"state-{rate:.0f}-{overlap}", rate, overlap, args)
+            speed = count / seconds
+            shares = " ".join(
+                f"{busy[s] / seconds:>6.2f}" if busy.get(s) is not None else f"{'-':>6}"
+                for s in STAGES
+            )
+            mode = "overlapped" if overlap else "in turn"
+            print(
+                f"{f'{rate:,.0f}' if rate else 'none':>8} {mode:>10} {speed:>9,.0f}"
+                f" {f'{speed / rate:.2f}' if rate else '-':>7}   {shares}"
+            )
+    return 0
+
+
+def _sync(
+    corpus: Path, state: Path, rate: float, overlap: bool, args: argparse.Namespace
+) -> tuple[float, dict[str, float | None]]:
+    from connector.settings import load_settings
+    from connector.sources import open_source
+    from connector.wiring import build_syncer
+
+    settings = load_settings(
+        None,
+        {
+            "state_dir": str(state),
+            "qdrant": {"engine": args.engine, "collection": "bench"},
+            "sparse": {"enabled": True},
+        },
+    )
+    source = open_source(str(corpus), name="bench")
+    with build_syncer(
+        settings, source=source, dense=[RateEncoder(rate)], holder="bench", record=False
+    ) as job:
+        job.syncer.overlap = overlap
+        started = time.perf_counter()
+        record = job.run()
+        seconds = time.perf_counter() - started
+    performance = record.summary().performance
+    assert performance is not None and record.counts.chunks_seen == args.chunks
+    return seconds, dict(performance.stage_busy_s)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
