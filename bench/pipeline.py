@@ -2,7 +2,8 @@
 
     python bench/pipeline.py [DATASET] [--chunks N] [--rates 2000,8000,32000,0] [--words 100]
 
-A dense encoder that takes 1/R s per chunk asleep, with the GIL released, as a GPU kernel does
+The shipped plug-in encoder ``connector.dense_plugins:RateEncoder`` takes 1/R s per chunk
+asleep, with the GIL released, as a GPU kernel does
 (R = 0: no wait, which shows what the CPU side alone reaches), stands in for the GPU. For each R,
 a first sync of the same short chunks (about ``--words`` words, cut from DATASET) with BM25 on,
 into the embedded engine, wired by ``connector.wiring.build_syncer``: once in turn (every stage
@@ -16,44 +17,26 @@ DATASET is a BEIR folder or a corpus.jsonl (default ../shared/data/cranfield).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import math
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from _corpus import DEFAULT_DATASET, read_docs, write_jsonl
 
+from connector.dense import PluginEncoder
+from connector.settings import DenseModelConfig
+
 STAGES = ("read", "dense", "sparse", "build", "write")
 
 
-class RateEncoder:
-    """A dense model of a set speed: 1/``rate`` s per text asleep (GIL released), then a small
-    hashed bag of words."""
-
-    def __init__(self, rate: float, dim: int = 16) -> None:
-        self.name = "dense"
-        self.rate = rate
-        self.dim = dim
-
-    @property
-    def signature(self) -> str:
-        return f"rate-bench|dim={self.dim}"
-
-    def encode(self, texts: Sequence[str]) -> list[list[float]]:
-        if self.rate:
-            time.sleep(len(texts) / self.rate)
-        return [self._vector(text) for text in texts]
-
-    def encode_query(self, text: str) -> list[float]:
-        return self._vector(text)
-
-    def _vector(self, text: str) -> list[float]:
-        digest = hashlib.blake2b(text.encode(), digest_size=self.dim).digest()
-        vector = [float(b) + 1.0 for b in digest]
-        norm = math.sqrt(sum(v * v for v in vector))
-        return [v / norm for v in vector]
+def _rate_model(rate: float) -> DenseModelConfig:
+    """The shipped plug-in that encodes at ``rate`` chunks/s (0: unbounded), configured as a
+    user would; 16-d so that hashing costs little beside the rest of the sync."""
+    options = {"dim": 16, "rate": rate or None, "batch_size": 32}
+    return DenseModelConfig(
+        encoder="connector.dense_plugins:RateEncoder", name="dense", options=options
+    )
 
 
 def short_chunks(docs: list[tuple[str, str]], count: int, words: int) -> Iterator[tuple[str, str]]:
@@ -113,7 +96,11 @@ def _sync(
     )
     source = open_source(str(corpus), name="bench")
     with build_syncer(
-        settings, source=source, dense=[RateEncoder(rate)], holder="bench", record=False
+        settings,
+        source=source,
+        dense=[PluginEncoder(_rate_model(rate))],
+        holder="bench",
+        record=False,
     ) as job:
         job.syncer.overlap = overlap
         started = time.perf_counter()
