@@ -26,7 +26,14 @@ from connector import __version__
 if TYPE_CHECKING:
     from connector.settings import TelemetrySettings
 
-__all__ = ["DEFAULT_SERVICE_NAME", "AttributeValue", "Telemetry", "setup_telemetry"]
+__all__ = [
+    "DEFAULT_SERVICE_NAME",
+    "AttributeValue",
+    "Telemetry",
+    "current_context",
+    "in_context",
+    "setup_telemetry",
+]
 
 _SCOPE = "connector"
 DEFAULT_SERVICE_NAME = "qdrant-hybrid-connector"
@@ -145,6 +152,22 @@ class Telemetry:
 
 
 _installed: Telemetry | None = None
+
+
+def current_context() -> object:
+    """The calling thread's trace context, to continue in another thread with
+    :func:`in_context` (spans opened there get the current span as their parent)."""
+    return otel_context.get_current()
+
+
+@contextmanager
+def in_context(context: object) -> Iterator[None]:
+    """Run a block of another thread under ``context`` (from :func:`current_context`)."""
+    token = otel_context.attach(context)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def setup_telemetry(

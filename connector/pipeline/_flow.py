@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from opentelemetry import context as otel_context
+from connector.telemetry import current_context, in_context
 
 __all__ = ["Flow", "Stage"]
 
@@ -87,7 +87,7 @@ class Flow(Generic[T]):
             queue.Queue(maxsize=self.depth) for _ in range(len(stages) + 1)
         ]
         # Spans opened in the stage threads have the caller's current span as their parent.
-        parent = otel_context.get_current()
+        parent = current_context()
         threads = [
             threading.Thread(
                 target=self._produce,
@@ -156,17 +156,15 @@ class Flow(Generic[T]):
         parent: object,
     ) -> None:
         name, items = produce
-        token = otel_context.attach(parent)  # type: ignore[arg-type]
-        try:
-            for item in self._timed(name, items()):
-                self._put(0, out, item)
-            self._put(0, out, _END)
-        except _Halted:
-            pass
-        except BaseException as exc:  # handed to the caller's thread
-            self._fail(0, exc, out)
-        finally:
-            otel_context.detach(token)
+        with in_context(parent):
+            try:
+                for item in self._timed(name, items()):
+                    self._put(0, out, item)
+                self._put(0, out, _END)
+            except _Halted:
+                pass
+            except BaseException as exc:  # handed to the caller's thread
+                self._fail(0, exc, out)
 
     def _map(
         self,
@@ -176,21 +174,19 @@ class Flow(Generic[T]):
         out: queue.Queue[object],
         parent: object,
     ) -> None:
-        token = otel_context.attach(parent)  # type: ignore[arg-type]
-        try:
-            while True:
-                item = self._get(index, inbox)
-                if item is _END:
-                    self._put(index, out, _END)
-                    return
-                done = self.timed(stage.name, stage.run, item)  # type: ignore[arg-type]
-                self._put(index, out, done)
-        except _Halted:
-            pass
-        except BaseException as exc:  # handed to the caller's thread
-            self._fail(index, exc, out)
-        finally:
-            otel_context.detach(token)
+        with in_context(parent):
+            try:
+                while True:
+                    item = self._get(index, inbox)
+                    if item is _END:
+                        self._put(index, out, _END)
+                        return
+                    done = self.timed(stage.name, stage.run, item)  # type: ignore[arg-type]
+                    self._put(index, out, done)
+            except _Halted:
+                pass
+            except BaseException as exc:  # handed to the caller's thread
+                self._fail(index, exc, out)
 
     def _consume(self, consume: Callable[[T], None], inbox: queue.Queue[object]) -> None:
         last = self._parts - 1
