@@ -11,7 +11,6 @@ leased GPU stays in the main process (the lease is per process).
 from __future__ import annotations
 
 import multiprocessing
-import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -21,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from connector.errors import ConnectorError, ModelError
 from connector.gpu._batching import BatchOutcome, Workload
 from connector.gpu._executor import DeviceExecutor
-from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
-from connector.sparse.vector import SparseVec
+from connector.sparse._worker import encode_part, ready, start_worker
+from connector.sparse.generator import SparseVectorGenerator
 
 if TYPE_CHECKING:
     from connector.pipeline.syncer import SparseTarget
@@ -31,10 +30,6 @@ __all__ = ["runs_in_workers", "sparse_workers"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-# One registry and one CPU executor per worker process, built by its initializer.
-_registry: ModelRegistry | None = None
-_executor: DeviceExecutor | None = None
 
 
 def runs_in_workers(target: SparseTarget) -> bool:
@@ -60,10 +55,13 @@ def sparse_workers(target: SparseTarget, workers: int) -> Iterator[SparseTarget]
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,
-        initializer=_start,
+        initializer=start_worker,
         initargs=(registry.options, registry.supplied),
     )
     try:
+        # Each worker starts (imports, builds its model) while the first window is read.
+        for _ in range(workers):
+            pool.submit(ready)
         generator = target.generator
         pooled = SparseVectorGenerator(
             registry,
@@ -105,7 +103,7 @@ class _PooledExecutor(DeviceExecutor):
         for a, b in spans:
             try:
                 futures.append(
-                    self.processes.submit(_encode, work.name, work.max_batch, items[a:b])
+                    self.processes.submit(encode_part, work.name, work.max_batch, items[a:b])
                 )
             except Exception as exc:  # the pool broke: a worker died
                 futures.append(exc)
@@ -124,32 +122,3 @@ class _PooledExecutor(DeviceExecutor):
             outcome.fatal = outcome.fatal or part.fatal
             outcome.cpu_batches += part.cpu_batches
         return outcome
-
-
-def _start(options: dict[str, dict[str, Any]], supplied: dict[str, Any]) -> None:
-    """A worker's initializer: its own registry and CPU executor for the whole run."""
-    global _registry, _executor
-    # Ctrl-C reaches the whole process group; the main process stops the run and the pool.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _registry = ModelRegistry(options, supplied)
-    _executor = DeviceExecutor()
-
-
-def _encode(name: str, max_batch: int, texts: Sequence[Any]) -> BatchOutcome[SparseVec]:
-    """One part of a window: the model's document vectors of ``texts``, as plain data."""
-    assert _registry is not None and _executor is not None, "worker not initialized"
-    outcome: BatchOutcome[SparseVec]
-    try:
-        encoder = _registry.encoder(name)
-    except ConnectorError as exc:
-        outcome = BatchOutcome(results=[None] * len(texts), fatal=ModelError(str(exc)))
-        outcome.failures = dict.fromkeys(range(len(texts)), f"{type(exc).__name__}: {exc}")
-        return outcome
-    work: Workload[Any, SparseVec] = Workload(
-        name=name, encode=encoder.encode_documents, max_batch=max_batch
-    )
-    outcome = _executor.run(work, texts)
-    if outcome.fatal is not None:
-        # Its own exception class may not travel back; its message does.
-        outcome.fatal = ModelError(str(outcome.fatal))
-    return outcome
