@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,46 @@ def test_workers_setting_and_flag(tmp_path: Path) -> None:
         load_settings(None, {"sync": {"workers": 0}})
     overrides = _overrides(_parser().parse_args(["sync", "--workers", "3"]))
     assert load_settings(None, overrides).sync.workers == 3
+
+
+class StopsMidway(ListSource):
+    """Ctrl-C after the first windows went to the workers."""
+
+    def __iter__(self):
+        for n, record in enumerate(super().__iter__()):
+            if n == 12:
+                raise KeyboardInterrupt
+            yield record
+
+
+def test_the_pool_is_gone_after_ctrl_c(tmp_path: Path) -> None:
+    store = Store(EdgeClient(tmp_path / "qdrant"))
+    try:
+        syncer = Syncer(Writer(store, "chunks"), [FakeDense()], target(), batch_size=4, workers=2)
+        with pytest.raises(KeyboardInterrupt):
+            syncer.run(StopsMidway(CORPUS))
+    finally:
+        store.close()
+    assert syncer.record is not None and syncer.record.status == "interrupted"
+    assert multiprocessing.active_children() == []
+
+
+class DiesOnOne(RaisesOnOne):
+    """Kills its worker process on chunk ``c5``'s text (only ever run in a worker)."""
+
+    def encode_documents(self, texts):
+        if any(text.startswith("Chunk 5 ") for text in texts):
+            os._exit(1)
+        return self.inner.encode_documents(texts)
+
+
+def test_a_dead_worker_falls_back_to_metadata_and_the_run_goes_on(tmp_path: Path) -> None:
+    registry = ModelRegistry(encoders={"qdrant-bm25": DiesOnOne()})
+    record, stored = sync(tmp_path, 2, batch_size=2, registry=registry)
+
+    assert record.status == "succeeded" and len(stored) == len(CORPUS)
+    assert record.sparse.fallbacks > 0
+    assert record.sparse.fallback_reason.startswith("model unavailable: sparse worker failed")
+    assert stored["c5"][1]["sparse_fallback"]["reason"].startswith("model unavailable")
+    assert stored["c0"][1].get("sparse_fallback") is None  # before the worker died
+    assert multiprocessing.active_children() == []
