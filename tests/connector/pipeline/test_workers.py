@@ -124,17 +124,21 @@ class FailingWriter(Writer):
         raise SinkError("refused")
 
 
-def test_the_pool_is_gone_after_a_failed_run(tmp_path: Path) -> None:
+def stopped_run(tmp_path: Path, writer: type[Writer], source: ListSource, error: type) -> str:
+    """The status of a run with two workers that ``error`` stops."""
     store = Store(EdgeClient(tmp_path / "qdrant"))
     try:
-        syncer = Syncer(
-            FailingWriter(store, "chunks"), [FakeDense()], target(), batch_size=4, workers=2
-        )
-        with pytest.raises(SinkError):
-            syncer.run(ListSource(CORPUS))
+        syncer = Syncer(writer(store, "chunks"), [FakeDense()], target(), batch_size=4, workers=2)
+        with pytest.raises(error):
+            syncer.run(source)
     finally:
         store.close()
-    assert syncer.record is not None and syncer.record.status == "failed"
+    assert syncer.record is not None
+    return syncer.record.status
+
+
+def test_the_pool_is_gone_after_a_failed_run(tmp_path: Path) -> None:
+    assert stopped_run(tmp_path, FailingWriter, ListSource(CORPUS), SinkError) == "failed"
     assert multiprocessing.active_children() == []
 
 
@@ -157,14 +161,7 @@ class StopsMidway(ListSource):
 
 
 def test_the_pool_is_gone_after_ctrl_c(tmp_path: Path) -> None:
-    store = Store(EdgeClient(tmp_path / "qdrant"))
-    try:
-        syncer = Syncer(Writer(store, "chunks"), [FakeDense()], target(), batch_size=4, workers=2)
-        with pytest.raises(KeyboardInterrupt):
-            syncer.run(StopsMidway(CORPUS))
-    finally:
-        store.close()
-    assert syncer.record is not None and syncer.record.status == "interrupted"
+    assert stopped_run(tmp_path, Writer, StopsMidway(CORPUS), KeyboardInterrupt) == "interrupted"
     assert multiprocessing.active_children() == []
 
 
