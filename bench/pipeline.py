@@ -1,6 +1,7 @@
 """Does a sync keep a fast dense model fed? Overlapped stages against the same sync in turn.
 
     python bench/pipeline.py [DATASET] [--chunks N] [--rates 2000,8000,32000,0] [--words 100]
+                             [--workers 1,2]
 
 The shipped plug-in encoder ``connector.dense_plugins:RateEncoder`` takes 1/R s per chunk
 asleep, with the GIL released, as a GPU kernel does
@@ -9,7 +10,8 @@ a first sync of the same short chunks (about ``--words`` words, cut from DATASET
 into the embedded engine, wired by ``connector.wiring.build_syncer``: once in turn (every stage
 one after the other, what a sync did before its stages overlapped) and once overlapped. Printed
 per run: sync chunks/s, sync / R, and each stage's busy share of the run's wall time (the stage
-busy for most of it bounds the run).
+busy for most of it bounds the run). Each is run with every ``--workers`` count (``sync.workers``:
+processes that run BM25), side by side.
 
 DATASET is a BEIR folder or a corpus.jsonl (default ../shared/data/cranfield).
 """
@@ -54,6 +56,7 @@ def main() -> int:
     parser.add_argument("--words", type=int, default=100, help="words per chunk")
     parser.add_argument("--rates", default="2000,3000,8000,32000,0", help="R per run; 0: none")
     parser.add_argument("--engine", choices=["edge", "local"], default="edge")
+    parser.add_argument("--workers", default="1", help="sync.workers per run, e.g. 1,2")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="connector-pipeline-bench-"))
@@ -61,26 +64,31 @@ def main() -> int:
     count = write_jsonl(short_chunks(read_docs(args.dataset), args.chunks, args.words), corpus)
     print(f"{count} chunks of ~{args.words} words, BM25 on, engine {args.engine}; work {work}")
     header = " ".join(f"{s:>6}" for s in STAGES)
-    print(f"{'R':>8} {'mode':>10} {'chunks/s':>9} {'sync/R':>7}   busy share of wall time")
-    print(f"{'':>38}{header}")
+    print(
+        f"{'R':>8} {'mode':>10} {'workers':>7} {'chunks/s':>9} {'sync/R':>7}"
+        "   busy share of wall time"
+    )
+    print(f"{'':>46}{header}")
     for rate in (float(r) for r in args.rates.split(",")):
         for overlap in (False, True):
-            seconds, busy = _sync(corpus, work / f"state-{rate:.0f}-{overlap}", rate, overlap, args)
-            speed = count / seconds
-            shares = " ".join(
-                f"{busy[s] / seconds:>6.2f}" if busy.get(s) is not None else f"{'-':>6}"
-                for s in STAGES
-            )
-            mode = "overlapped" if overlap else "in turn"
-            print(
-                f"{f'{rate:,.0f}' if rate else 'none':>8} {mode:>10} {speed:>9,.0f}"
-                f" {f'{speed / rate:.2f}' if rate else '-':>7}   {shares}"
-            )
+            for workers in (int(w) for w in args.workers.split(",")):
+                state = work / f"state-{rate:.0f}-{overlap}-{workers}"
+                seconds, busy = _sync(corpus, state, rate, overlap, workers, args)
+                speed = count / seconds
+                shares = " ".join(
+                    f"{busy[s] / seconds:>6.2f}" if busy.get(s) is not None else f"{'-':>6}"
+                    for s in STAGES
+                )
+                mode = "overlapped" if overlap else "in turn"
+                print(
+                    f"{f'{rate:,.0f}' if rate else 'none':>8} {mode:>10} {workers:>7}"
+                    f" {speed:>9,.0f} {f'{speed / rate:.2f}' if rate else '-':>7}   {shares}"
+                )
     return 0
 
 
 def _sync(
-    corpus: Path, state: Path, rate: float, overlap: bool, args: argparse.Namespace
+    corpus: Path, state: Path, rate: float, overlap: bool, workers: int, args: argparse.Namespace
 ) -> tuple[float, dict[str, float | None]]:
     from connector.settings import load_settings
     from connector.sources import open_source
@@ -92,6 +100,7 @@ def _sync(
             "state_dir": str(state),
             "qdrant": {"engine": args.engine, "collection": "bench"},
             "sparse": {"enabled": True},
+            "sync": {"workers": workers},
         },
     )
     source = open_source(str(corpus), name="bench")
@@ -108,6 +117,7 @@ def _sync(
         seconds = time.perf_counter() - started
     performance = record.summary().performance
     assert performance is not None and record.counts.chunks_seen == args.chunks
+    assert record.workers == workers
     return seconds, dict(performance.stage_busy_s)
 
 

@@ -277,6 +277,8 @@ class SyncSettings(_Section):
     """Largest share of a source's stored points one run may delete."""
     allow_mass_delete: bool = False
     """Let a run delete more than ``max_delete_fraction`` (an empty read included)."""
+    workers: int = Field(default=1, ge=1, le=256)
+    """Processes that run the sparse model when it runs on the CPU (1: in the sync's process)."""
 
 
 class TelemetrySettings(_Section):

@@ -197,6 +197,7 @@ def build_syncer(
         strict=sync.strict,
         max_delete_fraction=sync.max_delete_fraction,
         allow_mass_delete=sync.allow_mass_delete,
+        workers=sync.workers,
         progress=progress or NULL_PROGRESS,
         telemetry=telemetry,
         dense_stage=dense_stage(settings, executor, telemetry=telemetry),

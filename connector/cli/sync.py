@@ -26,6 +26,12 @@ def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     sync.add_argument("--batch-size", type=int, metavar="N", help="chunks encoded together")
     sync.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes that run the sparse model on the CPU (sync.workers)",
+    )
+    sync.add_argument(
         "--strict",
         action="store_true",
         help="fail on the first malformed record instead of skipping and reporting it",
@@ -52,6 +58,7 @@ def _overrides(args: argparse.Namespace) -> Overrides:
         "source": {"path": args.source, "name": args.source_name},
         "sync": {
             "batch_size": args.batch_size,
+            "workers": args.workers,
             "strict": True if args.strict else None,
             "allow_mass_delete": True if args.allow_mass_delete else None,
         },

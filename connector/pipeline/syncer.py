@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from connector.pipeline._build import Builder
 from connector.pipeline._encode import DenseEncode, SparseEncode
 from connector.pipeline._flow import Flow, Stage
 from connector.pipeline._plan import Planner, Window
+from connector.pipeline._workers import runs_in_workers, sparse_workers
 from connector.pipeline.progress import NULL_PROGRESS, Progress
 from connector.pipeline.stages import DenseStage
 from connector.runs.record import RunRecord
@@ -73,6 +75,8 @@ class Syncer:
         overlap: Read and plan the next window and build and write the last one while a window
             encodes (each stage in its own thread); ``False``: every stage in turn, one window at
             a time, in the caller's thread.
+        workers: Processes that run the sparse model when it runs on the CPU, started once per
+            run; ``1``: in this process.
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class Syncer:
         telemetry: Telemetry | None = None,
         dense_stage: DenseStage | None = None,
         overlap: bool = True,
+        workers: int = 1,
     ) -> None:
         self.writer = writer
         self.dense = list(dense)
@@ -101,6 +106,7 @@ class Syncer:
         self.telemetry = telemetry or Telemetry()
         self.dense_stage = dense_stage or DenseStage(telemetry=self.telemetry)
         self.overlap = overlap
+        self.workers = workers
         self.record: RunRecord | None = None
         """The record of the run in progress or last run, also when it failed."""
 
@@ -223,21 +229,31 @@ class Syncer:
 
     def _flow(self, source: Source, planner: Planner, record: RunRecord) -> None:
         """Read and plan window k+1 and build and submit window k-1 while window k encodes."""
+        with ExitStack() as pool:
+            sparse = self.sparse
+            if sparse is not None and self.workers > 1 and runs_in_workers(sparse):
+                sparse = pool.enter_context(sparse_workers(sparse, self.workers))
+                record.workers = self.workers
+            self._stages(source, planner, record, sparse)
+
+    def _stages(
+        self, source: Source, planner: Planner, record: RunRecord, sparse: SparseTarget | None
+    ) -> None:
         stages: list[Stage[Window]] = []
         encode_dense = DenseEncode(
             self.dense, self.dense_stage, self.telemetry, record.dense.device or "cpu"
         )
         if self.dense:
             stages.append(Stage("dense", encode_dense))
-        if self.sparse is not None:
-            encode_sparse = SparseEncode(self.sparse, self.telemetry)
-            if self.dense and self.sparse.use_gpu and self.dense_stage.use_gpu:
+        if sparse is not None:
+            encode_sparse = SparseEncode(sparse, self.telemetry)
+            if self.dense and sparse.use_gpu and self.dense_stage.use_gpu:
                 # Both lease a GPU: one after the other, as they would not share it anyway.
                 stages[-1] = Stage("dense", lambda w: encode_sparse(encode_dense(w)))
             else:
                 stages.append(Stage("sparse", encode_sparse))
         build = Builder(
-            record, planner.signatures, [e.name for e in self.dense], self.sparse, self.telemetry
+            record, planner.signatures, [e.name for e in self.dense], sparse, self.telemetry
         )
 
         flow: Flow[Window] = Flow(depth=_DEPTH if self.overlap else 0, busy_s=record.stage_busy_s)

@@ -79,7 +79,9 @@ class ModelRegistry:
         encoders: dict[str, SparseEncoder] | None = None,
     ) -> None:
         self.options = options or {}
-        self._encoders: dict[str, SparseEncoder] = dict(encoders or {})
+        self.supplied: dict[str, SparseEncoder] = dict(encoders or {})
+        """The encoders given, not built: a worker process's registry is given them too."""
+        self._encoders: dict[str, SparseEncoder] = dict(self.supplied)
 
     def description(self, name: str) -> SparseModelDescription:
         """What the registered model ``name`` is.
