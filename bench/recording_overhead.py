@@ -7,8 +7,9 @@ twice a second; manifest file), with OpenTelemetry SDK providers recording every
 in memory.
 
 Both sync the same corpus into a fresh embedded Qdrant each time, with real BM25 and, by default,
-a cheap hashed dense encoder so that the recording overhead is not hidden behind model time
-(``--dense minilm`` uses the real all-MiniLM-L6-v2).
+a cheap hashed dense encoder (the shipped ``connector.dense_plugins.RateEncoder`` at no set
+rate) so that the recording overhead is not hidden behind model time (``--dense minilm`` uses the
+real all-MiniLM-L6-v2).
 
     python bench/recording_overhead.py [--chunks 3000] [--repeat 3] [--dense fake|minilm]
 """
@@ -16,14 +17,12 @@ a cheap hashed dense encoder so that the recording overhead is not hidden behind
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -34,33 +33,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from qdrant_client import QdrantClient
 
 from connector.chunks import ChunkRecord
+from connector.dense_plugins import RateEncoder
 from connector.settings import load_settings
 from connector.telemetry import Telemetry
 from connector.wiring import build_syncer
 
 CORPUS = Path(__file__).resolve().parents[1] / "connector" / "data" / "example_corpus.jsonl"
-
-
-class HashedDense:
-    """A fast deterministic dense encoder (hashed bag of words), 64-d."""
-
-    name = "hashed"
-    dim = 64
-    signature = "hashed|dim=64"
-
-    def encode(self, texts: Sequence[str]) -> list[list[float]]:
-        out = []
-        for text in texts:
-            vector = [0.0] * self.dim
-            for word in text.lower().split():
-                digest = hashlib.blake2b(word.encode(), digest_size=4).digest()
-                vector[int.from_bytes(digest, "little") % self.dim] += 1.0
-            norm = math.sqrt(sum(v * v for v in vector)) or 1.0
-            out.append([v / norm for v in vector])
-        return out
-
-    def encode_query(self, text: str) -> list[float]:
-        return self.encode([text])[0]
 
 
 class Chunks:
@@ -83,7 +61,8 @@ class Chunks:
 
 def dense_encoder(kind: str) -> object:
     if kind == "fake":
-        return HashedDense()
+        # The shipped plug-in at no set rate: hashed vectors, nearly free.
+        return RateEncoder(dim=64)
     from connector.dense import load_dense_encoders
     from connector.settings import DenseModelConfig
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 from connector.chunks import ChunkRecord
@@ -40,20 +39,6 @@ class FakeDense:
 
     def encode_query(self, text: str) -> list[float]:
         return self._vector(text)
-
-
-class RateDense(FakeDense):
-    """A fake dense model that takes 1/``rate`` s per text as a GPU kernel would: asleep, with the
-    GIL released (``rate=None``: no wait)."""
-
-    def __init__(self, rate: float | None, name: str = "fake", dim: int = 16) -> None:
-        super().__init__(name=name, dim=dim)
-        self.rate = rate
-
-    def encode(self, texts: Sequence[str]) -> list[list[float]]:
-        if self.rate:
-            time.sleep(len(texts) / self.rate)
-        return super().encode(texts)
 
 
 class ListSource:

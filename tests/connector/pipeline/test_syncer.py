@@ -9,13 +9,14 @@ import pytest
 from qdrant_client import QdrantClient
 
 from connector.chunks import point_id
+from connector.dense_plugins import RateEncoder
 from connector.errors import CollectionMismatch, SourceError, UnsafeDelete
 from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.sparse.bm25 import Bm25
 from connector.sparse.generator import SparseVectorGenerator
 from connector.store import Store, Writer
 from connector.store.edge import EdgeClient
-from tests.fakes import FakeDense, ListSource, RateDense, chunk
+from tests.fakes import FakeDense, ListSource, chunk
 
 CORPUS = [
     chunk("a", "Boundary layer transition on a flat plate at supersonic speed.", topic="flow"),
@@ -381,7 +382,7 @@ def test_the_source_is_read_while_the_dense_model_encodes_only_when_overlapped(
     encoding: list[tuple[float, float]] = []
     reads: list[float] = []
 
-    class TimedDense(RateDense):
+    class TimedDense(RateEncoder):
         def encode(self, texts):
             started = time.perf_counter()
             try:
@@ -396,7 +397,7 @@ def test_the_source_is_read_while_the_dense_model_encodes_only_when_overlapped(
                 yield item
 
     many = [chunk(f"c{i}", f"Wake of a sphere number {i}.") for i in range(24)]
-    syncer(sink, TimedDense(rate=100), overlap=overlap).run(TimedSource(many))
+    syncer(sink, TimedDense(dim=16, rate=100, batch_size=8), overlap=overlap).run(TimedSource(many))
 
     during = [t for t in reads if any(start < t < end for start, end in encoding)]
     assert bool(during) is overlap
