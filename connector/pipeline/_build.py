@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from qdrant_client import models as qm
-
 from connector.chunks import ChunkRecord, content_hash, text_hash
 from connector.pipeline._plan import Window
-from connector.store import WriteBatch
+from connector.store import PointWrite, WriteBatch
 from connector.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -69,10 +67,10 @@ class Builder:
             point_vectors = {name: vectors[name][index] for name in missing}
             point_vectors = {k: v for k, v in point_vectors.items() if v is not None}
             if kind == "full":
-                batch.upserts.append(qm.PointStruct(id=pid, vector=point_vectors, payload=payload))
+                batch.upserts.append(PointWrite(pid, point_vectors, payload))
                 continue
             if point_vectors:
-                batch.vector_updates.append(qm.PointVectors(id=pid, vector=point_vectors))
+                batch.vector_updates.append((pid, point_vectors))
             # The whole payload is rewritten so that a fallback note of an earlier run goes too.
             batch.payload_overwrites.append((pid, payload))
         self.telemetry.count_chunks(counts.encoded - before[0], "encoded")

@@ -10,10 +10,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from qdrant_client import models as qm
-
 from connector.pipeline._plan import Window
 from connector.pipeline.stages import DenseStage
+from connector.store import SparseValues
 from connector.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -85,7 +84,7 @@ class SparseEncode:
             if position in result.fallback_reasons:
                 window.fallbacks[i] = result.fallback_reasons[position]
             if vec and vec["indices"]:
-                vectors[i] = qm.SparseVector(indices=vec["indices"], values=vec["values"])
+                vectors[i] = SparseValues(vec["indices"], vec["values"])
             else:
                 # Qdrant has nothing to match on; the signature still records it as done.
                 vectors[i] = None

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from connector.store._client import make_client
 from connector.store._gateway import Store, WriteCounts
+from connector.store._points import PointWrite, SparseValues
 from connector.store._schema import CollectionLayout, create_runs_collection
 from connector.store._writer import PointState, WriteBatch, Writer, as_uuid_int
 
 __all__ = [
     "CollectionLayout",
     "PointState",
+    "PointWrite",
+    "SparseValues",
     "Store",
     "WriteBatch",
     "WriteCounts",

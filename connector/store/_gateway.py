@@ -20,12 +20,12 @@ from qdrant_client import models as qm
 
 from connector.errors import TransientError
 from connector.store._client import translate_errors
+from connector.store._points import PointWrite, client_vectors
+from connector.store.edge import EdgeClient
 from connector.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
-
-    from connector.store.edge import EdgeClient
 
 __all__ = ["Store", "WriteCounts"]
 
@@ -285,6 +285,39 @@ class Store:
         self._request(
             f"upsert {len(points)} points into {name!r}",
             lambda: self._client.upsert(name, list(points), wait=True),
+        )
+
+    def write_points(self, name: str, points: Sequence[PointWrite]) -> None:
+        """Write ``points`` whole, as :meth:`upsert` does, without building a client model per
+        point where the client takes them plain (the embedded engine)."""
+        client = self._client
+        if isinstance(client, EdgeClient):
+            self._request(
+                f"upsert {len(points)} points into {name!r}",
+                lambda: client.write_points(name, points),
+            )
+            return
+        self.upsert(
+            name,
+            [
+                qm.PointStruct(id=p.id, vector=client_vectors(p.vectors), payload=p.payload)
+                for p in points
+            ],
+        )
+
+    def write_vectors(self, name: str, updates: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Replace the named vectors of each (point id, vectors), as :meth:`update_vectors` does,
+        plain where the client takes them plain."""
+        client = self._client
+        if isinstance(client, EdgeClient):
+            self._request(
+                f"update vectors of {len(updates)} points in {name!r}",
+                lambda: client.write_vectors(name, updates),
+            )
+            return
+        self.update_vectors(
+            name,
+            [qm.PointVectors(id=pid, vector=client_vectors(vectors)) for pid, vectors in updates],
         )
 
     def update_vectors(self, name: str, vectors: Sequence[qm.PointVectors]) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from qdrant_client import models as qm
 
 from connector.store._gateway import WriteCounts
+from connector.store._points import PointWrite
 from connector.store._schema import fit_collection
 from connector.store.migrator import Migrator
 
@@ -44,8 +45,9 @@ class PointState:
 class WriteBatch:
     """Writes for one window of chunks."""
 
-    upserts: list[qm.PointStruct] = field(default_factory=list)
-    vector_updates: list[qm.PointVectors] = field(default_factory=list)
+    upserts: list[PointWrite] = field(default_factory=list)
+    vector_updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    """(point id, the named vectors to replace)."""
     payload_overwrites: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     """(point id, whole new payload)."""
 
@@ -211,10 +213,10 @@ class Writer:
 
     def _send(self, batch: WriteBatch) -> None:
         if batch.upserts:
-            self.store.upsert(self.collection, batch.upserts)
+            self.store.write_points(self.collection, batch.upserts)
             self.counts.upserted += len(batch.upserts)
         if batch.vector_updates:
-            self.store.update_vectors(self.collection, batch.vector_updates)
+            self.store.write_vectors(self.collection, batch.vector_updates)
             self.counts.vectors_updated += len(batch.vector_updates)
         if batch.payload_overwrites:
             self.store.overwrite_payloads(self.collection, batch.payload_overwrites)

@@ -35,6 +35,7 @@ from qdrant_client.http.models import QueryResponse
 
 from connector._files import write_json_atomic
 from connector.errors import ConnectorError, SinkError
+from connector.store._points import PointWrite, SparseValues
 
 __all__ = ["EdgeClient"]
 
@@ -267,6 +268,24 @@ class EdgeClient:
         operation = edge.UpdateOperation.upsert_points(converted)
         self._update(collection_name, operation, f"upsert {len(points)} points")
         return _completed()
+
+    def write_points(self, collection_name: str, points: Sequence[PointWrite]) -> None:
+        """:meth:`upsert` of plain points (no client model built per point)."""
+        collection_name = self._resolve(collection_name)
+        converted = [edge.Point(_point_id(p.id), _vectors(p.vectors), p.payload) for p in points]
+        operation = edge.UpdateOperation.upsert_points(converted)
+        self._update(collection_name, operation, f"upsert {len(points)} points")
+
+    def write_vectors(
+        self, collection_name: str, updates: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """:meth:`update_vectors` of plain (point id, named vectors) pairs."""
+        collection_name = self._resolve(collection_name)
+        converted = [
+            edge.PointVectors(_point_id(pid), _vectors(vectors)) for pid, vectors in updates
+        ]
+        operation = edge.UpdateOperation.update_vectors(converted)
+        self._update(collection_name, operation, f"update vectors of {len(updates)} points")
 
     def update_vectors(
         self, collection_name: str, points: Sequence[qm.PointVectors], **kwargs: Any
@@ -625,7 +644,7 @@ def _vectors(vector: Any) -> dict[str, Any]:
         raise SinkError("the edge engine keeps named vectors only")
     out: dict[str, Any] = {}
     for name, value in vector.items():
-        if isinstance(value, qm.SparseVector):
+        if isinstance(value, qm.SparseVector | SparseValues):
             out[name] = edge.SparseVector(value.indices, value.values)
         elif hasattr(value, "tolist"):
             out[name] = value.tolist()

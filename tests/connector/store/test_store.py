@@ -15,6 +15,7 @@ from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.sparse.generator import SparseVectorGenerator
 from connector.store import (
     CollectionLayout,
+    PointWrite,
     Store,
     WriteBatch,
     WriteCounts,
@@ -71,6 +72,11 @@ def pid(n: int) -> str:
 
 def point(n: int) -> qm.PointStruct:
     return qm.PointStruct(id=pid(n), vector={"v": [1.0, float(n)]}, payload={"n": n})
+
+
+def plain_point(n: int) -> PointWrite:
+    """:func:`point` as a sync's writer takes it."""
+    return PointWrite(pid(n), {"v": [1.0, float(n)]}, {"n": n})
 
 
 def test_a_first_library_sync_makes_what_connector_sync_makes(tmp_path: Path, engine: str) -> None:
@@ -171,7 +177,7 @@ def test_a_run_counts_its_acknowledged_writes_and_every_retry(
     client.fail("retrieve", timeout())
     client.fail("upsert", timeout(applied=True))
     assert writer.fetch_state([pid(1)]) == {}
-    writer.submit(WriteBatch(upserts=[point(n) for n in range(1, 6)]))
+    writer.submit(WriteBatch(upserts=[plain_point(n) for n in range(1, 6)]))
     writer.flush()
     # Counted once per acknowledged write, however many times it was sent; the read's retry too.
     assert (counts.upserted, counts.requests, counts.retries) == (5, 3, 2)
