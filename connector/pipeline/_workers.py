@@ -10,13 +10,13 @@ leased GPU stays in the main process (the lease is per process).
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from connector._processes import process_context
 from connector.errors import ConnectorError, ModelError
 from connector.gpu._batching import BatchOutcome, Workload
 from connector.gpu._executor import DeviceExecutor
@@ -48,9 +48,7 @@ def sparse_workers(target: SparseTarget, workers: int) -> Iterator[SparseTarget]
     The pool is shut down however the block ends (a failure, Ctrl-C, SIGTERM unwinding it),
     after the parts in flight finish: no worker outlives the run.
     """
-    methods = multiprocessing.get_all_start_methods()
-    # The sync runs threads already: a forked child could inherit a lock held by one of them.
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    context = process_context()
     registry = target.generator.registry
     pool = ProcessPoolExecutor(
         max_workers=workers,
@@ -95,7 +93,7 @@ class _PooledExecutor(DeviceExecutor):
         catch: bool = True,
     ) -> BatchOutcome[R]:
         parts = min(self.parts, len(items))
-        if (use_gpu and work.move is not None) or not catch or parts < 2:
+        if (use_gpu and work.move is not None) or not catch or not parts:
             return self.inner.run(work, items, use_gpu=use_gpu, device_ids=device_ids, catch=catch)
         bounds = [len(items) * n // parts for n in range(parts + 1)]
         spans = list(zip(bounds, bounds[1:], strict=False))

@@ -75,8 +75,10 @@ class Syncer:
         overlap: Read and plan the next window and build and write the last one while a window
             encodes (each stage in its own thread); ``False``: every stage in turn, one window at
             a time, in the caller's thread.
-        workers: Processes that run the sparse model when it runs on the CPU, started once per
-            run; ``1``: in this process.
+        workers: Processes that take a run's CPU work, started once per run; ``1``: all in
+            this process. Above 1, one of them holds the collection of the embedded engine and
+            writes to it (:meth:`Writer.in_writer_process`; on a server, writes stay in this
+            process), and the others run the sparse model when it runs on the CPU.
     """
 
     def __init__(
@@ -231,9 +233,14 @@ class Syncer:
         """Read and plan window k+1 and build and submit window k-1 while window k encodes."""
         with ExitStack() as pool:
             sparse = self.sparse
-            if sparse is not None and self.workers > 1 and runs_in_workers(sparse):
-                sparse = pool.enter_context(sparse_workers(sparse, self.workers))
+            if self.workers > 1:
                 record.workers = self.workers
+                # The embedded engine's work on each point (the largest share of a CPU-bound
+                # sync's) goes to a process of its own: one of the workers.
+                moved = pool.enter_context(self.writer.in_writer_process())
+                if sparse is not None and runs_in_workers(sparse):
+                    processes = self.workers - 1 if moved else self.workers
+                    sparse = pool.enter_context(sparse_workers(sparse, processes))
             self._stages(source, planner, record, sparse)
 
     def _stages(

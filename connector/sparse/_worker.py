@@ -50,6 +50,11 @@ def encode_part(name: str, max_batch: int, texts: Sequence[Any]) -> BatchOutcome
         name=name, encode=encoder.encode_documents, max_batch=max_batch
     )
     outcome = _executor.run(work, texts)
+    # The terms stay here: a sync stores none of them, and they are the larger part to pickle.
+    outcome.results = [
+        None if vec is None else SparseVec(vec.indices, vec.values, [], vec.total_terms)
+        for vec in outcome.results
+    ]
     if outcome.fatal is not None:
         # Its own exception class may not travel back; its message does.
         outcome.fatal = ModelError(str(outcome.fatal))

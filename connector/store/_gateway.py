@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,6 +22,7 @@ from qdrant_client import models as qm
 from connector.errors import TransientError
 from connector.store._client import translate_errors
 from connector.store._points import PointWrite, client_vectors
+from connector.store._remote import RemoteCollection
 from connector.store.edge import EdgeClient
 from connector.telemetry import Telemetry
 
@@ -66,6 +68,8 @@ class Store:
         telemetry: Telemetry | None = None,
     ) -> None:
         self._client = client
+        self._remotes: dict[str, RemoteCollection] = {}
+        """Collections lent to a writer process (:meth:`in_writer_process`), by the name used."""
         self.retries = retries
         self.telemetry = telemetry or Telemetry()
         self.counts = WriteCounts()
@@ -275,6 +279,12 @@ class Store:
         self, name: str, ids: Sequence[qm.ExtendedPointId], *, with_payload: bool | list[str]
     ) -> list[qm.Record]:
         """The points of ``ids`` that exist in ``name``."""
+        remote = self._remotes.get(name)
+        if remote is not None:
+            return self._request(  # type: ignore[no-any-return]
+                f"read {len(ids)} points of {name!r}",
+                lambda: remote.call("retrieve", name, list(ids), with_payload),
+            )
         return self._request(
             f"read {len(ids)} points of {name!r}",
             lambda: self._client.retrieve(name, list(ids), with_payload=with_payload),
@@ -287,10 +297,38 @@ class Store:
             lambda: self._client.upsert(name, list(points), wait=True),
         )
 
+    @contextmanager
+    def in_writer_process(self, name: str) -> Iterator[bool]:
+        """While the block runs, reads of point state and writes to collection ``name`` go to a
+        writer process that holds it alone (the embedded engine only: yields ``False``, and
+        changes nothing, on another client). The collection comes back when the block ends.
+
+        Nothing else may touch ``name`` meanwhile (it raises ``SinkError``).
+        """
+        client = self._client
+        if not isinstance(client, EdgeClient) or name in self._remotes:
+            yield False
+            return
+        remote = self._request(
+            f"open {name!r} in a writer process", lambda: RemoteCollection(client, name)
+        )
+        self._remotes[name] = remote
+        try:
+            yield True
+        finally:
+            del self._remotes[name]
+            remote.close()
+
     def write_points(self, name: str, points: Sequence[PointWrite]) -> None:
         """Write ``points`` whole, as :meth:`upsert` does, without building a client model per
         point where the client takes them plain (the embedded engine)."""
-        client = self._client
+        client = self._remotes.get(name) or self._client
+        if isinstance(client, RemoteCollection):
+            self._request(
+                f"upsert {len(points)} points into {name!r}",
+                lambda: client.call("write_points", name, list(points)),
+            )
+            return
         if isinstance(client, EdgeClient):
             self._request(
                 f"upsert {len(points)} points into {name!r}",
@@ -308,7 +346,13 @@ class Store:
     def write_vectors(self, name: str, updates: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Replace the named vectors of each (point id, vectors), as :meth:`update_vectors` does,
         plain where the client takes them plain."""
-        client = self._client
+        client = self._remotes.get(name) or self._client
+        if isinstance(client, RemoteCollection):
+            self._request(
+                f"update vectors of {len(updates)} points in {name!r}",
+                lambda: client.call("write_vectors", name, list(updates)),
+            )
+            return
         if isinstance(client, EdgeClient):
             self._request(
                 f"update vectors of {len(updates)} points in {name!r}",
@@ -337,6 +381,13 @@ class Store:
             )
             for pid, payload in payloads
         ]
+        remote = self._remotes.get(name)
+        if remote is not None:
+            self._request(
+                f"update payload of {len(operations)} points in {name!r}",
+                lambda: remote.call("batch_update_points", name, operations),
+            )
+            return
         self._request(
             f"update payload of {len(operations)} points in {name!r}",
             lambda: self._client.batch_update_points(name, operations, wait=True),

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -153,6 +154,17 @@ class Writer:
                     break
                 except queue.Full:
                     self._raise_failure()
+
+    @contextmanager
+    def in_writer_process(self) -> Iterator[bool]:
+        """While the block runs, this writer's reads and writes go to a process that holds the
+        collection alone (the embedded engine: see :meth:`Store.in_writer_process`); whether
+        they do. Queued writes are sent before the collection comes back."""
+        with self.store.in_writer_process(self.collection) as moved:
+            try:
+                yield moved
+            finally:
+                self._stop()
 
     def flush(self) -> None:
         """Wait until every queued write is acknowledged, then raise the first failure, if any."""

@@ -68,25 +68,30 @@ class EdgeClient:
 
     Args:
         path: Folder of the embedded store; collections live in ``<path>/edge/``.
+        lock: Take the folder's lock; ``False`` only in a process that works on a collection
+            another process lent it (:meth:`lend`), under that process's lock.
 
     Raises:
         SinkError: Another process has the folder open.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, lock: bool = True) -> None:
         self.root = Path(path) / "edge"
         self.root.mkdir(parents=True, exist_ok=True)
         self._guard = threading.RLock()
-        self._lock_file = portalocker.Lock(
-            str(self.root / ".lock"), mode="a", timeout=0, fail_when_locked=True
-        )
-        try:
-            self._lock_file.acquire()
-        except portalocker.exceptions.LockException:
-            raise SinkError(
-                f"open Qdrant: the embedded Qdrant folder {path} is in use by another process "
-                "(only one process can open it; wait for it or use a Qdrant server)"
-            ) from None
+        self._lock_file: portalocker.Lock | None = None
+        if lock:
+            self._lock_file = portalocker.Lock(
+                str(self.root / ".lock"), mode="a", timeout=0, fail_when_locked=True
+            )
+            try:
+                self._lock_file.acquire()
+            except portalocker.exceptions.LockException:
+                raise SinkError(
+                    f"open Qdrant: the embedded Qdrant folder {path} is in use by another "
+                    "process (only one process can open it; wait for it or use a Qdrant server)"
+                ) from None
+        self._lent: set[str] = set()
         self._shards: dict[str, edge.EdgeShard] = {}
         self._configs: dict[str, dict[str, Any]] = {}
         self._alias_map: dict[str, str] | None = None
@@ -471,7 +476,27 @@ class EdgeClient:
                     shard.close()
             finally:
                 self._shards.clear()
-                self._lock_file.release()
+                if self._lock_file is not None:
+                    self._lock_file.release()
+
+    def lend(self, collection_name: str) -> str:
+        """Close collection ``collection_name`` here, flushed, so that one other process may open
+        it (an :class:`EdgeClient` made with ``lock=False``) until :meth:`take_back`; returns the
+        collection's own name. Meanwhile a call on it here raises."""
+        name = self._resolve(collection_name)
+        with self._guard:
+            shard = self._shards.pop(name, None)
+            if shard is not None:
+                with _engine_errors(f"close collection {name!r}"):
+                    shard.flush()
+                    shard.close()
+            self._lent.add(name)
+        return name
+
+    def take_back(self, name: str) -> None:
+        """Collection ``name`` is back from the process it was lent to (it closed it)."""
+        with self._guard:
+            self._lent.discard(name)
 
     # -- aliases -------------------------------------------------------------------------------
 
@@ -563,6 +588,8 @@ class EdgeClient:
         if self._closed:
             raise SinkError("the embedded Qdrant is closed")
         with self._guard:
+            if name in self._lent:
+                raise SinkError(f"collection {name!r} is lent to the sync's writer process")
             shard = self._shards.get(name)
             if shard is None:
                 self._config(name)  # a clear error when the collection does not exist

@@ -105,9 +105,10 @@ def test_two_workers_store_what_one_process_stores(tmp_path: Path) -> None:
 
 def test_a_chunk_that_fails_in_a_worker_falls_back_as_in_process(tmp_path: Path) -> None:
     registry = ModelRegistry(encoders={"qdrant-bm25": RaisesOnOne()})
-    # One chunk per batch in-process, one per part in the pool: the same batches fail.
+    # One chunk per batch in-process, one per part in the pool (three workers: the store's
+    # writer and two for the sparse model): the same batches fail.
     one, in_process = sync(tmp_path, 1, batch_size=1, registry=registry)
-    two, pooled = sync(tmp_path, 2, batch_size=2, registry=registry)
+    two, pooled = sync(tmp_path, 3, batch_size=2, registry=registry)
 
     assert pooled == in_process
     assert one.sparse.fallbacks == two.sparse.fallbacks == 1

@@ -1,0 +1,26 @@
+"""How a sync starts its helper processes (sparse workers, the embedded store's writer)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any
+
+__all__ = ["process_context"]
+
+_PRELOAD = ["connector.sparse._worker", "connector.store._remote"]
+"""What a helper process runs: imported once by the fork server, so that each process it forks
+starts with them loaded instead of importing them again (the store's client takes a second)."""
+
+
+def process_context() -> Any:
+    """A multiprocessing context that starts processes from a fork server (else spawns them).
+
+    Never a plain fork: the sync runs threads already, and a forked child could inherit a lock
+    one of them holds.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # Takes effect when the fork server starts (the first helper process of this process).
+    context.set_forkserver_preload(_PRELOAD)
+    return context

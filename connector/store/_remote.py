@@ -1,0 +1,119 @@
+"""A chunk collection of the embedded engine in a writer process of its own, for one sync.
+
+The engine takes every point through its Python binding with the GIL held (building the
+engine's point from the payload and vectors, then indexing it): in a sync that spreads its CPU
+work over processes, that is the largest share left in the main process. So, while a sync runs
+with more than one worker, the main process lends the collection (:meth:`EdgeClient.lend`) to a
+process that opens it alone and answers the sync's calls on it (its change-state reads and its
+writes) one at a time, over a pipe. The folder's lock stays with the main process; the collection
+comes back, flushed, when the run's writes are done, before any delete.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from connector._processes import process_context
+from connector.errors import SinkError
+from connector.store.edge import EdgeClient
+
+__all__ = ["RemoteCollection"]
+
+_JOIN_S = 30.0
+"""How long closing waits for the writer process to flush and close the collection."""
+
+
+class RemoteCollection:
+    """Calls on one lent collection, answered by the writer process that holds it.
+
+    Args:
+        client: The main process's client; it lends the collection until :meth:`close`.
+        collection: The collection (or its alias).
+    """
+
+    def __init__(self, client: EdgeClient, collection: str) -> None:
+        self.client = client
+        self.name = client.lend(collection)
+        context = process_context()
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=serve,
+            args=(child, str(client.root.parent)),
+            name="connector-writer",
+            daemon=True,
+        )
+        try:
+            self._process.start()
+        except BaseException:
+            client.take_back(self.name)
+            raise
+        child.close()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def call(self, method: str, *args: Any) -> Any:
+        """``EdgeClient.<method>(*args)`` in the writer process; its result.
+
+        Raises:
+            SinkError: The call failed there (its message), or the process is gone.
+        """
+        with self._lock:
+            if self._closed:
+                raise SinkError(f"the writer process of {self.name!r} is closed")
+            try:
+                self._conn.send((method, args))
+                ok, value = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                raise SinkError(
+                    f"the writer process of {self.name!r} stopped "
+                    f"(exit code {self._process.exitcode}): {type(exc).__name__}"
+                ) from None
+        if not ok:
+            raise SinkError(value)
+        return value
+
+    def close(self) -> None:
+        """Stop the writer process once it flushed and closed the collection, and take the
+        collection back (also when the process is already gone)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._conn.send(None)
+            except OSError:
+                pass  # already gone: what it acknowledged is in the engine's log
+            self._process.join(_JOIN_S)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join()
+            self._conn.close()
+            self.client.take_back(self.name)
+
+
+def serve(conn: Connection, path: str) -> None:
+    """The writer process: answer calls on the lent collection until told to stop, or until the
+    main process is gone (its end of the pipe closes), then flush and close."""
+    # Ctrl-C reaches the whole process group; the main process stops the run and this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    client = EdgeClient(path, lock=False)
+    try:
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                return
+            if request is None:
+                return
+            method, args = request
+            try:
+                reply: tuple[bool, Any] = (True, getattr(client, method)(*args))
+            except Exception as exc:  # its class may not travel back; its message does
+                reply = (False, str(exc) or type(exc).__name__)
+            conn.send(reply)
+    finally:
+        client.close()
+        conn.close()
