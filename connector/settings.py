@@ -277,8 +277,10 @@ class SyncSettings(_Section):
     """Largest share of a source's stored points one run may delete."""
     allow_mass_delete: bool = False
     """Let a run delete more than ``max_delete_fraction`` (an empty read included)."""
-    workers: int = Field(default=1, ge=1, le=256)
-    """Processes that run the sparse model when it runs on the CPU (1: in the sync's process)."""
+    workers: int | None = Field(default=None, ge=1, le=256)
+    """Processes that take a sync's CPU work (1: all in the sync's process). Default: one per
+    core the process may use (up to 16), or 1 for a source under 8 MiB, where starting them
+    costs more than they save."""
 
 
 class TelemetrySettings(_Section):

@@ -29,7 +29,8 @@ def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="processes that run the sparse model on the CPU (sync.workers)",
+        help="processes that take the CPU work: the embedded store's writer and the CPU sparse "
+        "model (sync.workers; default: one per core for a source over 8 MiB)",
     )
     sync.add_argument(
         "--strict",

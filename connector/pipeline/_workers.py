@@ -10,6 +10,7 @@ leased GPU stays in the main process (the lease is per process).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -26,10 +27,37 @@ from connector.sparse.generator import SparseVectorGenerator
 if TYPE_CHECKING:
     from connector.pipeline.syncer import SparseTarget
 
-__all__ = ["runs_in_workers", "sparse_workers"]
+__all__ = [
+    "AUTO_MAX_WORKERS",
+    "AUTO_MIN_BYTES",
+    "auto_workers",
+    "runs_in_workers",
+    "sparse_workers",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+AUTO_MIN_BYTES = 8 << 20
+"""Smallest source (about 10,000 short chunks) for which a sync starts worker processes by
+default: each takes a moment to start, which a smaller sync does not win back."""
+AUTO_MAX_WORKERS = 16
+"""Most worker processes a sync starts by default: beyond that, the one writer of the store
+bounds a CPU-bound sync anyway."""
+
+
+def auto_workers(total_bytes: int | None) -> int:
+    """Worker processes for a source of ``total_bytes`` (``None``: not known before it is read):
+    one per core this process may run on, up to :data:`AUTO_MAX_WORKERS`; 1 for a source under
+    :data:`AUTO_MIN_BYTES`."""
+    if total_bytes is not None and total_bytes < AUTO_MIN_BYTES:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, AUTO_MAX_WORKERS))
 
 
 def runs_in_workers(target: SparseTarget) -> bool:

@@ -16,7 +16,7 @@ from connector.pipeline._build import Builder
 from connector.pipeline._encode import DenseEncode, SparseEncode
 from connector.pipeline._flow import Flow, Stage
 from connector.pipeline._plan import Planner, Window
-from connector.pipeline._workers import runs_in_workers, sparse_workers
+from connector.pipeline._workers import auto_workers, runs_in_workers, sparse_workers
 from connector.pipeline.progress import NULL_PROGRESS, Progress
 from connector.pipeline.stages import DenseStage
 from connector.runs.record import RunRecord
@@ -78,7 +78,8 @@ class Syncer:
         workers: Processes that take a run's CPU work, started once per run; ``1``: all in
             this process. Above 1, one of them holds the collection of the embedded engine and
             writes to it (:meth:`Writer.in_writer_process`; on a server, writes stay in this
-            process), and the others run the sparse model when it runs on the CPU.
+            process), and the others run the sparse model when it runs on the CPU. ``None``:
+            :func:`auto_workers` of the source's size.
     """
 
     def __init__(
@@ -95,7 +96,7 @@ class Syncer:
         telemetry: Telemetry | None = None,
         dense_stage: DenseStage | None = None,
         overlap: bool = True,
-        workers: int = 1,
+        workers: int | None = 1,
     ) -> None:
         self.writer = writer
         self.dense = list(dense)
@@ -231,15 +232,16 @@ class Syncer:
 
     def _flow(self, source: Source, planner: Planner, record: RunRecord) -> None:
         """Read and plan window k+1 and build and submit window k-1 while window k encodes."""
+        workers = self.workers or auto_workers(source.total_bytes)
         with ExitStack() as pool:
             sparse = self.sparse
-            if self.workers > 1:
-                record.workers = self.workers
+            if workers > 1:
+                record.workers = workers
                 # The embedded engine's work on each point (the largest share of a CPU-bound
                 # sync's) goes to a process of its own: one of the workers.
                 moved = pool.enter_context(self.writer.in_writer_process())
                 if sparse is not None and runs_in_workers(sparse):
-                    processes = self.workers - 1 if moved else self.workers
+                    processes = workers - 1 if moved else workers
                     sparse = pool.enter_context(sparse_workers(sparse, processes))
             self._stages(source, planner, record, sparse)
 

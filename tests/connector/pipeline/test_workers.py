@@ -10,6 +10,7 @@ import pytest
 
 from connector.cli import _overrides, _parser
 from connector.errors import ConfigError, SinkError
+from connector.pipeline._workers import AUTO_MAX_WORKERS, AUTO_MIN_BYTES, auto_workers
 from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.settings import load_settings
 from connector.sparse.bm25 import Bm25
@@ -144,7 +145,7 @@ def test_the_pool_is_gone_after_a_failed_run(tmp_path: Path) -> None:
 
 
 def test_workers_setting_and_flag(tmp_path: Path) -> None:
-    assert load_settings(None, {}).sync.workers == 1
+    assert load_settings(None, {}).sync.workers is None  # decided per run: auto_workers
     with pytest.raises(ConfigError, match="workers"):
         load_settings(None, {"sync": {"workers": 0}})
     overrides = _overrides(_parser().parse_args(["sync", "--workers", "3"]))
@@ -185,3 +186,20 @@ def test_a_dead_worker_falls_back_to_metadata_and_the_run_goes_on(tmp_path: Path
     assert stored["c5"][1]["sparse_fallback"]["reason"].startswith("model unavailable")
     assert stored["c0"][1].get("sparse_fallback") is None  # before the worker died
     assert multiprocessing.active_children() == []
+
+
+def test_by_default_a_large_or_unsized_source_gets_a_worker_per_core_a_small_one_none() -> None:
+    cores = min(len(os.sched_getaffinity(0)), AUTO_MAX_WORKERS)
+    assert auto_workers(AUTO_MIN_BYTES - 1) == 1
+    assert auto_workers(AUTO_MIN_BYTES) == auto_workers(None) == cores
+
+
+def test_a_run_with_workers_unset_records_what_it_chose(tmp_path: Path) -> None:
+    store = Store(EdgeClient(tmp_path / "qdrant"))
+    try:
+        syncer = Syncer(Writer(store, "chunks"), [FakeDense()], target(), workers=None)
+        small = ListSource(CORPUS)
+        small.total_bytes = 2_000
+        assert syncer.run(small).workers == 1
+    finally:
+        store.close()
