@@ -221,21 +221,16 @@ def rate_bench(args: argparse.Namespace, corpora: dict[str, tuple[Path, int]], w
         )
 
 
-def device_bench(args: argparse.Namespace, corpora: dict[str, tuple[Path, int]], work: Path) -> int:
+def device_bench(
+    args: argparse.Namespace, corpora: dict[str, tuple[Path, int]], work: Path
+) -> None:
     """A raw encode loop of the MiniLM-shaped model against a sync with it, per corpus."""
     import torch
-
-    device = args.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        print(
-            f"--device {device}: torch {torch.__version__} sees no CUDA device here, and this "
-            "comparison needs one; --device cpu runs it on the CPU (a smoke run)"
-        )
-        return 2
     from random_minilm import build
 
     from connector.dense import SentenceTransformerEncoder
 
+    device = args.device
     on_gpu = device != "cpu"
     where = torch.cuda.get_device_name(device) if on_gpu else "the CPU"
     workers = max(int(w) for w in args.workers.split(","))
@@ -284,7 +279,18 @@ def device_bench(args: argparse.Namespace, corpora: dict[str, tuple[Path, int]],
         f"goal: sync >= {GOAL_SYNC_PER_RAW}x a raw SentenceTransformer.encode loop on the same GPU:"
         f" {results}" + ("" if on_gpu else " (on the CPU: a smoke run, not the goal's figure)")
     )
-    return 0
+
+
+def no_cuda(device: str) -> str | None:
+    """Why ``--device`` cannot run here, if it cannot: said plainly rather than failing later."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return (
+            f"--device {device}: torch {torch.__version__} sees no CUDA device here, and this "
+            "comparison needs one; --device cpu runs it on the CPU (a smoke run)"
+        )
+    return None
 
 
 def _verdict(value: float, goal: float) -> str:
@@ -318,16 +324,24 @@ def main() -> int:
     if args.workers is None:
         args.workers = str(cores()) if args.device else ",".join(map(str, range(1, cores() + 1)))
 
-    work = Path(tempfile.mkdtemp(prefix="connector-pipeline-bench-"))
-    corpora = write_corpora(args, work)
-    sizes = ", ".join(f"{name} {count}" for name, (_, count) in corpora.items())
-    print(
-        f"bench/pipeline.py: chunks {sizes} (short: ~{args.words} words), "
-        f"BM25 {'on' if args.sparse else 'off'}, engine {args.engine}; work {work}"
-    )
-    if args.device:
-        return device_bench(args, corpora, work)
-    rate_bench(args, corpora, work)
+    problem = no_cuda(args.device) if args.device else None
+    if problem:
+        print(problem)
+        return 2
+    # Corpora, stores and the model go with the folder: a run with many workers counts writes
+    # many stores.
+    with tempfile.TemporaryDirectory(prefix="connector-pipeline-bench-") as folder:
+        work = Path(folder)
+        corpora = write_corpora(args, work)
+        sizes = ", ".join(f"{name} {count}" for name, (_, count) in corpora.items())
+        print(
+            f"bench/pipeline.py: chunks {sizes} (short: ~{args.words} words), "
+            f"BM25 {'on' if args.sparse else 'off'}, engine {args.engine}"
+        )
+        if args.device:
+            device_bench(args, corpora, work)
+        else:
+            rate_bench(args, corpora, work)
     return 0
 
 
