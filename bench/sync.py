@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from _corpus import DEFAULT_DATASET, read_docs, varied, write_jsonl
+from _dense import encode_windows
 
 HERE = Path(__file__).resolve()
 
@@ -99,16 +100,7 @@ def _dense_sync(docs: list[tuple[str, str]], work: Path, args: argparse.Namespac
     raw_s, sync_s = [], []
     for round_ in range(1, args.rounds + 1):
         model.to(device)  # the raw loop keeps its model resident on the device
-        started = time.perf_counter()
-        for start in range(0, len(texts), window):
-            model.encode(
-                texts[start : start + window],
-                batch_size=settings.dense.models[0].batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        raw_s.append(time.perf_counter() - started)
+        raw_s.append(encode_windows(model, texts, window, settings.dense.models[0].batch_size))
         model.to("cpu")
         # Each round syncs into a new collection: a first sync every time, wired and run as
         # `connector sync` does (the collection created at the latest schema), not recorded.
