@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from connector.dense import load_dense_encoders
 from connector.errors import ConfigError
 from connector.gpu import GIB, BatchPolicy, DeviceExecutor, LeasePool
+from connector.gpu._executor import DeviceTally
 from connector.pipeline.stages import DenseStage
 from connector.pipeline.syncer import SparseTarget
 from connector.runs.manifest import DeviceUsage
@@ -90,7 +91,7 @@ class SyncJob(AbstractContextManager["SyncJob"]):
         Migrator(self.store, self.writer.collection, layout, runs_collection).prepare_for_sync()
         # The executor gives back a GPU leased during the run when it ends, however it ends.
         if not self.record:
-            with self.executor:
+            with self.executor, self.syncer.dense_stage:
                 return self.syncer.run(self.source)
         from connector.runs import RunRecorder, RunStore, config_digest
 
@@ -100,15 +101,16 @@ class SyncJob(AbstractContextManager["SyncJob"]):
             settings.state_dir,
             RunStore(self.store, runs_collection),
             config_digest=config_digest(settings),
-            devices=lambda: device_usage(self.executor, settings.gpu),
+            devices=lambda: device_usage(self.syncer.dense_stage.executors, settings.gpu),
         )
-        with recorder, _sigterm_stops(), self.executor:
+        with recorder, _sigterm_stops(), self.executor, self.syncer.dense_stage:
             return self.syncer.run(self.source, run_id=recorder.run_id)
 
     def close(self) -> None:
         """Give back a GPU still leased, stop the writer (nothing queued is dropped) and close
         the store."""
         try:
+            self.syncer.dense_stage.close()
             self.executor.close()
         finally:
             try:
@@ -386,9 +388,20 @@ def collection_layout(settings: Settings, dense: Sequence[DenseEncoder]) -> Coll
     )
 
 
-def device_usage(executor: DeviceExecutor, gpu: GpuSettings) -> list[DeviceUsage]:
-    """The GPUs ``executor`` ran on so far, with peak VRAM against the caps (for the manifest)."""
+def device_usage(
+    executor: DeviceExecutor | Sequence[DeviceExecutor], gpu: GpuSettings
+) -> list[DeviceUsage]:
+    """The GPUs ``executor`` (or each of several) ran on so far, with peak VRAM against the
+    caps (for the manifest)."""
     mib = 1024 * 1024
+    usage: dict[str, DeviceTally] = {}
+    for one in [executor] if isinstance(executor, DeviceExecutor) else executor:
+        for device, tally in one.usage.items():
+            # Two executors of a run may have held the same GPU in turn.
+            total = usage.setdefault(device, DeviceTally())
+            total.peak_bytes = max(total.peak_bytes, tally.peak_bytes)
+            total.soft_limit_hits += tally.soft_limit_hits
+            total.ooms += tally.ooms
     return [
         DeviceUsage(
             device=device,
@@ -397,5 +410,5 @@ def device_usage(executor: DeviceExecutor, gpu: GpuSettings) -> list[DeviceUsage
             vram_soft_limit_mb=round(gpu.vram_soft_limit_gb * GIB / mib, 1),
             soft_limit_exceedances=tally.soft_limit_hits,
         )
-        for device, tally in sorted(executor.usage.items())
+        for device, tally in sorted(usage.items())
     ]
