@@ -129,14 +129,14 @@ class DenseStage(AbstractContextManager["DenseStage"]):
         """One part per GPU held or free now (at most one per text); one part on ``executor``
         (which waits for a GPU and falls back as usual) when that is fewer than two."""
         single = [_Part(self.executor, encoder, self.device_ids, 0, count)]
-        gpus = self._spread_over(encoder)
+        gpus = self._spread_over(encoder) if count > 1 else []
         if not gpus:
             return single
         index_of = {device: index for index, device in gpus}
-        more_hold = {e.held_device for e in self._more.values()} - {None}
-        primary = self.executor.hold_now(
-            encoder.name, [index for index, device in gpus if device not in more_hold]
-        )
+        more_hold = {e.held_device for e in self._more.values()}
+        # The shared executor first: it keeps its GPU, else takes one the others do not hold.
+        free = [index for index, device in gpus if device not in more_hold]
+        primary = self.executor.hold_now(encoder.name, free) if free else None
         placed: list[tuple[DeviceExecutor, DenseEncoder, int]] = []
         if primary in index_of:
             placed.append((self.executor, encoder, index_of[primary]))
