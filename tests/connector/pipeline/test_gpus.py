@@ -15,19 +15,9 @@ import pytest
 from connector.errors import ModelError
 from connector.gpu import BatchPolicy, DeviceExecutor, LeasePool, read_leases
 from connector.pipeline.stages import DenseStage
-from connector.settings import load_settings
-from connector.store.edge import EdgeClient
-from connector.wiring import SyncJob, build_syncer
-from tests.fakes import (
-    GIB,
-    FakeDense,
-    FakeMemory,
-    FakeProbe,
-    ListSource,
-    chunk,
-    fake_cuda,
-    recording_telemetry,
-)
+from connector.wiring import SyncJob
+from tests.fakes import GIB, FakeDense, FakeMemory, FakeProbe, chunk, fake_cuda, simulated_gpu_job
+from tests.fakes import recording_telemetry as recording
 
 CORPUS = [chunk(str(i), f"report {i} on the flutter of wing {i % 7}") for i in range(40)]
 
@@ -109,39 +99,9 @@ class SpreadDense(FakeDense):
         return {device for device, _, _ in self.log}
 
 
-def job(
-    tmp_path: Path,
-    dense: FakeDense,
-    *,
-    gpus: int = 2,
-    memory: FakeMemory | None = None,
-    telemetry: Any = None,
-    record: bool = False,
-    idle_release_s: float = 60,
-) -> SyncJob:
+def job(tmp_path: Path, dense: FakeDense, *, gpus: int = 2, **kwargs: Any) -> SyncJob:
     """A sync of ``CORPUS`` in windows of 4, its dense stage on ``gpus`` simulated GPUs."""
-    state = tmp_path / "state"
-    conf = load_settings(
-        None,
-        {"state_dir": str(state), "gpu": {"enabled": True, "idle_release_s": idle_release_s}},
-    )
-    built = build_syncer(
-        conf,
-        source=ListSource(CORPUS),
-        dense=[dense],
-        client=EdgeClient(tmp_path / "qdrant"),
-        sparse=False,
-        telemetry=telemetry,
-        record=record,
-    )
-    pool = LeasePool(state, FakeProbe(gpus), timeout_s=5, cuda_device=fake_cuda)
-    executor = DeviceExecutor(
-        pool, BatchPolicy(), memory or FakeMemory(), telemetry, idle_release_s=idle_release_s
-    )
-    built.syncer.dense_stage.executor = executor  # the simulated GPUs instead of NVML's
-    built.executor = executor
-    built.syncer.batch_size = 4
-    return built
+    return simulated_gpu_job(tmp_path, [dense], CORPUS, gpus=gpus, **kwargs)
 
 
 _PER_RUN = {"run_id", "synced_at"}
@@ -168,7 +128,7 @@ def test_two_gpus_share_every_window_each_under_its_own_lease(tmp_path: Path) ->
         leases.append([(r.device, r.pid, r.model) for r in read_leases(state)])
 
     dense.on_call = peek
-    telemetry, exporter = recording_telemetry()
+    telemetry, exporter = recording()
     # The releases come after the run's span: this one catches them.
     with telemetry.span("job"), job(tmp_path, dense, telemetry=telemetry) as built:
         report = built.run()
@@ -207,7 +167,7 @@ def test_a_gpu_held_by_another_holder_is_skipped_without_waiting(tmp_path: Path)
     state = tmp_path / "state"
     dense = SpreadDense(state)
     other = LeasePool(state, FakeProbe(2), holder="other", cuda_device=fake_cuda)
-    telemetry, exporter = recording_telemetry()
+    telemetry, exporter = recording()
     held = other.lease([0], model="bm42", timeout_s=0)
     with held, job(tmp_path, dense, telemetry=telemetry) as built:
         started = time.monotonic()
@@ -262,7 +222,7 @@ def test_oom_halving_happens_per_gpu_with_its_events(tmp_path: Path) -> None:
     memory = FakeMemory()
     # 2 GiB a text under the 12 GiB cap: a batch of 8 runs out of memory, 4 fit.
     dense = SpreadDense(tmp_path / "state", memory, cost=2 * GIB, batch_size=8)
-    telemetry, exporter = recording_telemetry()
+    telemetry, exporter = recording()
     with job(tmp_path, dense, memory=memory, telemetry=telemetry) as built:
         built.syncer.batch_size = 16  # 8 texts a GPU a window
         assert built.run().writes.upserted == len(CORPUS)
@@ -279,7 +239,7 @@ def test_oom_halving_happens_per_gpu_with_its_events(tmp_path: Path) -> None:
 def test_a_gpu_that_cannot_take_its_copy_falls_back_to_the_cpu(tmp_path: Path) -> None:
     # The copy for GPU 1 cannot hydrate: its parts run on the CPU, with the usual event.
     dense = SpreadDense(tmp_path / "state", hydrate_error=RuntimeError)
-    telemetry, exporter = recording_telemetry()
+    telemetry, exporter = recording()
     with job(tmp_path, dense, telemetry=telemetry) as built:
         assert built.run().writes.upserted == len(CORPUS)
         points = stored(built)
@@ -330,7 +290,7 @@ def test_parts_run_at_the_same_time(tmp_path: Path) -> None:
 
 def test_hold_now_takes_a_free_gpu_and_never_waits_for_a_busy_one(tmp_path: Path) -> None:
     pool = LeasePool(tmp_path, FakeProbe(1), timeout_s=5, cuda_device=fake_cuda)
-    telemetry, exporter = recording_telemetry()
+    telemetry, exporter = recording()
     with telemetry.span("sync"):
         executor = DeviceExecutor(pool, BatchPolicy(), FakeMemory(), telemetry)
         assert executor.hold_now("m") == "cuda:0" == executor.hold_now("m")
