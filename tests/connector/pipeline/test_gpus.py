@@ -306,3 +306,44 @@ def test_hold_now_takes_a_free_gpu_and_never_waits_for_a_busy_one(tmp_path: Path
     names = [name for name, _ in events(exporter)]
     assert names == ["gpu_lease_acquired", "gpu_lease_released"] * 2
     assert read_leases(tmp_path) == []
+
+
+def stage_on(tmp_path: Path, gpus: int) -> DenseStage:
+    pool = LeasePool(tmp_path, FakeProbe(gpus), timeout_s=5, cuda_device=fake_cuda)
+    return DenseStage(DeviceExecutor(pool, BatchPolicy(), FakeMemory()), use_gpu=True)
+
+
+def test_a_call_takes_no_more_gpus_than_it_has_texts(tmp_path: Path) -> None:
+    dense = SpreadDense(tmp_path)
+    with stage_on(tmp_path, 3) as stage:
+        assert stage.encode(dense, ["a b", "c d"]) == FakeDense().encode(["a b", "c d"])
+        assert len(read_leases(tmp_path)) == 2
+        stage.executor.close()
+    assert sorted(n for _, n, _ in dense.log) == [1, 1] and len(dense.devices()) == 2
+
+
+def test_a_plug_in_is_built_once_more_for_each_further_gpu(tmp_path: Path) -> None:
+    from connector.dense import PluginEncoder
+    from connector.settings import DenseModelConfig
+
+    spec = "connector.dense_plugins:RateEncoder"
+    plugin = PluginEncoder(DenseModelConfig(encoder=spec, name="vec", options={"dim": 8}))
+    texts = [f"text {i}" for i in range(10)]
+    with stage_on(tmp_path, 2) as stage:
+        vectors = stage.encode(plugin, texts)
+        stage.executor.close()
+    assert vectors == plugin.encode(texts)
+    assert {device for e in stage.executors for device in e.usage} == {"cuda:0", "cuda:1"}
+    copy = plugin.replica()
+    assert copy.encoder is not plugin.encoder and copy.signature == plugin.signature
+
+
+def test_without_a_gpu_or_a_way_to_move_the_model_runs_on_the_cpu(tmp_path: Path) -> None:
+    texts = ["a b", "c d", "e f"]
+    with stage_on(tmp_path, 0) as stage:  # GPUs enabled, none found
+        dense = SpreadDense(tmp_path)
+        assert stage.encode(dense, texts) == FakeDense().encode(texts)
+        assert dense.devices() == {"cpu"}
+        still = FakeDense()  # no `to`: never leases a GPU
+        assert stage.encode(still, texts) == FakeDense().encode(texts)
+    assert stage.executors == [stage.executor] and read_leases(tmp_path) == []
