@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from connector.dense import load_dense_encoders
 from connector.errors import ConfigError
 from connector.gpu import GIB, BatchPolicy, DeviceExecutor, LeasePool
-from connector.gpu._executor import DeviceTally
 from connector.pipeline.stages import DenseStage
 from connector.pipeline.syncer import SparseTarget
 from connector.runs.manifest import DeviceUsage
@@ -394,21 +393,20 @@ def device_usage(
     """The GPUs ``executor`` (or each of several) ran on so far, with peak VRAM against the
     caps (for the manifest)."""
     mib = 1024 * 1024
-    usage: dict[str, DeviceTally] = {}
+    peaks: dict[str, int] = {}
+    hits: dict[str, int] = {}
     for one in [executor] if isinstance(executor, DeviceExecutor) else executor:
+        # Two executors of a run may have held the same GPU in turn.
         for device, tally in one.usage.items():
-            # Two executors of a run may have held the same GPU in turn.
-            total = usage.setdefault(device, DeviceTally())
-            total.peak_bytes = max(total.peak_bytes, tally.peak_bytes)
-            total.soft_limit_hits += tally.soft_limit_hits
-            total.ooms += tally.ooms
+            peaks[device] = max(peaks.get(device, 0), tally.peak_bytes)
+            hits[device] = hits.get(device, 0) + tally.soft_limit_hits
     return [
         DeviceUsage(
             device=device,
-            peak_vram_mb=round(tally.peak_bytes / mib, 1),
+            peak_vram_mb=round(peak / mib, 1),
             vram_hard_cap_mb=round(gpu.vram_hard_cap_gb * GIB / mib, 1),
             vram_soft_limit_mb=round(gpu.vram_soft_limit_gb * GIB / mib, 1),
-            soft_limit_exceedances=tally.soft_limit_hits,
+            soft_limit_exceedances=hits[device],
         )
-        for device, tally in sorted(usage.items())
+        for device, peak in sorted(peaks.items())
     ]

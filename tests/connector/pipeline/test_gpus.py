@@ -347,3 +347,17 @@ def test_without_a_gpu_or_a_way_to_move_the_model_runs_on_the_cpu(tmp_path: Path
         still = FakeDense()  # no `to`: never leases a GPU
         assert stage.encode(still, texts) == FakeDense().encode(texts)
     assert stage.executors == [stage.executor] and read_leases(tmp_path) == []
+
+
+def test_a_gpu_two_executors_held_in_turn_is_one_manifest_entry() -> None:
+    from connector.gpu._executor import DeviceTally
+    from connector.settings import GpuSettings
+    from connector.wiring import device_usage
+
+    first, second = DeviceExecutor(), DeviceExecutor()
+    first.usage["cuda:0"] = DeviceTally(peak_bytes=2 * GIB, soft_limit_hits=1)
+    second.usage["cuda:0"] = DeviceTally(peak_bytes=GIB, soft_limit_hits=2)
+    second.usage["cuda:1"] = DeviceTally(peak_bytes=GIB)
+    (zero, one) = device_usage([first, second], GpuSettings())
+    assert (zero.device, zero.peak_vram_mb, zero.soft_limit_exceedances) == ("cuda:0", 2048, 3)
+    assert (one.device, one.peak_vram_mb, one.soft_limit_exceedances) == ("cuda:1", 1024, 0)
