@@ -47,7 +47,9 @@ class DenseEncoder(Protocol):
 
     A plug-in needs ``dim``, ``signature`` and ``encode``; ``encode_query`` (default: ``encode``
     of the one text), ``batch_size`` (texts per call) and ``to(device)`` (without it, it never
-    gets a GPU lease) are optional, and ``name`` comes from the settings.
+    gets a GPU lease) are optional, and ``name`` comes from the settings. A movable encoder that
+    also has ``replica()`` (an independent copy of itself, on the CPU) runs on several GPUs at
+    once, one copy each; without it, on one GPU at a time.
     """
 
     name: str
@@ -161,6 +163,11 @@ class SentenceTransformerEncoder:
         """Texts per forward pass: the most the batch runner hands over at once."""
         return self.config.batch_size
 
+    def replica(self) -> SentenceTransformerEncoder:
+        """The same model as a new encoder, loaded from its folder on first use, for another
+        GPU."""
+        return SentenceTransformerEncoder(self.config, device="cpu", precision=self.precision)
+
     def to(self, device: str) -> None:
         """Runs on ``device`` from now on (moves the model if it is loaded already)."""
         self.device = device
@@ -273,6 +280,10 @@ class PluginEncoder:
         move = getattr(self.encoder, "to", None)
         # Absent when the plug-in cannot move, so that the dense stage leases no GPU for it.
         self.to: Callable[[str], None] | None = move if callable(move) else None
+
+    def replica(self) -> PluginEncoder:
+        """The plug-in built again from its settings, for another GPU."""
+        return PluginEncoder(self.config)
 
     @property
     def dim(self) -> int:

@@ -90,7 +90,7 @@ class SyncJob(AbstractContextManager["SyncJob"]):
         Migrator(self.store, self.writer.collection, layout, runs_collection).prepare_for_sync()
         # The executor gives back a GPU leased during the run when it ends, however it ends.
         if not self.record:
-            with self.executor:
+            with self.executor, self.syncer.dense_stage:
                 return self.syncer.run(self.source)
         from connector.runs import RunRecorder, RunStore, config_digest
 
@@ -100,15 +100,16 @@ class SyncJob(AbstractContextManager["SyncJob"]):
             settings.state_dir,
             RunStore(self.store, runs_collection),
             config_digest=config_digest(settings),
-            devices=lambda: device_usage(self.executor, settings.gpu),
+            devices=lambda: device_usage(self.syncer.dense_stage.executors, settings.gpu),
         )
-        with recorder, _sigterm_stops(), self.executor:
+        with recorder, _sigterm_stops(), self.executor, self.syncer.dense_stage:
             return self.syncer.run(self.source, run_id=recorder.run_id)
 
     def close(self) -> None:
         """Give back a GPU still leased, stop the writer (nothing queued is dropped) and close
         the store."""
         try:
+            self.syncer.dense_stage.close()
             self.executor.close()
         finally:
             try:
@@ -386,16 +387,26 @@ def collection_layout(settings: Settings, dense: Sequence[DenseEncoder]) -> Coll
     )
 
 
-def device_usage(executor: DeviceExecutor, gpu: GpuSettings) -> list[DeviceUsage]:
-    """The GPUs ``executor`` ran on so far, with peak VRAM against the caps (for the manifest)."""
+def device_usage(
+    executor: DeviceExecutor | Sequence[DeviceExecutor], gpu: GpuSettings
+) -> list[DeviceUsage]:
+    """The GPUs ``executor`` (or each of several) ran on so far, with peak VRAM against the
+    caps (for the manifest)."""
     mib = 1024 * 1024
+    peaks: dict[str, int] = {}
+    hits: dict[str, int] = {}
+    for one in [executor] if isinstance(executor, DeviceExecutor) else executor:
+        # Two executors of a run may have held the same GPU in turn.
+        for device, tally in one.usage.items():
+            peaks[device] = max(peaks.get(device, 0), tally.peak_bytes)
+            hits[device] = hits.get(device, 0) + tally.soft_limit_hits
     return [
         DeviceUsage(
             device=device,
-            peak_vram_mb=round(tally.peak_bytes / mib, 1),
+            peak_vram_mb=round(peak / mib, 1),
             vram_hard_cap_mb=round(gpu.vram_hard_cap_gb * GIB / mib, 1),
             vram_soft_limit_mb=round(gpu.vram_soft_limit_gb * GIB / mib, 1),
-            soft_limit_exceedances=tally.soft_limit_hits,
+            soft_limit_exceedances=hits[device],
         )
-        for device, tally in sorted(executor.usage.items())
+        for device, peak in sorted(peaks.items())
     ]

@@ -5,9 +5,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connector.chunks import ChunkRecord
 from connector.sources import SkipLog
+
+if TYPE_CHECKING:
+    from connector.wiring import SyncJob
 
 
 class FakeDense:
@@ -190,3 +195,45 @@ def recording_telemetry() -> tuple[object, object]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return Telemetry(provider), exporter
+
+
+def simulated_gpu_job(
+    tmp_path: Path,
+    dense: Sequence[object],
+    chunks: Sequence[ChunkRecord],
+    *,
+    gpus: int = 1,
+    batch_size: int = 4,
+    memory: FakeMemory | None = None,
+    telemetry: object = None,
+    record: bool = False,
+) -> SyncJob:
+    """A sync of ``chunks`` wired as ``connector sync --gpu`` wires it (sparse off, the edge
+    engine under ``tmp_path/qdrant``, state under ``tmp_path/state``), its models on ``gpus``
+    simulated GPUs instead of NVML's, GPUs given back after 60 idle seconds."""
+    from connector.gpu import BatchPolicy, DeviceExecutor, LeasePool
+    from connector.settings import load_settings
+    from connector.store.edge import EdgeClient
+    from connector.wiring import build_syncer
+
+    state = tmp_path / "state"
+    conf = load_settings(
+        None, {"state_dir": str(state), "gpu": {"enabled": True, "idle_release_s": 60}}
+    )
+    job = build_syncer(
+        conf,
+        source=ListSource(chunks),
+        dense=dense,
+        client=EdgeClient(tmp_path / "qdrant"),
+        sparse=False,
+        telemetry=telemetry,
+        record=record,
+    )
+    pool = LeasePool(state, FakeProbe(gpus), timeout_s=5, cuda_device=fake_cuda)
+    executor = DeviceExecutor(
+        pool, BatchPolicy(), memory or FakeMemory(), telemetry, idle_release_s=60
+    )
+    job.syncer.dense_stage.executor = executor  # its own executor would ask NVML
+    job.executor = executor
+    job.syncer.batch_size = batch_size
+    return job

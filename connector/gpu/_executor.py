@@ -82,6 +82,8 @@ class _Hold:
     last_used: float
     resident: _Resident | None = None
     calls: int = 0
+    capped: bool = False
+    """Whether the hard cap is set on the device for this lease."""
 
 
 class DeviceExecutor(AbstractContextManager["DeviceExecutor"]):
@@ -138,6 +140,43 @@ class DeviceExecutor(AbstractContextManager["DeviceExecutor"]):
         """The GPU held between calls (``cuda:0``), or ``None``."""
         hold = self._hold
         return hold.device if hold is not None else None
+
+    def sibling(self) -> DeviceExecutor:
+        """A new executor like this one (pool, policy, memory, telemetry, idle release): one
+        more GPU of the same run, under a lease of its own."""
+        return DeviceExecutor(
+            self.pool,
+            self.policy,
+            self.memory,
+            self.telemetry,
+            self.log,
+            idle_release_s=self.idle_release_s,
+        )
+
+    def hold_now(self, model: str, device_ids: Sequence[int] | None = None) -> str | None:
+        """The GPU this executor holds, else one of ``device_ids`` leased now if it is free.
+
+        Never waits: a busy GPU is simply not taken, and no fallback is reported (the caller
+        has other GPUs, or runs :meth:`run`, which waits and falls back as usual).
+
+        Args:
+            model: The model about to run, for the lease record.
+            device_ids: GPUs that may be leased (NVML indices); ``None``: any.
+
+        Returns:
+            The held GPU's torch device (``cuda:1``), or ``None``.
+        """
+        if self.pool is None:
+            return None
+        with self._guard:
+            if self._hold is None:
+                taken = self._take(model, device_ids, wait=False)
+                if isinstance(taken, str):
+                    self.log.debug("%s: no GPU free now (%s)", model, taken)
+                    return None
+                if self.idle_release_s > 0:
+                    self._watch()
+            return self._hold.device if self._hold is not None else None
 
     def close(self) -> None:
         """Stages the resident model back, empties the cache and releases the lease, if held."""
@@ -211,16 +250,16 @@ class DeviceExecutor(AbstractContextManager["DeviceExecutor"]):
         if hold is not None and device_ids is not None and hold.gpu not in device_ids:
             self._end_hold()  # this caller may not use the GPU held for another
             hold = None
-        fresh = hold is None
         if hold is None:
-            taken = self._take(work, device_ids)
+            taken = self._take(work.name, device_ids)
             if isinstance(taken, str):
                 return self._no_gpu(work, order, outcome, taken)
             hold = taken
         outcome.device = hold.device
         try:
-            if fresh:
+            if not hold.capped:
                 self.memory.set_hard_cap(hold.device, self.policy.hard_cap_bytes)
+                hold.capped = True
             self._make_resident(hold, work)
             left = self.batcher.run_gpu(work, items, order, hold.device, outcome)
         except Exception as exc:
@@ -261,23 +300,25 @@ class DeviceExecutor(AbstractContextManager["DeviceExecutor"]):
             self._watch()
         return left
 
-    def _take(self, work: Workload[T, R], device_ids: Sequence[int] | None) -> _Hold | str:
-        """A newly leased GPU, or why there is none."""
+    def _take(
+        self, model: str, device_ids: Sequence[int] | None, *, wait: bool = True
+    ) -> _Hold | str:
+        """A newly leased GPU, or why there is none; ``wait=False`` only tries."""
         if self.pool is None:
             return "no lease pool (gpu.enabled is off)"
         # After a wait that timed out, later calls only look for a free GPU for a while, so a
         # long sync beside a busy GPU does not wait the full timeout once per batch window.
-        waited_out = time.monotonic() < self._busy_until
+        waits = wait and time.monotonic() >= self._busy_until
         lease = self.pool.lease(
             device_ids,
-            model=work.name,
-            timeout_s=0 if waited_out else None,
+            model=model,
+            timeout_s=None if waits else 0,
             vram_bytes=self.policy.hard_cap_bytes,
         )
         try:
             lease.acquire()
         except GpuLeaseUnavailable as exc:
-            if lease.timed_out and not waited_out:
+            if lease.timed_out and waits:
                 self._busy_until = time.monotonic() + BUSY_COOLDOWN_S
             return str(exc)
         now = time.monotonic()
@@ -292,7 +333,7 @@ class DeviceExecutor(AbstractContextManager["DeviceExecutor"]):
         self.telemetry.event(
             "gpu_lease_acquired",
             {
-                "model": work.name,
+                "model": model,
                 "device": hold.device,
                 "gpu": hold.gpu,
                 "waited_ms": round(lease.waited_s * 1000, 3),

@@ -110,3 +110,14 @@ def test_half_precision_on_the_cpu_runs_in_fp32_and_says_so_once(
     full = SentenceTransformerEncoder(config).encode(texts)
     for got, want in zip(vectors, full, strict=True):
         assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_a_replica_is_the_same_model_loaded_anew_for_another_gpu() -> None:
+    config = DenseModelConfig(model="all-MiniLM-L6-v2", batch_size=2)
+    encoder = SentenceTransformerEncoder(config, precision="fp16")
+    texts = ["flutter of a wing", "heat transfer"]
+    encoder.encode(texts)
+    copy = encoder.replica()
+    assert copy is not encoder and copy.device == "cpu" and copy.model is not encoder.model
+    assert copy.signature == encoder.signature and copy.batch_size == 2
+    assert copy.encode(texts) == encoder.encode(texts)

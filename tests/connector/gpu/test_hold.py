@@ -6,7 +6,6 @@ for another, and gives the GPU back when closed, when it idles, or when its hold
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -16,11 +15,16 @@ import pytest
 
 from connector.errors import GpuLeaseUnavailable
 from connector.gpu import BatchPolicy, DeviceExecutor, LeasePool, Workload, read_leases
-from connector.settings import load_settings
-from connector.store.edge import EdgeClient
-from connector.wiring import build_syncer
 from tests.connector.gpu.test_lease import kill_holder_and_lease
-from tests.fakes import FakeDense, FakeMemory, FakeProbe, HungryModel, ListSource, chunk, fake_cuda
+from tests.fakes import (
+    FakeDense,
+    FakeMemory,
+    FakeProbe,
+    HungryModel,
+    chunk,
+    fake_cuda,
+    simulated_gpu_job,
+)
 from tests.fakes import recording_telemetry as recording
 
 
@@ -159,24 +163,10 @@ class MovableDense(FakeDense):
 
 def test_a_sync_job_gives_the_gpu_back_when_its_run_ends_and_when_closed(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    conf = load_settings(
-        None,
-        {"state_dir": str(state), "gpu": {"enabled": True, "idle_release_s": 60}},
-    )
     dense = MovableDense(state)
     corpus = [chunk(str(i), f"text number {i}") for i in range(10)]
-    job = build_syncer(
-        conf,
-        source=ListSource(corpus),
-        dense=[dense],
-        client=EdgeClient(tmp_path / "qdrant"),
-        sparse=False,
-        record=False,
-    )
-    ex = DeviceExecutor(pool(state), BatchPolicy(), FakeMemory(), idle_release_s=60)
-    job.syncer.dense_stage.executor = ex  # the simulated GPU instead of NVML's
-    job = dataclasses.replace(job, executor=ex)
-    job.syncer.batch_size = 3
+    job = simulated_gpu_job(tmp_path, [dense], corpus, batch_size=3)
+    ex = job.executor
     with job:
         assert job.run().writes.upserted == 10
         assert dense.held == [1, 1, 1, 1] and dense.moves == ["cuda:0", "cpu"]
