@@ -283,7 +283,7 @@ class Store:
         if remote is not None:
             return self._request(  # type: ignore[no-any-return]
                 f"read {len(ids)} points of {name!r}",
-                lambda: remote.call("retrieve", name, list(ids), with_payload),
+                lambda: remote.call("retrieve", name, list(ids), with_payload, read=True),
             )
         return self._request(
             f"read {len(ids)} points of {name!r}",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from connector._processes import process_context
@@ -26,8 +26,19 @@ _JOIN_S = 30.0
 """How long closing waits for the writer process to flush and close the collection."""
 
 
+class _Channel:
+    """One pipe to the writer process; one call at a time on it."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+
+
 class RemoteCollection:
     """Calls on one lent collection, answered by the writer process that holds it.
+
+    Reads (a window's point state, which the next window's planning waits on) have a pipe of
+    their own, which the process serves first: they never queue behind a run of writes.
 
     Args:
         client: The main process's client; it lends the collection until :meth:`close`.
@@ -38,10 +49,11 @@ class RemoteCollection:
         self.client = client
         self.name = client.lend(collection)
         context = process_context()
-        self._conn, child = context.Pipe()
+        reads, reads_there = context.Pipe()
+        writes, writes_there = context.Pipe()
         self._process = context.Process(
             target=serve,
-            args=(child, str(client.root.parent)),
+            args=(reads_there, writes_there, str(client.root.parent)),
             name="connector-writer",
             daemon=True,
         )
@@ -50,22 +62,30 @@ class RemoteCollection:
         except BaseException:
             client.take_back(self.name)
             raise
-        child.close()
-        self._lock = threading.Lock()
+        reads_there.close()
+        writes_there.close()
+        self._reads = _Channel(reads)
+        self._writes = _Channel(writes)
         self._closed = False
 
-    def call(self, method: str, *args: Any) -> Any:
+    def call(self, method: str, *args: Any, read: bool = False) -> Any:
         """``EdgeClient.<method>(*args)`` in the writer process; its result.
+
+        Args:
+            method: The client's method.
+            args: Its arguments.
+            read: The call changes nothing: it goes ahead of queued writes.
 
         Raises:
             SinkError: The call failed there (its message), or the process is gone.
         """
-        with self._lock:
+        channel = self._reads if read else self._writes
+        with channel.lock:
             if self._closed:
                 raise SinkError(f"the writer process of {self.name!r} is closed")
             try:
-                self._conn.send((method, args))
-                ok, value = self._conn.recv()
+                channel.conn.send((method, args))
+                ok, value = channel.conn.recv()
             except (EOFError, OSError) as exc:
                 raise SinkError(
                     f"the writer process of {self.name!r} stopped "
@@ -78,30 +98,33 @@ class RemoteCollection:
     def close(self) -> None:
         """Stop the writer process once it flushed and closed the collection, and take the
         collection back (also when the process is already gone)."""
-        with self._lock:
+        with self._reads.lock, self._writes.lock:
             if self._closed:
                 return
             self._closed = True
             try:
-                self._conn.send(None)
+                self._writes.conn.send(None)
             except OSError:
                 pass  # already gone: what it acknowledged is in the engine's log
             self._process.join(_JOIN_S)
             if self._process.is_alive():
                 self._process.terminate()
                 self._process.join()
-            self._conn.close()
+            self._reads.conn.close()
+            self._writes.conn.close()
             self.client.take_back(self.name)
 
 
-def serve(conn: Connection, path: str) -> None:
-    """The writer process: answer calls on the lent collection until told to stop, or until the
-    main process is gone (its end of the pipe closes), then flush and close."""
+def serve(reads: Connection, writes: Connection, path: str) -> None:
+    """The writer process: answer calls on the lent collection, reads first, until told to stop
+    or until the main process is gone (its ends of the pipes close); then flush and close."""
     # Ctrl-C reaches the whole process group; the main process stops the run and this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     client = EdgeClient(path, lock=False)
     try:
         while True:
+            ready = wait([reads, writes])
+            conn = reads if reads in ready else writes
             try:
                 request = conn.recv()
             except (EOFError, OSError):
@@ -116,4 +139,5 @@ def serve(conn: Connection, path: str) -> None:
             conn.send(reply)
     finally:
         client.close()
-        conn.close()
+        reads.close()
+        writes.close()
