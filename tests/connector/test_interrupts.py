@@ -179,4 +179,5 @@ def test_sigkill_mid_run_then_rerun_converges(
     orphans = survivors(started, within_s=10)
     _converges(reaper, tmp_path, expected, workers)
     if orphans:  # checked last, so that a known failure here hides no other (see the xfail)
-        raise OrphanedProcesses(orphans)
+        pids = [p.pid for p in orphans]
+        raise OrphanedProcesses(f"{len(pids)} of {len(started)} still run after the kill: {pids}")

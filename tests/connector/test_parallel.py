@@ -8,6 +8,8 @@ import multiprocessing
 from pathlib import Path
 from typing import Any
 
+from qdrant_client.models import Record, SparseVector
+
 from connector.chunks import ChunkRecord
 from connector.runs import RunRecord
 from connector.settings import load_settings
@@ -41,21 +43,23 @@ def sync(
         assert record.workers == workers  # the sparse model ran on the pool
         points, _ = job.store.scroll(job.writer.collection, limit=1000, with_vectors=True)
     manifest = workdir / "state" / "runs" / record.run_id / "processing_summary.json"
-    stored = {
-        p.payload["chunk_id"]: {
-            "id": str(p.id),
-            "payload": {k: v for k, v in p.payload.items() if k not in {"run_id", "synced_at"}},
-            "vector": {
-                name: vector
-                if isinstance(vector, list)
-                else sorted(zip(vector.indices, vector.values, strict=True))
-                for name, vector in p.vector.items()
-            },
-        }
-        for p in points
-    }
+    stored = dict(comparable(p) for p in points)
     assert multiprocessing.active_children() == []  # the pool ended with the run
     return record, stored, json.loads(manifest.read_text())
+
+
+def comparable(point: Record) -> tuple[str, dict[str, Any]]:
+    """A stored point's chunk id, and the point without what differs between runs (its run id
+    and clock)."""
+    assert point.payload is not None and isinstance(point.vector, dict)
+    vectors = {
+        name: sorted(zip(vector.indices, vector.values, strict=True))
+        if isinstance(vector, SparseVector)
+        else vector
+        for name, vector in point.vector.items()
+    }
+    payload = {k: v for k, v in point.payload.items() if k not in {"run_id", "synced_at"}}
+    return point.payload["chunk_id"], {"id": str(point.id), "payload": payload, "vector": vectors}
 
 
 def edited(corpus: list[ChunkRecord]) -> list[ChunkRecord]:
