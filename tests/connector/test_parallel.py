@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from qdrant_client.models import Record, SparseVector
 
 from connector.chunks import ChunkRecord
-from connector.runs import RunRecord
+from connector.runs import RunRecord, read_progress
 from connector.settings import load_settings
 from connector.sources import Source
 from connector.store.edge import EdgeClient
@@ -149,3 +150,27 @@ def test_skipped_records_are_reported_alike_on_two_workers(tmp_path: Path) -> No
         runs[workers] = (record.totals(), skipped, stored)
 
     assert runs[2] == runs[1]
+
+
+def test_the_live_progress_file_follows_a_run_on_two_workers(tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    class Watched(ListSource):
+        """Reads, between chunks, what a dashboard would see of the run."""
+
+        def __iter__(self) -> Iterator[ChunkRecord]:
+            for item in super().__iter__():
+                live = read_progress(tmp_path / "state")
+                assert live is not None and live.status == "running"
+                seen.append(live.chunks_done)
+                yield item
+
+    corpus = [chunk(f"c{n}", f"Wing section {n} at Mach {n % 5}.") for n in range(200)]
+    record, _, _ = sync(tmp_path, 2, Watched(corpus))
+
+    # Whole windows at a time, while the source is still being read.
+    assert seen == sorted(seen) and all(done % 8 == 0 for done in seen)
+    assert seen[0] == 0 and seen[-1] > 0
+    live = read_progress(tmp_path / "state")
+    assert live is not None and (live.status, live.chunks_done) == ("succeeded", 200)
+    assert live.run_id == record.run_id
