@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.processes import Reaper
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -35,3 +38,13 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     shutil.copy(FIXTURES / "corpus.jsonl", tmp_path / "corpus.jsonl")
     return tmp_path
+
+
+@pytest.fixture
+def reaper() -> Iterator[Reaper]:
+    """Starts the test's processes; kills them and their descendants when the test ends."""
+    reaper = Reaper()
+    try:
+        yield reaper
+    finally:
+        reaper.close()

@@ -17,7 +17,9 @@ import pytest
 from qdrant_client import QdrantClient
 
 from connector.runs.live import read_progress
+from connector.runs.manifest import ProcessInfo
 from tests.paths import FIXTURES
+from tests.processes import Reaper, survivors
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +33,9 @@ class _NothingYet:
 _NOTHING_YET = _NothingYet()
 
 
-def _sync(workdir: Path, source: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _sync(reaper: Reaper, workdir: Path, source: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = os.environ | {"CONNECTOR_STATE_DIR": str(workdir / "state")}
-    return subprocess.Popen(
+    return reaper.start(
         [sys.executable, "-m", "connector", "sync", "--source", str(source)]
         + ["--source-name", "docs", "--batch-size", "8", "--json", *extra],
         cwd=workdir,
@@ -63,21 +65,28 @@ def point_set(workdir: Path) -> dict[str, tuple[Any, ...]]:
 @pytest.fixture(scope="module")
 def expected(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, ...]]:
     workdir = tmp_path_factory.mktemp("clean")
-    process = _sync(workdir, CORPUS)
-    _, err = process.communicate(timeout=300)
+    reaper = Reaper()
+    try:
+        process = _sync(reaper, workdir, CORPUS)
+        _, err = process.communicate(timeout=300)
+    finally:
+        reaper.close()
     assert process.returncode == 0, err.decode()
     points = point_set(workdir)
     assert len(points) == 40
     return points
 
 
-def _stop_mid_run(workdir: Path, signum: int) -> subprocess.Popen[bytes]:
-    """Start a sync reading a pipe, feed it half the corpus, wait until points are being
-    written, then send ``signum`` while the run waits for the rest."""
+def _stop_mid_run(
+    reaper: Reaper, workdir: Path, signum: int, workers: int
+) -> tuple[subprocess.Popen[bytes], list[ProcessInfo]]:
+    """Start a sync with ``workers`` reading a pipe, feed it half the corpus, wait until points
+    are being written (as its live progress file shows), then send ``signum`` while the run
+    waits for the rest. The process, and it and its descendants when signalled."""
     fifo = workdir / "feed.jsonl"
     os.mkfifo(fifo)
     lines = CORPUS.read_bytes().splitlines(keepends=True)
-    process = _sync(workdir, fifo)
+    process = _sync(reaper, workdir, fifo, "--workers", str(workers))
     writer_done = threading.Event()
 
     def feed() -> None:
@@ -94,18 +103,23 @@ def _stop_mid_run(workdir: Path, signum: int) -> subprocess.Popen[bytes]:
         assert time.monotonic() < deadline, "the sync never started writing"
         time.sleep(0.2)
     time.sleep(1.0)
+    started = reaper.look(process.pid)
+    # The worker pool runs from the start of the run (in whatever processes it takes).
+    assert workers == 1 or len(started) > workers, started
     process.send_signal(signum)
     process.wait(timeout=60)
     writer_done.set()
     writer.join(timeout=10)
-    return process
+    return process, started
 
 
-def _converges(workdir: Path, expected: dict[str, tuple[Any, ...]]) -> None:
+def _converges(
+    reaper: Reaper, workdir: Path, expected: dict[str, tuple[Any, ...]], workers: int
+) -> None:
     interrupted = point_set(workdir)
     assert 0 < len(interrupted) < 40
     assert set(interrupted) < set(expected)
-    process = _sync(workdir, CORPUS)
+    process = _sync(reaper, workdir, CORPUS, "--workers", str(workers))
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err.decode()
     report = json.loads(out)
@@ -113,11 +127,14 @@ def _converges(workdir: Path, expected: dict[str, tuple[Any, ...]]) -> None:
     assert point_set(workdir) == expected
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_marks_the_run_interrupted_and_the_next_run_converges(
-    tmp_path: Path, expected: dict[str, tuple[Any, ...]]
+    tmp_path: Path, expected: dict[str, tuple[Any, ...]], reaper: Reaper, workers: int
 ) -> None:
-    process = _stop_mid_run(tmp_path, signal.SIGTERM)
+    process, started = _stop_mid_run(reaper, tmp_path, signal.SIGTERM, workers)
 
+    # Checked first: a process left running would hold the sync's stderr open.
+    assert survivors(started, within_s=10) == []
     err = process.stderr.read().decode()  # type: ignore[union-attr]
     assert process.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and "Traceback" not in err
@@ -125,14 +142,42 @@ def test_sigterm_marks_the_run_interrupted_and_the_next_run_converges(
     summary = json.loads(manifest.read_text())
     assert summary["run"]["status"] == "interrupted"
     assert summary["run"]["reason"] == "stopped by SIGTERM"
-    assert summary["counts"]["upserted"] > 0
-    _converges(tmp_path, expected)
+    assert summary["performance"]["workers"] == workers
+    # Every write Qdrant acknowledged before the signal is stored.
+    assert len(point_set(tmp_path)) >= summary["counts"]["upserted"] > 0
+    _converges(reaper, tmp_path, expected, workers)
 
 
+class OrphanedProcesses(Exception):
+    """Processes that a killed sync had started still run."""
+
+
+@pytest.mark.parametrize(
+    "workers",
+    [
+        1,
+        pytest.param(
+            2,
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=OrphanedProcesses,
+                reason="after kill -9 of the sync, its forkserver, both pool workers and the "
+                "resource tracker keep running, re-parented to init: each worker waits in "
+                "call_queue.get() holding both ends of the call queue's pipe and the "
+                "forkserver's alive fd, so none ever reads EOF (connector/sparse/_worker.py "
+                "could watch multiprocessing.parent_process().sentinel and exit)",
+            ),
+        ),
+    ],
+)
 def test_sigkill_mid_run_then_rerun_converges(
-    tmp_path: Path, expected: dict[str, tuple[Any, ...]]
+    tmp_path: Path, expected: dict[str, tuple[Any, ...]], reaper: Reaper, workers: int
 ) -> None:
-    process = _stop_mid_run(tmp_path, signal.SIGKILL)
+    process, started = _stop_mid_run(reaper, tmp_path, signal.SIGKILL, workers)
 
     assert process.returncode == -signal.SIGKILL
-    _converges(tmp_path, expected)
+    orphans = survivors(started, within_s=10)
+    _converges(reaper, tmp_path, expected, workers)
+    if orphans:  # checked last, so that a known failure here hides no other (see the xfail)
+        pids = [p.pid for p in orphans]
+        raise OrphanedProcesses(f"{len(pids)} of {len(started)} still run after the kill: {pids}")

@@ -16,6 +16,7 @@ from connector.settings import Settings, load_settings
 from connector.switches import load_runtime
 from tests.fakes import FakeProbe
 from tests.paths import REPO
+from tests.processes import Reaper, survivors
 from tests.tui.conftest import run_sync, wait_for
 from tui import build_app
 from tui.health import QdrantHealth
@@ -200,19 +201,29 @@ def _big_corpus(workdir: Path, copies: int = 40) -> Path:
     return big
 
 
+@pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
 async def test_a_sync_started_from_the_dashboard_is_cancelled_gracefully(
-    workdir: Path, settings: Settings, no_gpu
+    workdir: Path, settings: Settings, no_gpu, reaper: Reaper, workers: str
 ) -> None:
     from tui.app import DashboardApp
     from tui.control import SyncProcess
 
     big = _big_corpus(workdir)
     command = [sys.executable, "-m", "connector", "sync", "--source", str(big), "--batch-size", "8"]
+    command += ["--workers", workers]
     collector = Collector(settings.state_dir, source=str(big), probe=no_gpu)
     started: list[SyncProcess] = []
 
+    class Reaped(SyncProcess):
+        """Killed with what it started if the test fails (it outlives the dashboard)."""
+
+        def start(self) -> int:
+            pid = super().start()
+            reaper.look(pid)
+            return pid
+
     def new_sync() -> SyncProcess:
-        started.append(SyncProcess(command, settings.state_dir))
+        started.append(Reaped(command, settings.state_dir))
         return started[-1]
 
     app = DashboardApp(collector.snapshot, new_sync=new_sync, refresh_s=0.2)
@@ -229,6 +240,9 @@ async def test_a_sync_started_from_the_dashboard_is_cancelled_gracefully(
 
         await wait_for(pilot, writing, timeout_s=120)
         (process,) = started
+        assert process.pid is not None
+        tree = reaper.look(process.pid)  # the sync and the worker pool it runs
+        assert workers == "1" or len(tree) > int(workers), tree
         # The running run's row counts from the live progress (its manifest is written at its end).
         await wait_for(pilot, lambda: app.snapshot.runs[0].chunks > 0)  # type: ignore[union-attr]
         assert app.snapshot.runs[0].status == "running"  # type: ignore[union-attr]
@@ -241,6 +255,7 @@ async def test_a_sync_started_from_the_dashboard_is_cancelled_gracefully(
         await wait_for(pilot, lambda: app.sync is None, timeout_s=60)
         await wait_for(pilot, lambda: "No sync running" in str(panel.content))
     assert process.wait(0) == 143
+    assert survivors(tree, within_s=10) == []
     assert app.snapshot is not None and app.snapshot.progress is not None
     summary = read_summary(summary_path(settings.state_dir, app.snapshot.progress.run_id))
     assert summary is not None and summary.run.status == "interrupted"

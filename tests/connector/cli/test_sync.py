@@ -85,16 +85,17 @@ def test_bad_line_fails_naming_file_and_line_and_keeps_what_was_stored_when_stri
     assert stored_texts(workdir) == before
 
 
+@pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
 @pytest.mark.parametrize(("bad_line", "message"), BAD_LINES)
 def test_bad_line_is_skipped_reported_and_counted_in_the_manifest(
-    workdir: Path, capsys, bad_line: bytes, message: str
+    workdir: Path, capsys, bad_line: bytes, message: str, workers: str
 ) -> None:
-    assert run(capsys, "sync", "--source", "corpus.jsonl")[0] == 0
+    assert run(capsys, "sync", "--source", "corpus.jsonl", "--workers", workers)[0] == 0
     before = stored_texts(workdir)
     with open(workdir / "corpus.jsonl", "ab") as handle:
         handle.write(bad_line)
 
-    code, out, err = run(capsys, "sync", "--source", "corpus.jsonl", "--json")
+    code, out, err = run(capsys, "sync", "--source", "corpus.jsonl", "--json", "--workers", workers)
 
     assert code == 0
     report = json.loads(out)
@@ -122,26 +123,28 @@ def test_unreachable_url_fails_with_the_url(workdir: Path, capsys, monkeypatch) 
     assert url in err and "could not fetch" in err
 
 
-def test_empty_source_deletes_nothing(workdir: Path, capsys) -> None:
-    assert run(capsys, "sync", "--source", "corpus.jsonl", "--source-name", "docs")[0] == 0
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_empty_source_deletes_nothing(workdir: Path, capsys, workers: str) -> None:
+    docs = ["--source-name", "docs", "--workers", workers]
+    assert run(capsys, "sync", "--source", "corpus.jsonl", *docs)[0] == 0
     (workdir / "empty.jsonl").write_text("")
-    code, _, err = run(capsys, "sync", "--source", "empty.jsonl", "--source-name", "docs")
+    code, _, err = run(capsys, "sync", "--source", "empty.jsonl", *docs)
     assert code == 1 and "would delete 40 of its 40 stored points" in err
     assert len(stored_texts(workdir)) == 40
 
 
-def test_truncated_source_needs_allow_mass_delete(workdir: Path, capsys) -> None:
-    assert run(capsys, "sync", "--source", "corpus.jsonl", "--source-name", "docs")[0] == 0
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_truncated_source_needs_allow_mass_delete(workdir: Path, capsys, workers: str) -> None:
+    docs = ["--source-name", "docs", "--workers", workers]
+    assert run(capsys, "sync", "--source", "corpus.jsonl", *docs)[0] == 0
     lines = (workdir / "corpus.jsonl").read_bytes().splitlines(keepends=True)
     (workdir / "half.jsonl").write_bytes(b"".join(lines[:20]))
 
-    code, _, err = run(capsys, "sync", "--source", "half.jsonl", "--source-name", "docs")
+    code, _, err = run(capsys, "sync", "--source", "half.jsonl", *docs)
     assert code == 1 and "would delete 20 of its 40 stored points (50%" in err
     assert len(stored_texts(workdir)) == 40
 
-    code, out, _ = run(
-        capsys, "sync", "--source", "half.jsonl", "--source-name", "docs", "--allow-mass-delete"
-    )
+    code, out, _ = run(capsys, "sync", "--source", "half.jsonl", *docs, "--allow-mass-delete")
     assert code == 0 and "20 deleted" in out
     assert len(stored_texts(workdir)) == 20
 

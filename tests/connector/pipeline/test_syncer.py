@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,13 @@ CORPUS = [
     chunk("c", "Buckling of thin cylindrical shells under axial compression.", topic="structures"),
     chunk("d", "Flutter of a cantilever wing in a subsonic wind tunnel.", topic="aeroelastic"),
 ]
+
+
+@pytest.fixture(params=[1, 2])
+def workers(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Processes that run the sparse model (two: a pool); none is left when the test ends."""
+    yield request.param
+    assert multiprocessing.active_children() == []
 
 
 @pytest.fixture(params=["local", "edge"])
@@ -132,25 +141,31 @@ def test_metadata_change_rewrites_payload_without_encoding(sink: Writer) -> None
     assert set(point["vector"]) == {"fake", "qdrant-bm25"}
 
 
-def test_removed_chunk_is_deleted_after_the_whole_read(sink: Writer) -> None:
-    syncer(sink, FakeDense()).run(ListSource(CORPUS))
-    report = syncer(sink, FakeDense(), max_delete_fraction=0.25).run(ListSource(CORPUS[:3]))
+def test_removed_chunk_is_deleted_after_the_whole_read(sink: Writer, workers: int) -> None:
+    syncer(sink, FakeDense(), workers=workers).run(ListSource(CORPUS))
+    report = syncer(sink, FakeDense(), max_delete_fraction=0.25, workers=workers).run(
+        ListSource(CORPUS[:3])
+    )
     assert report.writes.deleted == 1
     assert set(stored(sink)) == {"a", "b", "c"}
 
 
 def test_truncated_read_over_the_delete_limit_deletes_nothing_unless_allowed(
-    sink: Writer,
+    sink: Writer, workers: int
 ) -> None:
-    syncer(sink, FakeDense()).run(ListSource(CORPUS))
+    syncer(sink, FakeDense(), workers=workers).run(ListSource(CORPUS))
 
     with pytest.raises(UnsafeDelete) as info:
-        syncer(sink, FakeDense(), max_delete_fraction=0.25).run(ListSource(CORPUS[:2]))
+        syncer(sink, FakeDense(), max_delete_fraction=0.25, workers=workers).run(
+            ListSource(CORPUS[:2])
+        )
 
     assert "would delete 2 of its 4 stored points (50%, over the limit of 25%" in str(info.value)
     assert "--allow-mass-delete" in str(info.value)
     assert set(stored(sink)) == {"a", "b", "c", "d"}
-    report = syncer(sink, FakeDense(), allow_mass_delete=True).run(ListSource(CORPUS[:2]))
+    report = syncer(sink, FakeDense(), allow_mass_delete=True, workers=workers).run(
+        ListSource(CORPUS[:2])
+    )
     assert report.writes.deleted == 2 and set(stored(sink)) == {"a", "b"}
 
 
@@ -160,18 +175,18 @@ def test_other_sources_points_are_never_deleted(sink: Writer) -> None:
     assert sink.store.count("chunks") == 5
 
 
-def test_empty_source_deletes_nothing_unless_allowed(sink: Writer) -> None:
-    syncer(sink, FakeDense()).run(ListSource(CORPUS))
+def test_empty_source_deletes_nothing_unless_allowed(sink: Writer, workers: int) -> None:
+    syncer(sink, FakeDense(), workers=workers).run(ListSource(CORPUS))
     with pytest.raises(UnsafeDelete, match="yielded no chunks"):
-        syncer(sink, FakeDense()).run(ListSource([]))
+        syncer(sink, FakeDense(), workers=workers).run(ListSource([]))
     assert sink.store.count("chunks") == 4
-    report = syncer(sink, FakeDense(), allow_mass_delete=True).run(ListSource([]))
+    report = syncer(sink, FakeDense(), allow_mass_delete=True, workers=workers).run(ListSource([]))
     assert report.writes.deleted == 4
     assert sink.store.count("chunks") == 0
 
 
-def test_failed_read_keeps_stored_points_and_deletes_nothing(sink: Writer) -> None:
-    syncer(sink, FakeDense()).run(ListSource(CORPUS))
+def test_failed_read_keeps_stored_points_and_deletes_nothing(sink: Writer, workers: int) -> None:
+    syncer(sink, FakeDense(), workers=workers).run(ListSource(CORPUS))
 
     class Failing(ListSource):
         def __iter__(self):
@@ -179,7 +194,7 @@ def test_failed_read_keeps_stored_points_and_deletes_nothing(sink: Writer) -> No
             raise SourceError("corpus.jsonl:2", "invalid JSON")
 
     with pytest.raises(SourceError, match="corpus.jsonl:2"):
-        syncer(sink, FakeDense()).run(Failing(CORPUS))
+        syncer(sink, FakeDense(), workers=workers).run(Failing(CORPUS))
     assert set(stored(sink)) == {"a", "b", "c", "d"}
 
 
