@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 from typing import Any
 
-__all__ = ["process_context"]
+__all__ = ["exit_with_parent", "process_context"]
 
 _PRELOAD = ["connector.sparse._worker", "connector.store._remote"]
 """What a helper process runs: imported once by the fork server, so that each process it forks
@@ -24,3 +26,21 @@ def process_context() -> Any:
     # Takes effect when the fork server starts (the first helper process of this process).
     context.set_forkserver_preload(_PRELOAD)
     return context
+
+
+def exit_with_parent() -> None:
+    """In a helper process: exit at once when the process that started it is gone.
+
+    A pool worker waits on a queue whose pipe it holds both ends of, so it would never see its
+    parent die (kill -9): it, and the fork server and resource tracker it keeps alive, would
+    run on as orphans. A daemon thread waits on the parent's sentinel instead.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+from connector._processes import exit_with_parent
 from connector.errors import ConnectorError, ModelError
 from connector.gpu._batching import BatchOutcome, Workload
 from connector.gpu._executor import DeviceExecutor
@@ -28,6 +29,7 @@ def start_worker(options: dict[str, dict[str, Any]], supplied: dict[str, Any]) -
     global _registry, _executor
     # Ctrl-C reaches the whole process group; the main process stops the run and the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
     _registry = ModelRegistry(options, supplied)
     _executor = DeviceExecutor()
 

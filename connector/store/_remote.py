@@ -16,7 +16,7 @@ import threading
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from connector._processes import process_context
+from connector._processes import exit_with_parent, process_context
 from connector.errors import SinkError
 from connector.store.edge import EdgeClient
 
@@ -120,6 +120,8 @@ def serve(reads: Connection, writes: Connection, path: str) -> None:
     or until the main process is gone (its ends of the pipes close); then flush and close."""
     # Ctrl-C reaches the whole process group; the main process stops the run and this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Its pipes end when the main process dies; the watch also covers a stuck engine call.
+    exit_with_parent()
     client = EdgeClient(path, lock=False)
     try:
         while True:

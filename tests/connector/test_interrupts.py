@@ -152,24 +152,7 @@ class OrphanedProcesses(Exception):
     """Processes that a killed sync had started still run."""
 
 
-@pytest.mark.parametrize(
-    "workers",
-    [
-        1,
-        pytest.param(
-            2,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=OrphanedProcesses,
-                reason="after kill -9 of the sync, its forkserver, both pool workers and the "
-                "resource tracker keep running, re-parented to init: each worker waits in "
-                "call_queue.get() holding both ends of the call queue's pipe and the "
-                "forkserver's alive fd, so none ever reads EOF (connector/sparse/_worker.py "
-                "could watch multiprocessing.parent_process().sentinel and exit)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("workers", [1, 2])
 def test_sigkill_mid_run_then_rerun_converges(
     tmp_path: Path, expected: dict[str, tuple[Any, ...]], reaper: Reaper, workers: int
 ) -> None:
@@ -178,6 +161,6 @@ def test_sigkill_mid_run_then_rerun_converges(
     assert process.returncode == -signal.SIGKILL
     orphans = survivors(started, within_s=10)
     _converges(reaper, tmp_path, expected, workers)
-    if orphans:  # checked last, so that a known failure here hides no other (see the xfail)
+    if orphans:  # checked last: a run that does not converge is the first thing to know
         pids = [p.pid for p in orphans]
         raise OrphanedProcesses(f"{len(pids)} of {len(started)} still run after the kill: {pids}")
