@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -206,6 +207,10 @@ class Syncer:
         skipped: SkipLog = getattr(source, "skips", None) or SkipLog()
         record.progress.start(source.total_bytes)
         self.progress.start(source.total_bytes)
+        # What exists before the run (imported libraries, models: most of the heap) is not
+        # garbage of the run: the collector leaves it alone until the run ends, instead of
+        # walking it in a pause of ~50 ms that stalls every stage at once.
+        gc.freeze()
         try:
             self._flow(source, planner, record)
             self.writer.flush()
@@ -224,6 +229,7 @@ class Syncer:
             self._note_skips(record, skipped, duplicates)
             raise
         finally:
+            gc.unfreeze()
             # The run's writes are counted: later requests through the store are not the run's.
             self.writer.end()
             record.duration_s = round(time.monotonic() - started, 3)

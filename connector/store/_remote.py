@@ -11,8 +11,10 @@ comes back, flushed, when the run's writes are done, before any delete.
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
+from contextlib import ExitStack
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -22,6 +24,9 @@ from connector.store.edge import EdgeClient
 
 __all__ = ["RemoteCollection"]
 
+WRITE_PIPES = 2
+"""Writes on their way to the writer process at once (see :data:`connector.store._writer`'s
+requests in flight)."""
 _JOIN_S = 30.0
 """How long closing waits for the writer process to flush and close the collection."""
 
@@ -38,7 +43,9 @@ class RemoteCollection:
     """Calls on one lent collection, answered by the writer process that holds it.
 
     Reads (a window's point state, which the next window's planning waits on) have a pipe of
-    their own, which the process serves first: they never queue behind a run of writes.
+    their own, which the process serves first: they never queue behind a run of writes. Writes
+    have :data:`WRITE_PIPES` pipes, so that the next write is on its way while the process
+    applies one.
 
     Args:
         client: The main process's client; it lends the collection until :meth:`close`.
@@ -50,10 +57,11 @@ class RemoteCollection:
         self.name = client.lend(collection)
         context = process_context()
         reads, reads_there = context.Pipe()
-        writes, writes_there = context.Pipe()
+        pairs = [context.Pipe() for _ in range(WRITE_PIPES)]
+        there = [reads_there, *(theirs for _, theirs in pairs)]
         self._process = context.Process(
             target=serve,
-            args=(reads_there, writes_there, str(client.root.parent)),
+            args=(there, str(client.root.parent)),
             name="connector-writer",
             daemon=True,
         )
@@ -62,10 +70,13 @@ class RemoteCollection:
         except BaseException:
             client.take_back(self.name)
             raise
-        reads_there.close()
-        writes_there.close()
+        for conn in there:
+            conn.close()
         self._reads = _Channel(reads)
-        self._writes = _Channel(writes)
+        self._writes = [_Channel(ours) for ours, _ in pairs]
+        self._idle: queue.Queue[_Channel] = queue.Queue()
+        for channel in self._writes:
+            self._idle.put(channel)
         self._closed = False
 
     def call(self, method: str, *args: Any, read: bool = False) -> Any:
@@ -79,7 +90,14 @@ class RemoteCollection:
         Raises:
             SinkError: The call failed there (its message), or the process is gone.
         """
-        channel = self._reads if read else self._writes
+        channel = self._reads if read else self._idle.get()
+        try:
+            return self._call(channel, method, args)
+        finally:
+            if not read:
+                self._idle.put(channel)
+
+    def _call(self, channel: _Channel, method: str, args: tuple[Any, ...]) -> Any:
         with channel.lock:
             if self._closed:
                 raise SinkError(f"the writer process of {self.name!r} is closed")
@@ -98,26 +116,30 @@ class RemoteCollection:
     def close(self) -> None:
         """Stop the writer process once it flushed and closed the collection, and take the
         collection back (also when the process is already gone)."""
-        with self._reads.lock, self._writes.lock:
+        channels = [self._reads, *self._writes]
+        with ExitStack() as held:
+            for channel in channels:
+                held.enter_context(channel.lock)
             if self._closed:
                 return
             self._closed = True
             try:
-                self._writes.conn.send(None)
+                self._reads.conn.send(None)
             except OSError:
                 pass  # already gone: what it acknowledged is in the engine's log
             self._process.join(_JOIN_S)
             if self._process.is_alive():
                 self._process.terminate()
                 self._process.join()
-            self._reads.conn.close()
-            self._writes.conn.close()
+            for channel in channels:
+                channel.conn.close()
             self.client.take_back(self.name)
 
 
-def serve(reads: Connection, writes: Connection, path: str) -> None:
-    """The writer process: answer calls on the lent collection, reads first, until told to stop
-    or until the main process is gone (its ends of the pipes close); then flush and close."""
+def serve(conns: list[Connection], path: str) -> None:
+    """The writer process: answer calls on the lent collection that come on ``conns`` (the
+    first: reads, served first), until told to stop or until the main process is gone (its ends
+    of the pipes close); then flush and close."""
     # Ctrl-C reaches the whole process group; the main process stops the run and this process.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Its pipes end when the main process dies; the watch also covers a stuck engine call.
@@ -125,8 +147,8 @@ def serve(reads: Connection, writes: Connection, path: str) -> None:
     client = EdgeClient(path, lock=False)
     try:
         while True:
-            ready = wait([reads, writes])
-            conn = reads if reads in ready else writes
+            ready = wait(conns)
+            conn = next(c for c in conns if c in ready)  # the reads first
             try:
                 request = conn.recv()
             except (EOFError, OSError):
@@ -141,5 +163,5 @@ def serve(reads: Connection, writes: Connection, path: str) -> None:
             conn.send(reply)
     finally:
         client.close()
-        reads.close()
-        writes.close()
+        for conn in conns:
+            conn.close()

@@ -57,10 +57,13 @@ class WriteBatch:
 
 
 _STOP = object()
+_IN_FLIGHT = 2
+"""Write requests a writer has under way at once: while Qdrant applies one, the next is already
+on its way (writes within one run touch each point once, so their order does not matter)."""
 
 
 class Writer:
-    """Writes one chunk collection; upserts run in a background thread while the caller encodes.
+    """Writes one chunk collection; upserts run in background threads while the caller encodes.
 
     Args:
         store: The Qdrant the collection is on.
@@ -88,7 +91,10 @@ class Writer:
         """Writes acknowledged since :meth:`begin`; the store counts its retries here too."""
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._failure: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._counting = threading.Lock()
+        self._in_flight = 0
+        self._busy_since = 0.0
 
     def begin(self, counts: WriteCounts) -> None:
         """Count the writes of a run, and the store's retries during it, into ``counts``."""
@@ -142,9 +148,13 @@ class Writer:
         self._raise_failure()
         if not batch:
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._drain, name="qdrant-writer", daemon=True)
-            self._thread.start()
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._drain, name=f"qdrant-writer-{n}", daemon=True)
+                for n in range(_IN_FLIGHT)
+            ]
+            for thread in self._threads:
+                thread.start()
         # The writer thread parents its `upsert` spans on the caller's span.
         parent = self.store.telemetry.context()
         for request in self._split(batch):
@@ -176,10 +186,11 @@ class Writer:
         self._stop()
 
     def _stop(self) -> None:
-        if self._thread is not None:
+        for _ in self._threads:
             self._queue.put(_STOP)
-            self._thread.join()
-            self._thread = None
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -215,25 +226,47 @@ class Writer:
             "vector_updates": len(batch.vector_updates),
             "payload_updates": len(batch.payload_overwrites),
         }
-        started = time.perf_counter()
-        with telemetry.span("upsert", attributes, parent=parent) as span:
-            self._send(batch)
-            latency = (time.perf_counter() - started) * 1000
-            span.set_attribute("latency_ms", round(latency, 3))
-        self.counts.write_ms += latency
+        started = self._started()
+        try:
+            with telemetry.span("upsert", attributes, parent=parent) as span:
+                self._send(batch)
+                latency = (time.perf_counter() - started) * 1000
+                span.set_attribute("latency_ms", round(latency, 3))
+        finally:
+            self._ended()
         telemetry.record_stage("upsert", latency)
+
+    def _started(self) -> float:
+        now = time.perf_counter()
+        with self._counting:
+            if not self._in_flight:
+                self._busy_since = now
+            self._in_flight += 1
+        return now
+
+    def _ended(self) -> None:
+        """``write_ms`` counts the time any write was under way, not each request's."""
+        now = time.perf_counter()
+        with self._counting:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self.counts.write_ms += (now - self._busy_since) * 1000
 
     def _send(self, batch: WriteBatch) -> None:
         if batch.upserts:
             self.store.write_points(self.collection, batch.upserts)
-            self.counts.upserted += len(batch.upserts)
+            self._count("upserted", len(batch.upserts))
         if batch.vector_updates:
             self.store.write_vectors(self.collection, batch.vector_updates)
-            self.counts.vectors_updated += len(batch.vector_updates)
+            self._count("vectors_updated", len(batch.vector_updates))
         if batch.payload_overwrites:
             self.store.overwrite_payloads(self.collection, batch.payload_overwrites)
-            self.counts.payloads_updated += len(batch.payload_overwrites)
-        self.counts.requests += 1
+            self._count("payloads_updated", len(batch.payload_overwrites))
+        self._count("requests", 1)
+
+    def _count(self, what: str, n: int) -> None:
+        with self._counting:
+            setattr(self.counts, what, getattr(self.counts, what) + n)
 
     # -- deletes -------------------------------------------------------------------------------
 
