@@ -279,8 +279,8 @@ class SyncSettings(_Section):
     """Let a run delete more than ``max_delete_fraction`` (an empty read included)."""
     workers: int | None = Field(default=None, ge=1, le=256)
     """Processes that take a sync's CPU work (1: all in the sync's process). Default: one per
-    core the process may use (up to 16), or 1 for a source under 8 MiB, where starting them
-    costs more than they save."""
+    core the process may use but one (up to 16; the sync's own process needs a core), or 1 for
+    a source under 8 MiB, where starting them costs more than they save."""
 
 
 class TelemetrySettings(_Section):

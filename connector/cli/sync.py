@@ -30,7 +30,7 @@ def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="processes that take the CPU work: the embedded store's writer and the CPU sparse "
-        "model (sync.workers; default: one per core for a source over 8 MiB)",
+        "model (sync.workers; default: cores - 1 for a source over 8 MiB)",
     )
     sync.add_argument(
         "--strict",

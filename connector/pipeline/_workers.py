@@ -49,15 +49,19 @@ bounds a CPU-bound sync anyway."""
 
 def auto_workers(total_bytes: int | None) -> int:
     """Worker processes for a source of ``total_bytes`` (``None``: not known before it is read):
-    one per core this process may run on, up to :data:`AUTO_MAX_WORKERS`; 1 for a source under
-    :data:`AUTO_MIN_BYTES`."""
+    one per core this process may run on but one, up to :data:`AUTO_MAX_WORKERS`; 1 (none
+    started) for a source under :data:`AUTO_MIN_BYTES`.
+
+    The sync's own process (reading, planning, feeding the GPU, handing work over) keeps a core
+    busy by itself: on two cores, a worker beside it takes as much as it gives.
+    """
     if total_bytes is not None and total_bytes < AUTO_MIN_BYTES:
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on every platform
         cores = os.cpu_count() or 1
-    return max(1, min(cores, AUTO_MAX_WORKERS))
+    return max(1, min(cores - 1, AUTO_MAX_WORKERS))
 
 
 def runs_in_workers(target: SparseTarget) -> bool:

@@ -188,8 +188,8 @@ def test_a_dead_worker_falls_back_to_metadata_and_the_run_goes_on(tmp_path: Path
     assert multiprocessing.active_children() == []
 
 
-def test_by_default_a_large_or_unsized_source_gets_a_worker_per_core_a_small_one_none() -> None:
-    cores = min(len(os.sched_getaffinity(0)), AUTO_MAX_WORKERS)
+def test_by_default_a_large_or_unsized_source_gets_all_cores_but_one_a_small_one_none() -> None:
+    cores = max(1, min(len(os.sched_getaffinity(0)) - 1, AUTO_MAX_WORKERS))
     assert auto_workers(AUTO_MIN_BYTES - 1) == 1
     assert auto_workers(AUTO_MIN_BYTES) == auto_workers(None) == cores
 
