@@ -322,18 +322,9 @@ class Store:
     def write_points(self, name: str, points: Sequence[PointWrite]) -> None:
         """Write ``points`` whole, as :meth:`upsert` does, without building a client model per
         point where the client takes them plain (the embedded engine)."""
-        client = self._remotes.get(name) or self._client
-        if isinstance(client, RemoteCollection):
-            self._request(
-                f"upsert {len(points)} points into {name!r}",
-                lambda: client.call("write_points", name, list(points)),
-            )
-            return
-        if isinstance(client, EdgeClient):
-            self._request(
-                f"upsert {len(points)} points into {name!r}",
-                lambda: client.write_points(name, points),
-            )
+        if self._write_plain(
+            name, f"upsert {len(points)} points into {name!r}", "write_points", points
+        ):
             return
         self.upsert(
             name,
@@ -346,23 +337,26 @@ class Store:
     def write_vectors(self, name: str, updates: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Replace the named vectors of each (point id, vectors), as :meth:`update_vectors` does,
         plain where the client takes them plain."""
-        client = self._remotes.get(name) or self._client
-        if isinstance(client, RemoteCollection):
-            self._request(
-                f"update vectors of {len(updates)} points in {name!r}",
-                lambda: client.call("write_vectors", name, list(updates)),
-            )
-            return
-        if isinstance(client, EdgeClient):
-            self._request(
-                f"update vectors of {len(updates)} points in {name!r}",
-                lambda: client.write_vectors(name, updates),
-            )
+        action = f"update vectors of {len(updates)} points in {name!r}"
+        if self._write_plain(name, action, "write_vectors", updates):
             return
         self.update_vectors(
             name,
             [qm.PointVectors(id=pid, vector=client_vectors(vectors)) for pid, vectors in updates],
         )
+
+    def _write_plain(self, name: str, action: str, method: str, items: Sequence[Any]) -> bool:
+        """``EdgeClient.<method>(name, items)`` in the writer process that holds ``name``, or
+        here; ``False`` (nothing sent) when the client takes no plain data."""
+        remote = self._remotes.get(name)
+        if remote is not None:
+            self._request(action, lambda: remote.call(method, name, list(items)))
+            return True
+        client = self._client
+        if isinstance(client, EdgeClient):
+            self._request(action, lambda: getattr(client, method)(name, items))
+            return True
+        return False
 
     def update_vectors(self, name: str, vectors: Sequence[qm.PointVectors]) -> None:
         """Replace the given named vectors of existing points (their other vectors stay)."""
