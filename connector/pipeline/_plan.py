@@ -46,11 +46,22 @@ class Planner:
         writer: Reads the stored state of a window's points.
         signatures: Per vector name, the signature its current model writes.
         strict: A repeated chunk id is fatal instead of skipped and reported.
+        new_source: The collection held no point of the source when the run started: every
+            chunk is new, and no window asks for the stored state of its points (a first sync
+            of a large source spends no reads on points that cannot exist).
     """
 
-    def __init__(self, writer: Writer, signatures: dict[str, str], *, strict: bool) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        signatures: dict[str, str],
+        *,
+        strict: bool,
+        new_source: bool = False,
+    ) -> None:
         self.writer = writer
         self.signatures = signatures
+        self.new_source = new_source
         self.seen: set[int] = set()
         """Every point id claimed (as :func:`as_uuid_int`); complete once the read is."""
         self.duplicates = SkipLog(strict=strict)
@@ -94,7 +105,7 @@ class Planner:
 
     def _plan_window(self, items: list[tuple[ChunkRecord, str]], bytes_read: int) -> Window:
         window = Window(items=items, bytes_read=bytes_read)
-        states = self.writer.fetch_state([pid for _, pid in items])
+        states = {} if self.new_source else self.writer.fetch_state([pid for _, pid in items])
         window.needs = {name: [] for name in self.signatures}
         for index, (chunk, pid) in enumerate(items):
             kind, missing = self._plan(chunk, states.get(pid))

@@ -201,7 +201,9 @@ class Syncer:
         signatures = {e.name: e.signature for e in self.dense}
         if self.sparse is not None:
             signatures[self.sparse.vector_name] = self.sparse.signature
-        planner = Planner(self.writer, signatures, strict=self.strict)
+        # A point id is the source's and the chunk's: no other source can hold one of them.
+        new_source = next(self.writer.stored_ids(source.name, page=1), None) is None
+        planner = Planner(self.writer, signatures, strict=self.strict, new_source=new_source)
         duplicates = planner.duplicates
         # A source of one's own may keep no skip log: then it skipped nothing.
         skipped: SkipLog = getattr(source, "skips", None) or SkipLog()

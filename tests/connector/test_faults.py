@@ -153,12 +153,19 @@ def test_reads_deletes_and_payload_writes_retry_too(
 
 
 def test_failure_while_reading_state_stops_before_writing_anything(
-    faulty: FaultyClient,
+    faulty: FaultyClient, tmp_path: Path
 ) -> None:
+    # The source has a stored point (a first sync of a source has no state to read).
+    first = tmp_path / "first.jsonl"
+    first.write_text(CORPUS.read_text().splitlines()[0] + "\n")
+    sync(faulty, first)
+    stored = point_set(faulty)
+    before = faulty.calls.copy()
     faulty.fail("retrieve", http_status(500), times=None)
 
     with pytest.raises(SinkUnavailable, match="HTTP 500"):
         sync(faulty, retries=1)
 
-    assert faulty.calls["retrieve"] == 2 and faulty.calls["upsert"] == 0
-    assert point_set(faulty) == {}
+    assert faulty.calls["retrieve"] - before["retrieve"] == 2
+    assert faulty.calls["upsert"] == before["upsert"]
+    assert point_set(faulty) == stored

@@ -197,3 +197,14 @@ def test_a_health_check_asks_once_without_retrying(store: Store, client: FaultyC
     with pytest.raises(SinkUnavailable, match="reach Qdrant at here: no answer from Qdrant"):
         store.ping("reach Qdrant at here")
     assert client.calls["get_collections"] == 2 and store.counts.retries == 0
+
+
+def test_a_first_sync_of_a_source_reads_no_point_state_a_second_one_does(
+    store: Store, client: FaultyClient
+) -> None:
+    writer = Writer(store, "chunks", batch_size=2)
+    Syncer(writer, [FakeDense()], bm25(), batch_size=2).run(ListSource(CORPUS))
+    assert client.calls["retrieve"] == 0  # no point of the source existed: none to compare
+    again = Syncer(writer, [FakeDense()], bm25(), batch_size=2).run(ListSource(CORPUS))
+    assert client.calls["retrieve"] > 0
+    assert again.counts.skipped_unchanged == len(CORPUS)
