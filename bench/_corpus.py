@@ -50,6 +50,14 @@ def varied(docs: list[tuple[str, str]], count: int, seed: int = 7) -> Iterator[t
         yield f"{doc_id}-{round_}", text
 
 
+def short_chunks(docs: list[tuple[str, str]], count: int, words: int) -> Iterator[tuple[str, str]]:
+    """``count`` chunks of ``words`` words, cut in turn from the documents' running text."""
+    stream = [w for _, text in docs for w in text.split()]
+    for n in range(count):
+        start = (n * words) % max(1, len(stream) - words)
+        yield f"c{n}", " ".join(stream[start : start + words]) + f" n{n}"
+
+
 def write_jsonl(chunks: Iterator[tuple[str, str]], path: Path) -> int:
     """Write ``{"id", "text"}`` lines; returns the count."""
     count = 0

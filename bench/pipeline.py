@@ -40,12 +40,12 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from _corpus import DEFAULT_DATASET, read_docs, varied, write_jsonl
+from _corpus import DEFAULT_DATASET, read_docs, short_chunks, varied, write_jsonl
 from _dense import encode_windows
 
 from connector.dense import PluginEncoder
@@ -81,14 +81,6 @@ def _rate_model(rate: float) -> DenseModelConfig:
         name="dense",
         options={"dim": 16, "rate": rate or None},
     )
-
-
-def short_chunks(docs: list[tuple[str, str]], count: int, words: int) -> Iterator[tuple[str, str]]:
-    """``count`` chunks of ``words`` words, cut in turn from the documents' running text."""
-    stream = [w for _, text in docs for w in text.split()]
-    for n in range(count):
-        start = (n * words) % max(1, len(stream) - words)
-        yield f"c{n}", " ".join(stream[start : start + words]) + f" n{n}"
 
 
 def write_corpora(args: argparse.Namespace, work: Path) -> dict[str, tuple[Path, int]]:

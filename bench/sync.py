@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from _corpus import DEFAULT_DATASET, read_docs, varied, write_jsonl
 from _dense import encode_windows
+from _memory import peak_rss_mb
 
 HERE = Path(__file__).resolve()
 
@@ -217,19 +217,8 @@ def _child(corpus: str, state: str, engine: str) -> int:
         report = job.run()
         seconds = time.perf_counter() - started
     chunks = report.writes.upserted
-    print(json.dumps({"chunks": chunks, "seconds": seconds, "peak_rss_mb": _peak_mb()}))
+    print(json.dumps({"chunks": chunks, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
     return 0
-
-
-def _peak_mb() -> float:
-    """This process's peak RSS. VmHWM, since ru_maxrss keeps the parent's peak across exec."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class _OutsideStore:
