@@ -24,7 +24,7 @@ def peak_rss_mb(pid: int | str = "self") -> float | None:
 
 
 def _descendants(pid: int) -> list[int]:
-    found = []
+    found: list[int] = []
     try:
         tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:

@@ -18,7 +18,8 @@ Printed per size and engine:
 - sync chunks/s: chunks over the time from the run's start until the store is closed (a flush
   or index build at the end counts);
 - peak RSS of the sync process (VmHWM), plus the peaks of its helper processes (writer, sparse
-  workers) when ``sync.workers`` > 1 starts any, added up;
+  workers, the fork server they start from) when ``sync.workers`` > 1 starts any, added up
+  (``+Np``: N helper processes; each read every 0.2 s, so a floor for each);
 - on-disk size of the state folder (allocated blocks, as ``du``);
 - hybrid search (dense + BM25 fused, as ``connector search --mode hybrid``) in a second fresh
   process, through ``connector.wiring.build_searcher``: the store's open time, p50/p99/max of
@@ -56,7 +57,7 @@ from _corpus import DEFAULT_DATASET, corpus_file, read_docs, short_chunks, write
 from _memory import HelperPeaks, peak_rss_mb
 
 HERE = Path(__file__).resolve()
-DENSE = {
+DENSE: dict[str, Any] = {
     "encoder": "connector.dense_plugins:RateEncoder",
     "name": "dense",
     "options": {"dim": 384, "rate": None},
