@@ -363,9 +363,11 @@ def test_int8_quantization_with_rescoring_keeps_the_ranking(tmp_path: Path) -> N
     rankings: dict[str, list[list[Any]]] = {}
     fused: dict[str, list[dict[Any, float]]] = {}
     for quantization in ("int8", "none"):
+        client = EdgeClient(tmp_path / quantization)
         store = Store(
-            EdgeClient(tmp_path / quantization),
-            index=IndexSettings(quantization=quantization),  # type: ignore[arg-type]
+            client,
+            # No graph: the search scans the segment, int8 copies then originals (quicker to build).
+            index=IndexSettings(quantization=quantization, m=0),  # type: ignore[arg-type]
         )
         store.create_collection(
             "chunks",
@@ -376,6 +378,15 @@ def test_int8_quantization_with_rescoring_keeps_the_ranking(tmp_path: Path) -> N
             store.upsert("chunks", points[start : start + 2000])
         store.build_index("chunks")
         assert (store.info("chunks").indexed_vectors_count or 0) >= len(points)
+        unrescored = client.query_points(
+            "chunks",
+            queries[0],
+            using="d",
+            search_params=qm.SearchParams(quantization=qm.QuantizationSearchParams(rescore=False)),
+        )
+        scores = [p.score for p in store.query("chunks", queries[0], using="d")]
+        # The int8 copies are what the search reads (their scores are not the originals').
+        assert ([p.score for p in unrescored.points] != scores) == (quantization == "int8")
         rankings[quantization] = [
             [p.id for p in store.query("chunks", q, using="d", limit=10)] for q in queries
         ]
