@@ -12,12 +12,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from qdrant_client import models as qm
 
 from connector.runs.live import read_progress
+from connector.store import Store
 from connector.store.edge import EdgeClient
 from tests.processes import Reaper
 
@@ -56,46 +59,50 @@ def _sync(reaper: Reaper, workdir: Path, corpus: Path) -> subprocess.Popen[bytes
     )
 
 
+RUN_KEYS = {"run_id", "synced_at"}
+"""Payload keys that name the run that wrote the point: they differ between two clean runs."""
+
+
+def _fingerprint(record: qm.Record) -> tuple[Any, ...]:
+    assert isinstance(record.vector, dict) and record.payload is not None
+    sparse = record.vector["qdrant-bm25"]
+    assert isinstance(sparse, qm.SparseVector)
+    payload = {k: v for k, v in record.payload.items() if k not in RUN_KEYS}
+    return (
+        json.dumps(payload, sort_keys=True),
+        tuple(record.vector["vec"]),  # type: ignore[arg-type]
+        tuple(sparse.indices),
+        tuple(sparse.values),
+    )
+
+
 def point_set(workdir: Path) -> dict[str, tuple[Any, ...]]:
-    """Every stored point; opening the store is part of the check."""
-    client = EdgeClient(workdir / "state" / "qdrant")
+    """Every stored point: its payload and both vectors, whole; opening the store is part of the
+    check."""
+    store = Store(EdgeClient(workdir / "state" / "qdrant"))
     try:
-        points: list[Any] = []
-        offset = None
-        while True:
-            page, offset = client.scroll(
-                "chunks", limit=2000, offset=offset, with_payload=True, with_vectors=True
-            )
-            points += page
-            if offset is None:
-                break
+        return {
+            str(record.id): _fingerprint(record)
+            for page in store.pages("chunks", page=2000, with_vectors=True)
+            for record in page
+        }
     finally:
-        client.close()
-    return {
-        str(p.id): (
-            p.payload["chunk_id"],
-            p.payload["content_hash"],
-            tuple(sorted(p.payload["encoded_with"].items())),
-            tuple(p.vector["vec"]),
-            tuple(p.vector["qdrant-bm25"].indices),
-        )
-        for p in points
-    }
+        store.close()
+
+
+def _finish(process: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The report of a sync that succeeded."""
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err.decode()
+    return json.loads(out)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
 def expected(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, ...]]:
     workdir = tmp_path_factory.mktemp("clean")
-    reaper = Reaper()
-    try:
-        process = _sync(reaper, workdir, corpus)
-        _, err = process.communicate(timeout=300)
-    finally:
-        reaper.close()
-    assert process.returncode == 0, err.decode()
-    points = point_set(workdir)
-    assert len(points) == CHUNKS
-    return points
+    with closing(Reaper()) as reaper:
+        assert _finish(_sync(reaper, workdir, corpus))["upserted"] == CHUNKS
+    return point_set(workdir)
 
 
 def _done(workdir: Path) -> int | None:
@@ -133,10 +140,7 @@ def test_sigkill_at_any_moment_then_the_store_opens_and_the_rerun_converges(
     interrupted = point_set(tmp_path)  # the store opens
     assert set(interrupted) <= set(expected)
     assert all(interrupted[pid] == expected[pid] for pid in interrupted)
-    rerun = _sync(reaper, tmp_path, corpus)
-    out, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, err.decode()
-    report = json.loads(out)
+    report = _finish(_sync(reaper, tmp_path, corpus))
     assert report["upserted"] == CHUNKS - len(interrupted) and report["deleted"] == 0
     assert point_set(tmp_path) == expected
     client = EdgeClient(tmp_path / "state" / "qdrant")
