@@ -9,7 +9,9 @@ shard per collection under ``<path>/edge/<collection>/``. The store and the test
 it exactly as they call a ``QdrantClient``.
 
 What the engine has no notion of, this module keeps beside each shard in ``collection.json``: the
-collection's metadata and its vector parameters (the shard does not report them back). Aliases
+collection's metadata, its vector parameters and its index parameters (the shard does not report
+them back). New index parameters apply by reopening the shard with them; the engine builds what
+they ask for only when told (:meth:`EdgeClient.optimize`), never in the background. Aliases
 live in ``aliases.json`` at the root, replaced in one step, so a swap is atomic as on a server.
 
 Not supported (a :class:`~connector.errors.SinkError` says so): snapshots, unnamed vectors,

@@ -20,6 +20,7 @@ from connector.pipeline.syncer import SparseTarget, Syncer
 from connector.settings import IndexSettings, load_settings
 from connector.sparse.generator import SparseVectorGenerator
 from connector.store import CollectionLayout, Store, Writer
+from connector.store._rebuild import rebuild_collection
 from connector.store._schema import create_aliased_chunk_collection
 from connector.store.edge import EdgeClient
 from connector.wiring import open_store
@@ -413,3 +414,27 @@ def test_int8_quantization_with_rescoring_keeps_the_ranking(tmp_path: Path) -> N
     assert rankings["int8"] == rankings["none"]
     assert rankings["none"][0] == list(range(10))  # the graded neighbours, in order
     assert fused["int8"] == fused["none"]
+
+
+def test_a_rebuild_loads_without_a_graph_and_builds_it_before_the_swap(tmp_path: Path) -> None:
+    store = Store(EdgeClient(tmp_path), index=IndexSettings(m=24))
+    Syncer(Writer(store, "chunks"), [FakeDense()], bm25()).run(ListSource(CHUNKS))
+    seen: list[tuple[str, int]] = []
+
+    def step(name: str, details: dict[str, Any]) -> None:
+        if name in {"copied", "verified"}:
+            seen.append(
+                (name, store.info(details.get("collection") or "chunks__2").config.hnsw_config.m)
+            )
+
+    new = rebuild_collection(
+        store,
+        "chunks",
+        CollectionLayout(dense={"fake": 32}),
+        {"fake": FakeDense(dim=32)},
+        on_step=step,
+    )
+    assert new == "chunks__2"
+    assert seen[0] == ("copied", 0) and seen[-1] == ("verified", 24)
+    assert store.info("chunks").config.hnsw_config.m == 24
+    store.close()
