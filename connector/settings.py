@@ -37,6 +37,7 @@ __all__ = [
     "DenseModelConfig",
     "DenseSettings",
     "GpuSettings",
+    "IndexSettings",
     "QdrantSettings",
     "SearchSettings",
     "Settings",
@@ -56,6 +57,33 @@ _VECTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class _Section(BaseModel):
     # A typo in a config key must fail loudly rather than be ignored.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IndexSettings(_Section):
+    """How the chunk collection is stored and indexed, on the edge engine and on a server.
+
+    The defaults keep a million 384-d chunks under ~4 GB of memory with fast search: vectors and
+    payloads stay on disk (memory-mapped), an int8 copy of each dense vector stays in RAM for the
+    HNSW search, and the originals rescore the best candidates. qdrant-client's local engine
+    has no index and ignores these: setting one with it is an error.
+    """
+
+    on_disk_vectors: bool = True
+    """Keep the original dense vectors on disk (memory-mapped), not in RAM."""
+    on_disk_payload: bool = True
+    """Keep payloads on disk (memory-mapped), not in RAM."""
+    m: int = Field(default=16, ge=0, le=128)
+    """HNSW links per node: more is better recall, more memory and slower builds; 0: no graph."""
+    ef_construct: int = Field(default=100, ge=4, le=4096)
+    """HNSW candidates while building: more is better recall and slower builds."""
+    hnsw_ef: int | None = Field(default=None, ge=1, le=65_536)
+    """HNSW candidates per search: more is better recall and slower queries; default: Qdrant's."""
+    quantization: Literal["int8", "none"] = "int8"
+    """``int8``: a scalar-quantized copy of the dense vectors in RAM drives the search, and the
+    originals rescore its best candidates (recall as without it); ``none``: the originals only."""
+    deferred_build: bool = True
+    """A first sync into an empty collection loads with the HNSW graph off (``m = 0``) and builds
+    it once at the end, instead of growing it while loading."""
 
 
 class QdrantSettings(_Section):
@@ -86,6 +114,8 @@ class QdrantSettings(_Section):
     """Upsert requests waiting while the next batch is encoded (bounds memory)."""
     retries: int = Field(default=3, ge=0, le=20)
     """Retries of a request that failed transiently (timeout, connection lost, 5xx)."""
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    """Storage and index of the chunk collection (``[qdrant.index]``): edge engine and server."""
 
     @field_validator("url")
     @classmethod
@@ -93,6 +123,22 @@ class QdrantSettings(_Section):
         if value is not None and not re.match(r"^https?://", value):
             raise ValueError("must start with http:// or https://")
         return value
+
+    @property
+    def indexed(self) -> bool:
+        """Whether this Qdrant keeps an index (``index`` applies): a server or the edge engine."""
+        return self.url is not None or self.engine == "edge"
+
+    @model_validator(mode="after")
+    def _index_needs_an_index(self) -> QdrantSettings:
+        # A silently ignored setting would let a user believe the store is tuned.
+        if not self.indexed and self.index.model_fields_set:
+            keys = ", ".join(sorted(self.index.model_fields_set))
+            raise ValueError(
+                f"qdrant.index ({keys}) applies to the edge engine and a server; the local "
+                'engine has no index and ignores it (set engine = "edge", or drop these keys)'
+            )
+        return self
 
 
 class DenseModelConfig(_Section):

@@ -268,6 +268,7 @@ def open_store(
         client if client is not None else make_client(settings),
         retries=settings.qdrant.retries,
         telemetry=telemetry,
+        index=settings.qdrant.index if settings.qdrant.indexed else None,
     )
 
 

@@ -213,6 +213,8 @@ class Syncer:
         # garbage of the run: the collector leaves it alone until the run ends, instead of
         # walking it in a pause of ~50 ms that stalls every stage at once.
         gc.freeze()
+        # A first load into an empty collection builds its graph once, at the end.
+        deferred = new_source and self.writer.defer_index()
         try:
             self._flow(source, planner, record)
             self.writer.flush()
@@ -221,6 +223,7 @@ class Syncer:
             for skips in (skipped, duplicates):
                 seen.update(as_uuid_int(point_id(source.name, i)) for i in skips.protected_ids)
             self._delete_missing(source.name, seen, record, skipped.unidentified)
+            self.writer.build_index()
             record.status = "succeeded"
         except BaseException as exc:
             # Ctrl-C or SIGTERM stops a run; it did not fail on its own.
@@ -228,6 +231,8 @@ class Syncer:
             record.status = "interrupted" if stopped else "failed"
             record.reason = describe_failure(exc)
             self._keep_acknowledged()
+            if deferred:
+                self._restore_index()
             self._note_skips(record, skipped, duplicates)
             raise
         finally:
@@ -326,6 +331,13 @@ class Syncer:
             )
         log.info("deleting %d points no longer in %s", len(stale), source)
         self.writer.delete(stale)
+
+    def _restore_index(self) -> None:
+        """After a failed first load, give the collection its graph back (built by a later run)."""
+        try:
+            self.writer.build_index(build=False)
+        except Exception as exc:  # the original failure is the one to report
+            log.warning("while stopping after a failure, restoring the index failed: %s", exc)
 
     def _keep_acknowledged(self) -> None:
         """On failure, let queued writes finish so completed work is kept; never delete."""

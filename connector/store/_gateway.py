@@ -29,6 +29,8 @@ from connector.telemetry import Telemetry
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
+    from connector.settings import IndexSettings
+
 __all__ = ["Store", "WriteCounts"]
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class Store:
         retries: Retries of a transiently failed request.
         sleep: Used between retries (a test passes a no-op).
         telemetry: Where retries are counted (and the writer's ``upsert`` spans go).
+        index: Storage and index parameters of the collections with vectors; ``None``: the
+            engine's own (qdrant-client's local engine has no index).
     """
 
     def __init__(
@@ -66,8 +70,10 @@ class Store:
         retries: int = 3,
         sleep: Callable[[float], None] = time.sleep,
         telemetry: Telemetry | None = None,
+        index: IndexSettings | None = None,
     ) -> None:
         self._client = client
+        self.index = index
         self._remotes: dict[str, RemoteCollection] = {}
         """Collections lent to a writer process (:meth:`in_writer_process`), by the name used."""
         self.retries = retries
@@ -180,16 +186,108 @@ class Store:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Create collection ``name`` with named ``dense`` and ``sparse`` vectors (none: a
-        payload-only collection)."""
+        payload-only collection), stored and indexed as :attr:`index` says."""
+        vectors = dict(dense)
+        tuning: dict[str, Any] = {}
+        index = self.index
+        if index is not None and (dense or sparse):
+            vectors = {
+                vector: params.model_copy(update={"on_disk": index.on_disk_vectors})
+                for vector, params in dense.items()
+            }
+            tuning = {
+                "on_disk_payload": index.on_disk_payload,
+                "hnsw_config": _hnsw(index.m, index.ef_construct),
+                "quantization_config": _quantization(index),
+            }
         self._request(
             f"create collection {name!r}",
             lambda: self._client.create_collection(
                 name,
-                vectors_config=dict(dense),
+                vectors_config=vectors,
                 sparse_vectors_config=dict(sparse) if sparse is not None else None,
                 metadata=dict(metadata) if metadata else None,
+                **tuning,
             ),
         )
+
+    def fit_index(self, name: str) -> None:
+        """Apply :attr:`index` to existing collection ``name`` where it differs: HNSW
+        parameters, quantization on or off, vectors and payload on disk or in RAM. Segments built
+        from then on follow them (the edge engine: at the next index build). The edge engine
+        cannot turn quantization off in place: a warning says so, and it stays on."""
+        index = self.index
+        if index is None:
+            return
+        name = self.physical_name(name)
+        config = self.info(name).config
+        changes: dict[str, Any] = {}
+        if (config.hnsw_config.m, config.hnsw_config.ef_construct) != (index.m, index.ef_construct):
+            changes["hnsw_config"] = _hnsw(index.m, index.ef_construct)
+        quantized = config.quantization_config is not None
+        if quantized != (index.quantization == "int8"):
+            if quantized and isinstance(self._client, EdgeClient):
+                log.warning(
+                    "collection %s keeps its int8 quantization: the edge engine cannot turn it "
+                    "off on an existing collection (rebuild it with `connector migrate`)",
+                    name,
+                )
+            else:
+                changes["quantization_config"] = _quantization(index) or qm.Disabled.DISABLED
+        vectors = config.params.vectors
+        if isinstance(vectors, Mapping):
+            moved = {
+                vector: qm.VectorParamsDiff(on_disk=index.on_disk_vectors)
+                for vector, params in vectors.items()
+                if bool(params.on_disk) != index.on_disk_vectors
+            }
+            if moved:
+                changes["vectors_config"] = moved
+        if bool(config.params.on_disk_payload) != index.on_disk_payload:
+            changes["collection_params"] = qm.CollectionParamsDiff(
+                on_disk_payload=index.on_disk_payload
+            )
+        if changes:
+            log.info("collection %s: applying qdrant.index (%s)", name, ", ".join(sorted(changes)))
+            self._request(
+                f"update the parameters of {name!r}",
+                lambda: self._client.update_collection(name, **changes),
+            )
+
+    def defer_index(self, name: str) -> bool:
+        """Turn the HNSW graph of collection ``name`` off (``m = 0``) while a first bulk load fills
+        it, when it is empty and :attr:`index` asks for it; whether it did. :meth:`build_index`
+        turns it back on."""
+        index = self.index
+        if index is None or not index.deferred_build or index.m == 0 or self.count(name):
+            return False
+        name = self.physical_name(name)
+        self._request(
+            f"defer the index of {name!r}",
+            lambda: self._client.update_collection(name, hnsw_config=_hnsw(0, None)),
+        )
+        return True
+
+    def build_index(self, name: str, *, build: bool = True) -> None:
+        """Give collection ``name`` its configured HNSW parameters back (after
+        :meth:`defer_index`) and, with ``build``, have the edge engine build its index now (a
+        server builds it in the background; the engine in-process never does on its own)."""
+        index = self.index
+        name = self.physical_name(name)
+        if index is not None and self.info(name).config.hnsw_config.m != index.m:
+            self._request(
+                f"restore the index of {name!r}",
+                lambda: self._client.update_collection(
+                    name, hnsw_config=_hnsw(index.m, index.ef_construct)
+                ),
+            )
+        client = self._client
+        if build and isinstance(client, EdgeClient):
+            log.info("building the index of %s", name)
+            # Outside the store's lock: a build takes minutes at a million points, and the shard
+            # is safe to build while other collections are written (a run's record, say).
+            with translate_errors(f"build the index of {name!r}"):
+                client.optimize(name)
 
     def drop_collection(self, name: str) -> None:
         """Delete collection ``name`` with its points."""
@@ -406,16 +504,48 @@ class Store:
     ) -> list[qm.ScoredPoint]:
         """The best ``limit`` points of ``name`` for ``query`` (a vector on ``using``, or a fusion
         of ``prefetch`` branches), with their payloads."""
+        params = self._search_params()
+        branches = None
+        if prefetch is not None:
+            branches = [
+                p.model_copy(update={"params": params}) if p.params is None else p for p in prefetch
+            ]
         response = self._request(
             f"query {name!r}",
             lambda: self._client.query_points(
                 name,
                 query=query,
                 using=using,
-                prefetch=list(prefetch) if prefetch is not None else None,
+                prefetch=branches,
                 limit=limit,
                 with_payload=True,
                 with_vectors=with_vectors,
+                search_params=params,
             ),
         )
         return list(response.points)
+
+    def _search_params(self) -> qm.SearchParams | None:
+        """:attr:`index`'s search-time parameters: the HNSW candidates, and rescoring of
+        quantized candidates with the original vectors (what keeps int8 search's ranking)."""
+        index = self.index
+        if index is None:
+            return None
+        quantized = index.quantization == "int8"
+        if index.hnsw_ef is None and not quantized:
+            return None
+        rescore = qm.QuantizationSearchParams(rescore=True) if quantized else None
+        return qm.SearchParams(hnsw_ef=index.hnsw_ef, quantization=rescore)
+
+
+def _hnsw(m: int, ef_construct: int | None) -> qm.HnswConfigDiff:
+    return qm.HnswConfigDiff(m=m, ef_construct=ef_construct)
+
+
+def _quantization(index: IndexSettings) -> qm.ScalarQuantization | None:
+    if index.quantization == "none":
+        return None
+    # The int8 copy is what the graph search reads: it stays in RAM, the originals on disk.
+    return qm.ScalarQuantization(
+        scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, always_ram=True)
+    )

@@ -70,12 +70,15 @@ def rebuild_collection(
     _create_like(store, info, new, layout, encoders)
     step("created", {"collection": new, "total": total})
     try:
+        # A bulk load like a first sync's: the graph is built once, before the swap.
+        store.defer_index(new)
         copied = _copy(store, old, new, encoders, page, total, step)
         if copied != total or store.count(old) != total or store.count(new) != total:
             raise SinkError(
                 f"collection {old!r} changed while it was being rebuilt (a sync running?); "
                 "nothing was swapped: run `connector migrate` again when no sync runs"
             )
+        store.build_index(new)
         step("verified", {"collection": new, "points": total})
     except BaseException:
         store.drop_collection(new)

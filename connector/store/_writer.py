@@ -121,6 +121,17 @@ class Writer:
             Migrator(self.store, self.collection, layout, self.runs_collection).prepare_for_sync()
             name = self.store.physical_name(self.collection)
         fit_collection(self.store, name, layout)
+        self.store.fit_index(name)
+
+    def defer_index(self) -> bool:
+        """Turn the collection's HNSW graph off while a first sync loads it, when it is empty
+        (:meth:`Store.defer_index`); whether it did."""
+        return self.store.defer_index(self.collection)
+
+    def build_index(self, *, build: bool = True) -> None:
+        """Give the collection its configured index back after a run and, with ``build``, build
+        it now where the engine would not on its own (:meth:`Store.build_index`)."""
+        self.store.build_index(self.collection, build=build)
 
     # -- change state --------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ shard per collection under ``<path>/edge/<collection>/``. The store and the test
 it exactly as they call a ``QdrantClient``.
 
 What the engine has no notion of, this module keeps beside each shard in ``collection.json``: the
-collection's metadata and its vector parameters (the shard does not report them back). Aliases
+collection's metadata, its vector parameters and its index parameters (the shard does not report
+them back). New index parameters apply by reopening the shard with them; the engine builds what
+they ask for only when told (:meth:`EdgeClient.optimize`), never in the background. Aliases
 live in ``aliases.json`` at the root, replaced in one step, so a swap is atomic as on a server.
 
 Not supported (a :class:`~connector.errors.SinkError` says so): snapshots, unnamed vectors,
@@ -58,6 +60,11 @@ _SCHEMAS = {
 # The engine needs at least one vector per shard; a payload-only collection gets this sparse one,
 # which no point carries and no caller sees.
 _PLACEHOLDER = "__connector_payload_only"
+_HNSW_DEFAULT = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10_000}
+"""The engine's HNSW parameters where a collection names none (Qdrant's defaults)."""
+_INT8 = qm.ScalarQuantization(
+    scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, always_ram=True)
+)
 _CONFIG_FILE = "collection.json"
 _ALIAS_FILE = "aliases.json"
 _SHARD_DIR = "shard"
@@ -115,6 +122,9 @@ class EdgeClient:
         vectors_config: Mapping[str, qm.VectorParams] | qm.VectorParams | None = None,
         sparse_vectors_config: Mapping[str, qm.SparseVectorParams] | None = None,
         metadata: dict[str, Any] | None = None,
+        on_disk_payload: bool | None = None,
+        hnsw_config: qm.HnswConfigDiff | None = None,
+        quantization_config: qm.QuantizationConfig | None = None,
         **kwargs: Any,
     ) -> bool:
         if self.collection_exists(collection_name) or collection_name in self._aliases():
@@ -123,6 +133,7 @@ class EdgeClient:
             raise SinkError("the edge engine keeps named vectors only")
         dense = {
             name: {"size": params.size, "distance": _distance_name(params.distance)}
+            | ({"on_disk": params.on_disk} if params.on_disk is not None else {})
             for name, params in (vectors_config or {}).items()
         }
         sparse = {
@@ -130,19 +141,15 @@ class EdgeClient:
             for name, params in (sparse_vectors_config or {}).items()
         }
         config = {"dense": dense, "sparse": sparse, "metadata": _jsonable(metadata or {})}
-        engine_sparse = dict(sparse) or ({} if dense else {_PLACEHOLDER: {"idf": False}})
+        config["index"] = _index_entry(
+            {}, on_disk_payload, hnsw_config, quantization_config, collection_name
+        )
         folder = self._folder(collection_name)
         with self._guard, _engine_errors(f"create collection {collection_name!r}"):
             if folder.exists():
                 shutil.rmtree(folder)  # a creation that stopped half-way: nothing to keep
             folder.mkdir(parents=True)
-            shard = edge.EdgeShard.create(
-                str(folder / _SHARD_DIR),
-                edge.EdgeConfig(
-                    vectors={n: _dense_params(v) for n, v in dense.items()},
-                    sparse_vectors={n: _sparse_params(v["idf"]) for n, v in engine_sparse.items()},
-                ),
-            )
+            shard = edge.EdgeShard.create(str(folder / _SHARD_DIR), _edge_config(config))
             self._shards[collection_name] = shard
             self._save_config(collection_name, config)
         return True
@@ -165,6 +172,7 @@ class EdgeClient:
     def get_collection(self, collection_name: str) -> qm.CollectionInfo:
         collection_name = self._resolve(collection_name)
         config = self._config(collection_name)
+        index = config.get("index", {})
         shard = self._shard(collection_name)
         with _engine_errors(f"read collection {collection_name!r}"):
             info = shard.info()
@@ -178,15 +186,25 @@ class EdgeClient:
             config=qm.CollectionConfig(
                 params=qm.CollectionParams(
                     vectors={
-                        name: qm.VectorParams(size=v["size"], distance=qm.Distance(v["distance"]))
+                        name: qm.VectorParams(
+                            size=v["size"],
+                            distance=qm.Distance(v["distance"]),
+                            on_disk=v.get("on_disk"),
+                        )
                         for name, v in config["dense"].items()
                     },
+                    on_disk_payload=index.get("on_disk_payload"),
                     sparse_vectors={
                         name: qm.SparseVectorParams(modifier=qm.Modifier.IDF if v["idf"] else None)
                         for name, v in config["sparse"].items()
                     },
                 ),
-                hnsw_config=qm.HnswConfig(m=16, ef_construct=100, full_scan_threshold=10000),
+                hnsw_config=qm.HnswConfig(
+                    m=index.get("m", _HNSW_DEFAULT["m"]),
+                    ef_construct=index.get("ef_construct", _HNSW_DEFAULT["ef_construct"]),
+                    full_scan_threshold=_HNSW_DEFAULT["full_scan_threshold"],
+                ),
+                quantization_config=_INT8 if index.get("quantization") == "int8" else None,
                 optimizer_config=qm.OptimizersConfig(
                     deleted_threshold=0.2,
                     vacuum_min_vector_number=1000,
@@ -199,20 +217,56 @@ class EdgeClient:
         )
 
     def update_collection(
-        self, collection_name: str, metadata: dict[str, Any] | None = None, **kwargs: Any
+        self,
+        collection_name: str,
+        metadata: dict[str, Any] | None = None,
+        vectors_config: Mapping[str, qm.VectorParamsDiff] | None = None,
+        hnsw_config: qm.HnswConfigDiff | None = None,
+        quantization_config: qm.QuantizationConfigDiff | None = None,
+        collection_params: qm.CollectionParamsDiff | None = None,
+        **kwargs: Any,
     ) -> bool:
+        """Record ``metadata``; apply new storage and index parameters, which the engine takes
+        when the collection is reopened with them (segments built from then on follow them)."""
         collection_name = self._resolve(collection_name)
         unsupported = sorted(k for k, v in kwargs.items() if v is not None)
         if unsupported:
             raise SinkError(f"the edge engine cannot update {', '.join(unsupported)}")
-        if metadata is None:
+        tuned = (vectors_config, hnsw_config, quantization_config, collection_params)
+        if metadata is None and all(v is None for v in tuned):
             return False
         with self._guard:
             config = self._config(collection_name)
-            # Like a server: top-level keys are replaced, others kept.
-            config["metadata"].update(_jsonable(metadata))
+            if metadata is not None:
+                # Like a server: top-level keys are replaced, others kept.
+                config["metadata"].update(_jsonable(metadata))
+            if any(v is not None for v in tuned):
+                config = json.loads(json.dumps(config))  # the stored one stays until it applies
+                for name, diff in (vectors_config or {}).items():
+                    if name not in config["dense"]:
+                        raise SinkError(f"collection {collection_name!r} has no vector {name!r}")
+                    if diff.on_disk is not None:
+                        config["dense"][name]["on_disk"] = diff.on_disk
+                on_disk_payload = collection_params.on_disk_payload if collection_params else None
+                config["index"] = _index_entry(
+                    config.get("index", {}),
+                    on_disk_payload,
+                    hnsw_config,
+                    quantization_config,
+                    collection_name,
+                )
+                self._reopen(collection_name, config)
             self._save_config(collection_name, config)
         return True
+
+    def optimize(self, collection_name: str) -> bool:
+        """Build what the collection's parameters ask for (HNSW graphs, quantized vectors, merged
+        segments) now, blocking: the engine in-process builds nothing on its own. Whether it
+        changed anything."""
+        collection_name = self._resolve(collection_name)
+        shard = self._shard(collection_name)
+        with _engine_errors(f"build the index of {collection_name!r}"):
+            return bool(shard.optimize())
 
     def create_vector_name(
         self,
@@ -448,6 +502,7 @@ class EdgeClient:
         with_payload: bool | Sequence[str] = True,
         with_vectors: bool | Sequence[str] = False,
         score_threshold: float | None = None,
+        search_params: qm.SearchParams | None = None,
         **kwargs: Any,
     ) -> QueryResponse:
         collection_name = self._resolve(collection_name)
@@ -458,6 +513,7 @@ class EdgeClient:
             prefetches=_prefetches(prefetch),
             filter=_filter(query_filter) if query_filter is not None else None,
             score_threshold=score_threshold,
+            params=_search_params(search_params),
             with_payload=_selector(with_payload),
             with_vector=_selector(with_vectors),
         )
@@ -598,6 +654,18 @@ class EdgeClient:
                 self._shards[name] = shard
             return shard
 
+    def _reopen(self, name: str, config: dict[str, Any]) -> None:
+        """Close collection ``name`` and open it with ``config``'s parameters, which the engine
+        checks against its segments and keeps on disk."""
+        shard = self._shard(name)
+        with _engine_errors(f"apply new parameters to {name!r}"):
+            shard.flush()
+            shard.close()
+            del self._shards[name]
+            self._shards[name] = edge.EdgeShard.load(
+                str(self._folder(name) / _SHARD_DIR), _edge_config(config)
+            )
+
     def _update(self, name: str, operation: Any, action: str) -> None:
         shard = self._shard(name)
         with _engine_errors(f"{action} in {name!r}"):
@@ -646,7 +714,76 @@ def _distance_name(distance: qm.Distance) -> str:
 
 def _dense_params(entry: dict[str, Any]) -> edge.EdgeVectorParams:
     return edge.EdgeVectorParams(
-        size=entry["size"], distance=_DISTANCES[qm.Distance(entry["distance"])]
+        size=entry["size"],
+        distance=_DISTANCES[qm.Distance(entry["distance"])],
+        on_disk=entry.get("on_disk"),
+    )
+
+
+def _edge_config(config: dict[str, Any]) -> edge.EdgeConfig:
+    """The engine's configuration of a collection, from its ``collection.json``."""
+    dense, sparse = config["dense"], config["sparse"]
+    engine_sparse = dict(sparse) or ({} if dense else {_PLACEHOLDER: {"idf": False}})
+    index = config.get("index", {})
+    hnsw = None
+    if "m" in index or "ef_construct" in index:
+        hnsw = edge.HnswIndexConfig(
+            m=index.get("m", _HNSW_DEFAULT["m"]),
+            ef_construct=index.get("ef_construct", _HNSW_DEFAULT["ef_construct"]),
+            full_scan_threshold=_HNSW_DEFAULT["full_scan_threshold"],
+        )
+    quantization = None
+    if index.get("quantization") == "int8":
+        # The int8 copy is what the graph search reads: it stays in RAM, the originals on disk.
+        quantization = edge.ScalarQuantizationConfig(type=edge.ScalarType.Int8, always_ram=True)
+    return edge.EdgeConfig(
+        vectors={n: _dense_params(v) for n, v in dense.items()},
+        sparse_vectors={n: _sparse_params(v["idf"]) for n, v in engine_sparse.items()},
+        on_disk_payload=index.get("on_disk_payload"),
+        hnsw_config=hnsw,
+        quantization_config=quantization,
+    )
+
+
+def _index_entry(
+    index: dict[str, Any],
+    on_disk_payload: bool | None,
+    hnsw: qm.HnswConfigDiff | None,
+    quantization: Any,
+    collection: str,
+) -> dict[str, Any]:
+    """``index`` (a collection's stored index parameters) with the given changes."""
+    index = dict(index)
+    if on_disk_payload is not None:
+        index["on_disk_payload"] = on_disk_payload
+    if hnsw is not None:
+        for key in ("m", "ef_construct"):
+            if getattr(hnsw, key) is not None:
+                index[key] = getattr(hnsw, key)
+    if quantization is None:
+        return index
+    scalar = getattr(quantization, "scalar", None)
+    if scalar is None or scalar.type != qm.ScalarType.INT8:
+        if index.get("quantization") == "int8":
+            raise SinkError(
+                f"collection {collection!r}: the edge engine cannot turn int8 quantization off "
+                "on an existing collection (rebuild it with `connector migrate`, or keep it on)"
+            )
+        raise SinkError(f"the edge engine takes int8 scalar quantization only, not {quantization}")
+    index["quantization"] = "int8"
+    return index
+
+
+def _search_params(params: qm.SearchParams | None) -> edge.SearchParams | None:
+    if params is None:
+        return None
+    quantization = None
+    if params.quantization is not None:
+        quantization = edge.QuantizationSearchParams(
+            rescore=params.quantization.rescore, oversampling=params.quantization.oversampling
+        )
+    return edge.SearchParams(
+        hnsw_ef=params.hnsw_ef, exact=bool(params.exact), quantization=quantization
     )
 
 
@@ -756,6 +893,7 @@ def _prefetches(prefetch: qm.Prefetch | Sequence[qm.Prefetch] | None) -> list[An
             prefetches=_prefetches(item.prefetch),
             filter=_filter(item.filter) if item.filter is not None else None,
             score_threshold=item.score_threshold,
+            params=_search_params(item.params),
         )
         for item in items
     ]

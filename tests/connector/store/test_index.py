@@ -1,0 +1,440 @@
+"""``qdrant.index``: how the chunk collection is stored and indexed, on the edge engine and on a
+server; the deferred HNSW build of a first sync."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+
+from connector.chunks import ChunkRecord
+from connector.errors import ConfigError, SourceError
+from connector.pipeline.syncer import SparseTarget, Syncer
+from connector.settings import IndexSettings, load_settings
+from connector.sparse.generator import SparseVectorGenerator
+from connector.store import CollectionLayout, Store, Writer
+from connector.store._rebuild import rebuild_collection
+from connector.store._schema import create_aliased_chunk_collection
+from connector.store.edge import EdgeClient
+from connector.wiring import open_store
+from tests.fakes import FakeDense, ListSource, chunk
+
+INT8 = qm.ScalarQuantization(
+    scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, always_ram=True)
+)
+LAYOUT = CollectionLayout(dense={"fake": 16}, sparse={"qdrant-bm25": True})
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_defaults_keep_vectors_on_disk_quantized_and_defer_the_build() -> None:
+    index = load_settings(None, {"qdrant": {"engine": "edge"}}).qdrant.index
+    assert (index.on_disk_vectors, index.on_disk_payload) == (True, True)
+    assert (index.m, index.ef_construct, index.hnsw_ef) == (16, 100, None)
+    assert (index.quantization, index.deferred_build) == ("int8", True)
+
+
+def test_index_keys_are_checked_and_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONNECTOR_QDRANT__INDEX__M", "32")
+    index = load_settings(None, {"qdrant": {"engine": "edge", "index": {"hnsw_ef": 64}}}).qdrant
+    assert (index.index.m, index.index.hnsw_ef) == (32, 64)
+    monkeypatch.delenv("CONNECTOR_QDRANT__INDEX__M")
+    with pytest.raises(ConfigError, match=r"qdrant\.index\.m"):
+        load_settings(None, {"qdrant": {"engine": "edge", "index": {"m": -1}}})
+    with pytest.raises(ConfigError, match=r"qdrant\.index\.quantization"):
+        load_settings(None, {"qdrant": {"engine": "edge", "index": {"quantization": "pq"}}})
+    with pytest.raises(ConfigError, match=r"qdrant\.index\.typo"):
+        load_settings(None, {"qdrant": {"engine": "edge", "index": {"typo": 1}}})
+    server = {"url": "http://localhost:6333", "engine": "local", "index": {"m": 8}}
+    assert load_settings(None, {"qdrant": server}).qdrant.index.m == 8
+
+
+def test_setting_index_keys_for_the_local_engine_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"qdrant\.index \(m, quantization\) applies to the edge"):
+        load_settings(
+            None, {"qdrant": {"engine": "local", "index": {"m": 8, "quantization": "none"}}}
+        )
+    # Untouched, the section is no error, and the local engine's store gets none of it.
+    settings = load_settings(None, {"qdrant": {"engine": "local"}})
+    assert not settings.qdrant.indexed
+
+
+def test_open_store_passes_the_index_to_edge_and_server_only(tmp_path: Path) -> None:
+    edge_settings = load_settings(None, {"state_dir": str(tmp_path), "qdrant": {"engine": "edge"}})
+    local = load_settings(None, {"state_dir": str(tmp_path), "qdrant": {"engine": "local"}})
+    store = open_store(edge_settings, client=ServerLike())  # type: ignore[arg-type]
+    assert store.index == edge_settings.qdrant.index
+    assert open_store(local, client=ServerLike()).index is None  # type: ignore[arg-type]
+
+
+# -- a server ----------------------------------------------------------------------------------
+
+
+class ServerLike:
+    """qdrant-client's local mode standing in for a server that keeps index parameters: each
+    request is recorded with its keyword arguments, and the collection's HNSW, quantization and
+    on-disk parameters it was sent are what it reports back (the local mode keeps none)."""
+
+    def __init__(self) -> None:
+        self.inner = QdrantClient(":memory:")
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.params: dict[str, dict[str, Any]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def create_collection(self, name: str, **kwargs: Any) -> bool:
+        self.sent.append(("create_collection", kwargs))
+        hnsw = kwargs.get("hnsw_config") or qm.HnswConfigDiff()
+        self.params[name] = {
+            "m": hnsw.m if hnsw.m is not None else 16,
+            "ef_construct": hnsw.ef_construct or 100,
+            "quantization": kwargs.get("quantization_config"),
+            "on_disk_payload": kwargs.get("on_disk_payload"),
+            "on_disk": {v: p.on_disk for v, p in (kwargs["vectors_config"] or {}).items()},
+        }
+        plain = {k: kwargs.get(k) for k in ("vectors_config", "sparse_vectors_config", "metadata")}
+        return bool(self.inner.create_collection(name, **plain))
+
+    def update_collection(self, name: str, **kwargs: Any) -> bool:
+        self.sent.append(("update_collection", kwargs))
+        params = self.params[name]
+        if kwargs.get("hnsw_config") is not None:
+            diff = kwargs["hnsw_config"]
+            params["m"] = diff.m if diff.m is not None else params["m"]
+            params["ef_construct"] = diff.ef_construct or params["ef_construct"]
+        if kwargs.get("quantization_config") is not None:
+            quantization = kwargs["quantization_config"]
+            params["quantization"] = None if quantization == qm.Disabled.DISABLED else quantization
+        for vector, diff in (kwargs.get("vectors_config") or {}).items():
+            params["on_disk"][vector] = diff.on_disk
+        if kwargs.get("collection_params") is not None:
+            params["on_disk_payload"] = kwargs["collection_params"].on_disk_payload
+        return bool(self.inner.update_collection(name, metadata=kwargs.get("metadata")))
+
+    def get_collection(self, name: str) -> qm.CollectionInfo:
+        info = self.inner.get_collection(name)
+        params = self.params.get(_target(self.inner, name))
+        if params is None:
+            return info
+        config = info.config
+        vectors = config.params.vectors
+        assert isinstance(vectors, dict)
+        return info.model_copy(
+            update={
+                "config": config.model_copy(
+                    update={
+                        "hnsw_config": config.hnsw_config.model_copy(
+                            update={"m": params["m"], "ef_construct": params["ef_construct"]}
+                        ),
+                        "quantization_config": params["quantization"],
+                        "params": config.params.model_copy(
+                            update={
+                                "on_disk_payload": params["on_disk_payload"],
+                                "vectors": {
+                                    v: p.model_copy(update={"on_disk": params["on_disk"][v]})
+                                    for v, p in vectors.items()
+                                },
+                            }
+                        ),
+                    }
+                )
+            }
+        )
+
+    def requests(self, method: str) -> list[dict[str, Any]]:
+        return [kwargs for name, kwargs in self.sent if name == method]
+
+
+def _target(client: QdrantClient, name: str) -> str:
+    aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+    return aliases.get(name, name)
+
+
+def bm25() -> SparseTarget:
+    return SparseTarget(SparseVectorGenerator(), "qdrant-bm25", "qdrant-bm25", idf=True)
+
+
+CHUNKS = [
+    chunk(f"c{i}", f"text number {i} about wing flutter and shells {i % 7}") for i in range(40)
+]
+
+
+def test_a_server_gets_the_index_at_creation_and_a_deferred_build_in_a_first_sync() -> None:
+    client = ServerLike()
+    store = Store(client, index=IndexSettings(m=24, ef_construct=80))  # type: ignore[arg-type]
+    writer = Writer(store, "chunks", batch_size=8)
+    syncer = Syncer(writer, [FakeDense()], bm25(), batch_size=8)
+    syncer.run(ListSource(CHUNKS))
+
+    created = {kw["vectors_config"].__len__(): kw for kw in client.requests("create_collection")}
+    chunks = created[1]  # the runs collection has no vectors and gets no index parameters
+    assert chunks["vectors_config"]["fake"].on_disk is True
+    assert chunks["on_disk_payload"] is True
+    assert chunks["hnsw_config"] == qm.HnswConfigDiff(m=24, ef_construct=80)
+    assert chunks["quantization_config"] == INT8
+    assert "hnsw_config" not in created[0]
+    hnsw = [kw["hnsw_config"] for kw in client.requests("update_collection") if "hnsw_config" in kw]
+    # Off while the first sync loads, back on once it is loaded (the server builds it then).
+    assert hnsw == [qm.HnswConfigDiff(m=0), qm.HnswConfigDiff(m=24, ef_construct=80)]
+
+    # A second sync adds to a collection with points: no deferral.
+    client.sent.clear()
+    syncer.run(ListSource([*CHUNKS, chunk("new", "one more")]))
+    assert not [kw for kw in client.requests("update_collection") if "hnsw_config" in kw]
+    store.close()
+
+
+def test_changed_settings_apply_in_place_on_a_server() -> None:
+    client = ServerLike()
+    create_aliased_chunk_collection(Store(client, index=IndexSettings()), "chunks", LAYOUT)  # type: ignore[arg-type]
+    client.sent.clear()
+    changed = IndexSettings(m=32, quantization="none", on_disk_vectors=False)
+    Writer(Store(client, index=changed), "chunks").ensure_collection(LAYOUT)  # type: ignore[arg-type]
+
+    (update,) = [kw for kw in client.requests("update_collection") if "metadata" not in kw]
+    assert update["hnsw_config"] == qm.HnswConfigDiff(m=32, ef_construct=100)
+    assert update["quantization_config"] == qm.Disabled.DISABLED
+    assert update["vectors_config"] == {"fake": qm.VectorParamsDiff(on_disk=False)}
+    assert "collection_params" not in update  # the payload stays on disk, as configured
+    # Fitted: the next sync sends nothing.
+    client.sent.clear()
+    Writer(Store(client, index=changed), "chunks").ensure_collection(LAYOUT)  # type: ignore[arg-type]
+    assert [kw for kw in client.requests("update_collection") if "metadata" not in kw] == []
+
+
+def test_searches_ask_for_rescoring_and_the_configured_ef() -> None:
+    client = ServerLike()
+    store = Store(client, index=IndexSettings(hnsw_ef=96))  # type: ignore[arg-type]
+    create_aliased_chunk_collection(store, "chunks", LAYOUT)
+    sent: list[dict[str, Any]] = []
+
+    def query_points(name: str, **kwargs: Any) -> Any:
+        sent.append(dict(kwargs))
+        # The local mode searches exhaustively, and warns that it has no use for the params.
+        kwargs["search_params"] = None
+        kwargs["prefetch"] = [p.model_copy(update={"params": None}) for p in kwargs["prefetch"]]
+        return client.inner.query_points(name, **kwargs)
+
+    client.query_points = query_points  # type: ignore[attr-defined]
+    branch = qm.Prefetch(query=[0.1] * 16, using="fake", limit=5)
+    store.query("chunks", qm.FusionQuery(fusion=qm.Fusion.RRF), prefetch=[branch])
+    wanted = qm.SearchParams(hnsw_ef=96, quantization=qm.QuantizationSearchParams(rescore=True))
+    assert sent[0]["search_params"] == wanted
+    assert sent[0]["prefetch"][0].params == wanted
+    assert Store(client, index=IndexSettings(quantization="none"))._search_params() is None  # type: ignore[arg-type]
+
+
+# -- the edge engine ---------------------------------------------------------------------------
+
+
+def _shard_config(root: Path, collection: str) -> dict[str, Any]:
+    path = root / "edge" / collection / "shard" / "edge_config.json"
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def test_edge_keeps_the_index_parameters_across_reopening(tmp_path: Path) -> None:
+    store = Store(EdgeClient(tmp_path), index=IndexSettings(m=32, ef_construct=64))
+    name = create_aliased_chunk_collection(store, "chunks", LAYOUT)
+    store.close()
+
+    store = Store(EdgeClient(tmp_path))
+    config = store.info("chunks").config
+    assert (config.hnsw_config.m, config.hnsw_config.ef_construct) == (32, 64)
+    assert config.quantization_config == INT8
+    assert config.params.on_disk_payload is True
+    assert isinstance(config.params.vectors, dict)
+    assert config.params.vectors["fake"].on_disk is True
+    stored = json.loads((tmp_path / "edge" / name / "collection.json").read_text())["index"]
+    assert stored == {"m": 32, "ef_construct": 64, "on_disk_payload": True, "quantization": "int8"}
+    # The engine keeps them too: what it builds follows them.
+    shard = _shard_config(tmp_path, name)
+    assert (shard["hnsw_config"]["m"], shard["vectors"]["fake"]["on_disk"]) == (32, True)
+    assert shard["quantization_config"] == {"scalar": {"type": "int8", "always_ram": True}}
+    store.close()
+
+
+def test_edge_applies_changed_settings_in_place_but_keeps_quantization(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(EdgeClient(tmp_path), index=IndexSettings())
+    name = create_aliased_chunk_collection(store, "chunks", LAYOUT)
+    store.close()
+    changed = IndexSettings(m=8, quantization="none", on_disk_payload=False)
+    store = Store(EdgeClient(tmp_path), index=changed)
+    with caplog.at_level(logging.WARNING):
+        Writer(store, "chunks").ensure_collection(LAYOUT)
+    assert "cannot turn it off on an existing collection" in caplog.text
+    config = store.info("chunks").config
+    assert (config.hnsw_config.m, config.params.on_disk_payload) == (8, False)
+    assert config.quantization_config == INT8
+    store.close()
+    assert _shard_config(tmp_path, name)["hnsw_config"]["m"] == 8
+
+
+class _Watched(ListSource):
+    """Asks ``look`` what it sees half-way through the read; fails there when ``fail``."""
+
+    def __init__(self, chunks: Sequence[ChunkRecord], look: Any, *, fail: bool = False) -> None:
+        super().__init__(chunks)
+        self.look = look
+        self.fail = fail
+        self.seen: list[Any] = []
+
+    def __iter__(self) -> Iterator[ChunkRecord]:
+        for number, record in enumerate(super().__iter__()):
+            if number == len(self.chunks) // 2:
+                self.seen.append(self.look())
+                if self.fail:
+                    raise SourceError("memory://test", "broke half-way")
+            yield record
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_a_first_edge_sync_loads_without_a_graph_and_restores_it(
+    tmp_path: Path, fail: bool
+) -> None:
+    store = Store(EdgeClient(tmp_path), index=IndexSettings(m=24))
+    syncer = Syncer(Writer(store, "chunks", batch_size=4), [FakeDense()], bm25(), batch_size=4)
+
+    def m() -> int:
+        return store.info("chunks").config.hnsw_config.m
+
+    source = _Watched(CHUNKS, m, fail=fail)
+    if fail:
+        with pytest.raises(SourceError):
+            syncer.run(source)
+    else:
+        syncer.run(source)
+    assert source.seen == [0]
+    assert m() == 24
+    assert store.count("chunks") == (40 if not fail else store.count("chunks"))
+    store.close()
+    shard = _shard_config(tmp_path, "chunks__1")
+    assert shard["hnsw_config"]["m"] == 24  # on disk too: a new process builds the graph
+
+
+def test_a_run_killed_while_the_graph_is_off_gets_it_back_at_the_next_sync(tmp_path: Path) -> None:
+    store = Store(EdgeClient(tmp_path), index=IndexSettings())
+    create_aliased_chunk_collection(store, "chunks", CollectionLayout(dense={"fake": 16}))
+    assert store.defer_index("chunks")
+    store.upsert("chunks", [qm.PointStruct(id=1, vector={"fake": [1.0] * 16})])
+    store.close()  # as a killed run leaves it: points, and the graph off
+    store = Store(EdgeClient(tmp_path), index=IndexSettings())
+    assert not store.defer_index("chunks")  # it holds points
+    Writer(store, "chunks").ensure_collection(CollectionLayout(dense={"fake": 16}))
+    assert store.info("chunks").config.hnsw_config.m == 16
+    store.close()
+
+
+def test_int8_quantization_with_rescoring_keeps_the_ranking(tmp_path: Path) -> None:
+    # Enough 256-d points for the engine to index and quantize its segments (~10 MB): for each
+    # query, ten neighbours at graded distances (as a query's best matches stand out from the
+    # rest in real embeddings), among random others. Sparse weights differ from point to point:
+    # no ties, whose order no engine promises.
+    rng = random.Random(7)
+
+    def gauss(scale: float = 1.0) -> list[float]:
+        return [rng.gauss(0, scale) for _ in range(256)]
+
+    queries = [gauss() for _ in range(20)]
+    vectors = [
+        [c + n for c, n in zip(query, gauss(0.15 * rank), strict=True)]
+        for query in queries
+        for rank in range(1, 11)
+    ]
+    vectors += [gauss() for _ in range(12_000 - len(vectors))]
+    points = [
+        qm.PointStruct(
+            id=i,
+            vector={"d": v, "s": qm.SparseVector(indices=[i % 50], values=[1.0 + i / 12_000])},
+        )
+        for i, v in enumerate(vectors)
+    ]
+    rankings: dict[str, list[list[Any]]] = {}
+    fused: dict[str, list[dict[Any, float]]] = {}
+    for quantization in ("int8", "none"):
+        client = EdgeClient(tmp_path / quantization)
+        store = Store(
+            client,
+            # No graph: the search scans the segment, int8 copies then originals (quicker to build).
+            index=IndexSettings(quantization=quantization, m=0),  # type: ignore[arg-type]
+        )
+        store.create_collection(
+            "chunks",
+            {"d": qm.VectorParams(size=256, distance=qm.Distance.COSINE)},
+            {"s": qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
+        )
+        for start in range(0, len(points), 2000):
+            store.upsert("chunks", points[start : start + 2000])
+        store.build_index("chunks")
+        assert (store.info("chunks").indexed_vectors_count or 0) >= len(points)
+        unrescored = client.query_points(
+            "chunks",
+            queries[0],
+            using="d",
+            search_params=qm.SearchParams(quantization=qm.QuantizationSearchParams(rescore=False)),
+        )
+        scores = [p.score for p in store.query("chunks", queries[0], using="d")]
+        # The int8 copies are what the search reads (their scores are not the originals').
+        assert ([p.score for p in unrescored.points] != scores) == (quantization == "int8")
+        rankings[quantization] = [
+            [p.id for p in store.query("chunks", q, using="d", limit=10)] for q in queries
+        ]
+        # RRF ties a dense rank with the same sparse rank: their order is the engine's; each
+        # point's fused score is the ranking.
+        fused[quantization] = [
+            {
+                p.id: round(p.score, 6)
+                for p in store.query(
+                    "chunks",
+                    qm.FusionQuery(fusion=qm.Fusion.RRF),
+                    prefetch=[
+                        qm.Prefetch(query=q, using="d", limit=20),
+                        qm.Prefetch(
+                            query=qm.SparseVector(indices=[n], values=[1.0]), using="s", limit=20
+                        ),
+                    ],
+                    limit=10,
+                )
+            }
+            for n, q in enumerate(queries)
+        ]
+        store.close()
+    assert rankings["int8"] == rankings["none"]
+    assert rankings["none"][0] == list(range(10))  # the graded neighbours, in order
+    assert fused["int8"] == fused["none"]
+
+
+def test_a_rebuild_loads_without_a_graph_and_builds_it_before_the_swap(tmp_path: Path) -> None:
+    store = Store(EdgeClient(tmp_path), index=IndexSettings(m=24))
+    Syncer(Writer(store, "chunks"), [FakeDense()], bm25()).run(ListSource(CHUNKS))
+    seen: list[tuple[str, int]] = []
+
+    def step(name: str, details: dict[str, Any]) -> None:
+        if name in {"copied", "verified"}:
+            seen.append(
+                (name, store.info(details.get("collection") or "chunks__2").config.hnsw_config.m)
+            )
+
+    new = rebuild_collection(
+        store,
+        "chunks",
+        CollectionLayout(dense={"fake": 32}),
+        {"fake": FakeDense(dim=32)},
+        on_step=step,
+    )
+    assert new == "chunks__2"
+    assert seen[0] == ("copied", 0) and seen[-1] == ("verified", 24)
+    assert store.info("chunks").config.hnsw_config.m == 24
+    store.close()
