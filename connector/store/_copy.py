@@ -148,7 +148,11 @@ def _copy_collection(
     info = local.info(name)
     config = info.config
     params = config.params
-    dense = params.vectors if isinstance(params.vectors, dict) else {}
+    if isinstance(params.vectors, qm.VectorParams):
+        raise SinkError(
+            f"collection {name!r} has an unnamed vector; the edge engine keeps named ones"
+        )
+    dense = params.vectors or {}
     sparse = params.sparse_vectors or {}
     metadata = dict(config.metadata or {})
     indexes = {key: _schema_type(key, schema) for key, schema in info.payload_schema.items()}
@@ -168,7 +172,7 @@ def _copy_collection(
         edge.upsert(
             name,
             [
-                qm.PointStruct(id=r.id, vector=_vectors(r.vector), payload=r.payload or {})
+                qm.PointStruct(id=r.id, vector=_named(r.vector), payload=r.payload or {})
                 for r in records
             ],
         )
@@ -184,9 +188,6 @@ def _schema_type(key: str, schema: qm.PayloadIndexInfo) -> qm.PayloadSchemaType:
         raise SinkError(f"payload index {key!r}: {schema.data_type} cannot be copied") from None
 
 
-def _vectors(vector: Any) -> dict[str, Any]:
-    if vector is None:
-        return {}
-    if not isinstance(vector, dict):
-        raise SinkError("the edge engine keeps named vectors only; this collection has one unnamed")
-    return vector
+def _named(vector: object) -> dict[str, Any]:
+    """A point's named vectors (none for a point of a payload-only collection)."""
+    return dict(vector) if isinstance(vector, dict) else {}
