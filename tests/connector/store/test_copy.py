@@ -67,8 +67,8 @@ def assert_same_points(local: dict[Any, Any], edge: dict[Any, Any]) -> None:
                 assert np.allclose(edge_vectors[name], vector, rtol=0, atol=1e-6)
 
 
-def local_content(path: Path) -> dict[Any, Any]:
-    client = QdrantClient(path=str(path))
+def content(client: Any) -> dict[Any, Any]:
+    """Every collection's points, and the aliases, of an open client (closed after)."""
     try:
         return {
             name: points(client, name)
@@ -76,17 +76,14 @@ def local_content(path: Path) -> dict[Any, Any]:
         } | {"aliases": {a.alias_name: a.collection_name for a in client.get_aliases().aliases}}
     finally:
         client.close()
+
+
+def local_content(path: Path) -> dict[Any, Any]:
+    return content(QdrantClient(path=str(path)))
 
 
 def edge_content(path: Path) -> dict[Any, Any]:
-    client = EdgeClient(path)
-    try:
-        return {
-            name: points(client, name)
-            for name in sorted(c.name for c in client.get_collections().collections)
-        } | {"aliases": {a.alias_name: a.collection_name for a in client.get_aliases().aliases}}
-    finally:
-        client.close()
+    return content(EdgeClient(path))
 
 
 def files_of_local_engine(path: Path) -> dict[str, str]:
