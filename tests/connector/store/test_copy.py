@@ -214,3 +214,24 @@ def test_migrate_engine_without_a_local_store_says_there_is_none(workdir: Path, 
     assert code == 1 and "holds no store of the local engine" in err
     code, _, err = run(capsys, "migrate", "--replace")
     assert code == 1 and "--replace goes with --engine edge" in err
+
+
+def test_a_local_store_is_known_by_its_folders_when_its_meta_file_is_unreadable(
+    tmp_path: Path,
+) -> None:
+    edge = EdgeClient(tmp_path)
+    try:
+        assert local_collections_left(tmp_path, edge) == []  # no local store: nothing to say
+        (tmp_path / "collection" / "chunks__1").mkdir(parents=True)
+        (tmp_path / "meta.json").write_text("{not json")
+        assert local_collections_left(tmp_path, edge) == ["chunks__1"]
+        (tmp_path / "meta.json").write_text('{"collections": {}, "aliases": {}}')
+        assert local_collections_left(tmp_path, edge) == []  # an empty local store
+    finally:
+        edge.close()
+
+
+def test_migrate_engine_refuses_a_server(workdir: Path, capsys) -> None:
+    (workdir / "server.toml").write_text('[qdrant]\nurl = "http://localhost:1"\n')
+    code, _, err = run(capsys, "migrate", "--engine", "edge", "--config", "server.toml")
+    assert code == 1 and "qdrant.url is set" in err
