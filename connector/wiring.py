@@ -266,6 +266,8 @@ def open_store(
 
     Raises:
         SinkError: The embedded folder is held by another process.
+        ConfigError: ``qdrant.engine`` is left to its default (edge) and the folder holds a store
+            of the local engine not copied yet (``connector migrate --engine edge``).
     """
     if client is None:
         client = make_client(settings)
