@@ -95,9 +95,11 @@ class QdrantSettings(_Section):
     """API key for a Qdrant server. Never logged or written anywhere."""
     path: Path | None = None
     """Folder of the embedded Qdrant. Default: ``qdrant/`` inside ``state_dir``."""
-    engine: Literal["local", "edge"] = "local"
-    """Embedded engine: ``local`` (qdrant-client's local mode) or ``edge`` (Qdrant's engine
-    in-process, ``qdrant-edge-py``: far faster writes, points kept on disk). Not for a server."""
+    engine: Literal["local", "edge"] = "edge"
+    """Embedded engine: ``edge`` (Qdrant's engine in-process, ``qdrant-edge-py``: far faster
+    writes and searches, points kept on disk) or ``local`` (qdrant-client's local mode: pure
+    Python, every point in memory, for tests and small data). Not for a server. A folder written
+    by ``local`` is not read by ``edge``: ``connector migrate --engine edge`` copies it."""
     collection: str = Field(default="chunks", min_length=1, max_length=255)
     """Collection that receives one point per chunk."""
     runs_collection: str = Field(default="connector_runs", min_length=1, max_length=255)

@@ -6,6 +6,7 @@ The CLI, the dashboard's child syncs and every benchmark call :func:`build_synce
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Iterator, Sequence
@@ -49,6 +50,8 @@ __all__ = [
     "open_store",
     "sparse_target",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -263,12 +266,45 @@ def open_store(
 
     Raises:
         SinkError: The embedded folder is held by another process.
+        ConfigError: ``qdrant.engine`` is left to its default (edge) and the folder holds a store
+            of the local engine not copied yet (``connector migrate --engine edge``).
     """
+    if client is None:
+        client = make_client(settings)
+        _refuse_uncopied_local_store(settings, client)
     return Store(
-        client if client is not None else make_client(settings),
+        client,
         retries=settings.qdrant.retries,
         telemetry=telemetry,
         index=settings.qdrant.index if settings.qdrant.indexed else None,
+    )
+
+
+def _refuse_uncopied_local_store(settings: Settings, client: QdrantClient | EdgeClient) -> None:
+    """A folder written by the local engine reads as empty on the edge engine: when edge is only
+    the default, refuse (nothing stored may silently change meaning); when it was chosen, say so.
+
+    Raises:
+        ConfigError: ``qdrant.engine`` was left to its default (edge) and the folder holds
+            collections of the local engine that the edge store lacks.
+    """
+    from connector.store import local_collections_left
+    from connector.store.edge import EdgeClient
+
+    if not isinstance(client, EdgeClient):
+        return
+    path = settings.qdrant_path
+    left = local_collections_left(path, client)
+    if not left:
+        return
+    what = f"{path} holds a store of the local engine ({', '.join(left)}) that the edge store lacks"
+    if "engine" in settings.qdrant.model_fields_set:
+        log.warning("%s: `connector migrate --engine edge` copies it", what)
+        return
+    client.close()
+    raise ConfigError(
+        f'{what}, and qdrant.engine now defaults to "edge": run `connector migrate --engine '
+        f'edge` to copy it, or set qdrant.engine = "local" to keep using it'
     )
 
 

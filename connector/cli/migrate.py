@@ -1,4 +1,8 @@
-"""``connector migrate [--status]``: bring the collection to the latest schema."""
+"""``connector migrate [--status]``: bring the collection to the latest schema.
+
+``connector migrate --engine edge [--replace]``: copy the local engine's store in ``qdrant.path``
+into the edge engine's (see :func:`connector.store.copy_local_store`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from connector.cli._args import Command, Subparsers
+from connector.errors import ConfigError
 
 if TYPE_CHECKING:
     from connector.settings import Settings
@@ -24,9 +29,24 @@ def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
     migrate.add_argument(
         "--status", action="store_true", help="list applied and pending migrations, change nothing"
     )
+    migrate.add_argument(
+        "--engine",
+        choices=["edge"],
+        help="copy the embedded store the local engine wrote in qdrant.path (collections, runs, "
+        "aliases) into the edge engine's store beside it; the local data stays as it is",
+    )
+    migrate.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --engine: drop edge collections and aliases of the same names first",
+    )
 
 
 def _run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry) -> int:
+    if args.engine:
+        return _copy_to_edge(settings, args)
+    if args.replace:
+        raise ConfigError("--replace goes with --engine edge")
     from connector.store.migrator import Migrator
     from connector.wiring import collection_layout, dense_encoders, open_store
 
@@ -66,6 +86,58 @@ def _run(settings: Settings, args: argparse.Namespace, telemetry: Telemetry) -> 
         print(
             f"{status.collection}: already at schema version {len(status.applied)}; nothing to do"
         )
+    return 0
+
+
+def _copy_to_edge(settings: Settings, args: argparse.Namespace) -> int:
+    """Copy the local engine's store into the edge engine's, and say what was copied."""
+    from connector.store import CopiedCollection, Store, copy_local_store, make_client
+    from connector.store.edge import EdgeClient
+
+    q = settings.qdrant
+    if q.url:
+        raise ConfigError("migrate --engine: qdrant.url is set; the engines are embedded ones")
+    path = settings.qdrant_path
+    if not (path / "meta.json").is_file():
+        raise ConfigError(f"migrate --engine edge: {path} holds no store of the local engine")
+    as_local = settings.model_copy(update={"qdrant": q.model_copy(update={"engine": "local"})})
+    local = Store(make_client(as_local), retries=q.retries)
+    try:
+        edge_client = EdgeClient(path)
+        edge = Store(edge_client, retries=q.retries)
+        try:
+
+            def copied(collection: CopiedCollection) -> None:
+                if not args.json:
+                    print(f"copied {collection.name}: {collection.points} points")
+
+            collections, aliases = copy_local_store(
+                local,
+                edge,
+                edge_client.root,
+                runs_collection=q.runs_collection,
+                replace=args.replace,
+                on_copied=copied,
+            )
+        finally:
+            edge.close()
+    finally:
+        local.close()
+    if args.json:
+        report = {
+            "collections": {c.name: c.points for c in collections},
+            "aliases": aliases,
+            "path": str(path),
+        }
+        print(json.dumps(report, sort_keys=True))
+        return 0
+    for alias, target in sorted(aliases.items()):
+        print(f"alias {alias} -> {target}")
+    print(
+        f"{path}: copied {len(collections)} collections and {len(aliases)} aliases from the local "
+        "engine to the edge engine; the local data is untouched (its meta.json and collection/ "
+        'can be deleted once you no longer want to go back to qdrant.engine = "local")'
+    )
     return 0
 
 

@@ -10,11 +10,14 @@ in-process) and a Qdrant server: only the client's construction differs.
 - :class:`CollectionLayout`: the vectors a chunk collection needs; :func:`create_runs_collection`
   makes the runs collection. Chunk collections are created by a first sync or by
   :mod:`connector.store.migrator`.
+- :func:`copy_local_store`: a local-mode store copied into the edge engine;
+  :func:`local_collections_left` finds one not copied yet.
 """
 
 from __future__ import annotations
 
 from connector.store._client import make_client
+from connector.store._copy import CopiedCollection, copy_local_store, local_collections_left
 from connector.store._gateway import Store, WriteCounts
 from connector.store._points import PointWrite, SparseValues
 from connector.store._schema import CollectionLayout, create_runs_collection
@@ -22,6 +25,7 @@ from connector.store._writer import PointState, WriteBatch, Writer, as_uuid_int
 
 __all__ = [
     "CollectionLayout",
+    "CopiedCollection",
     "PointState",
     "PointWrite",
     "SparseValues",
@@ -30,6 +34,8 @@ __all__ = [
     "WriteCounts",
     "Writer",
     "as_uuid_int",
+    "copy_local_store",
     "create_runs_collection",
+    "local_collections_left",
     "make_client",
 ]

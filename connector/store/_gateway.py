@@ -147,6 +147,19 @@ class Store:
         response = self._request("list aliases", lambda: self._client.get_aliases())
         return {alias.alias_name: alias.collection_name for alias in response.aliases}
 
+    def collections(self) -> list[str]:
+        """Names of every collection (aliases not included)."""
+        response = self._request("list collections", lambda: self._client.get_collections())
+        return sorted(c.name for c in response.collections)
+
+    def drop_alias(self, alias: str) -> None:
+        """Delete ``alias`` (the collection behind it stays)."""
+        drop = qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias))
+        self._request(
+            f"drop alias {alias!r}",
+            lambda: self._client.update_collection_aliases(change_aliases_operations=[drop]),
+        )
+
     def physical_name(self, name: str) -> str:
         """The collection behind ``name`` (itself, unless ``name`` is an alias).
 

@@ -464,6 +464,7 @@ class EdgeClient:
         offset: qm.ExtendedPointId | None = None,
         with_payload: bool | Sequence[str] = True,
         with_vectors: bool | Sequence[str] = False,
+        order_by: qm.OrderBy | None = None,
         **kwargs: Any,
     ) -> tuple[list[qm.Record], qm.ExtendedPointId | None]:
         collection_name = self._resolve(collection_name)
@@ -474,6 +475,7 @@ class EdgeClient:
             filter=_filter(scroll_filter) if scroll_filter is not None else None,
             with_payload=_selector(with_payload),
             with_vector=_selector(with_vectors),
+            order_by=_order_by(order_by) if order_by is not None else None,
         )
         with _engine_errors(f"list points of {collection_name!r}"):
             records, next_offset = shard.scroll(request)
@@ -897,6 +899,13 @@ def _prefetches(prefetch: qm.Prefetch | Sequence[qm.Prefetch] | None) -> list[An
         )
         for item in items
     ]
+
+
+def _order_by(order: qm.OrderBy) -> edge.OrderBy:
+    if order.start_from is not None:
+        raise SinkError("the edge engine does not take start_from in order_by")
+    desc = order.direction == qm.Direction.DESC
+    return edge.OrderBy(order.key, direction=edge.Direction.Desc if desc else edge.Direction.Asc)
 
 
 def _filter(flt: qm.Filter) -> edge.Filter:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from qdrant_client import QdrantClient
 
 from connector.runs.live import read_progress
 from connector.runs.manifest import ProcessInfo
+from connector.store.edge import EdgeClient
 from tests.paths import FIXTURES
 from tests.processes import Reaper, survivors
 
@@ -46,7 +46,7 @@ def _sync(reaper: Reaper, workdir: Path, source: Path, *extra: str) -> subproces
 
 
 def point_set(workdir: Path) -> dict[str, tuple[Any, ...]]:
-    client = QdrantClient(path=str(workdir / "state" / "qdrant"))
+    client = EdgeClient(workdir / "state" / "qdrant")
     try:
         points, _ = client.scroll("chunks", limit=1000, with_payload=True, with_vectors=True)
     finally:

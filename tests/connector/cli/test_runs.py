@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from qdrant_client import QdrantClient
 
 from connector.cli import main
 from connector.runs.live import read_progress
+from connector.store.edge import EdgeClient
 from connector.store.migrator import SCHEMA_KEY
 from tests.cli import run
 from tests.conftest import FIXTURES
@@ -60,7 +60,7 @@ def test_runs_lists_newest_first_and_shows_one_manifest(workdir: Path, capsys) -
 
 def test_runs_show_warns_when_sparse_ran_but_the_section_is_missing(workdir: Path, capsys) -> None:
     report = sync_json(capsys)
-    client = QdrantClient(path=str(workdir / ".connector" / "qdrant"))
+    client = EdgeClient(workdir / ".connector" / "qdrant")
     try:
         (record,) = client.retrieve("connector_runs", [report["run_id"]])
         payload = dict(record.payload)
@@ -77,7 +77,7 @@ def test_runs_reads_the_state_folder_while_the_embedded_qdrant_is_busy(
     workdir: Path, capsys
 ) -> None:
     report = sync_json(capsys)
-    holder = QdrantClient(path=str(workdir / ".connector" / "qdrant"))  # as a running sync would
+    holder = EdgeClient(workdir / ".connector" / "qdrant")  # as a running sync would
     try:
         code, out, err = run(capsys, "runs", "--json")
         assert code == 0 and "embedded Qdrant is in use" in err
@@ -96,7 +96,7 @@ def test_sync_refuses_a_collection_behind_until_migrate(workdir: Path, capsys) -
     assert status["physical_collection"] == "chunks__1"
 
     # Roll the record back to version 1, as a collection made before 0002 would be.
-    client = QdrantClient(path=str(workdir / ".connector" / "qdrant"))
+    client = EdgeClient(workdir / ".connector" / "qdrant")
     record = client.get_collection("chunks").config.metadata[SCHEMA_KEY]
     del record["applied"]["0002_sparse_vector"]
     client.update_collection("chunks__1", metadata={SCHEMA_KEY: record})

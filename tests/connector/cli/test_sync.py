@@ -7,13 +7,13 @@ import socket
 from pathlib import Path
 
 import pytest
-from qdrant_client import QdrantClient
 
+from connector.store.edge import EdgeClient
 from tests.cli import run
 
 
 def stored_texts(workdir: Path) -> dict[str, str]:
-    client = QdrantClient(path=str(workdir / ".connector" / "qdrant"))
+    client = EdgeClient(workdir / ".connector" / "qdrant")
     try:
         points, _ = client.scroll("chunks", limit=1000, with_payload=["chunk_id", "text"])
         return {p.payload["chunk_id"]: p.payload["text"] for p in points}
@@ -186,7 +186,7 @@ def test_server_url_goes_through_the_same_path_and_hides_the_key(
 
 
 def test_embedded_folder_held_by_another_client_is_a_clear_error(workdir: Path, capsys) -> None:
-    holder = QdrantClient(path=str(workdir / ".connector" / "qdrant"))
+    holder = EdgeClient(workdir / ".connector" / "qdrant")
     try:
         code, _, err = run(capsys, "sync", "--source", "corpus.jsonl")
     finally:
@@ -220,7 +220,7 @@ def test_sparse_switch_off_then_on_backfills_sparse_only(workdir: Path, capsys) 
     assert off["vectors_encoded"] == {"all-minilm-l6-v2": 40}
     summary = manifest(workdir, off["run_id"])
     assert summary["schema_version"] == "4.0" and summary["sparse_run"] is None
-    client = QdrantClient(path=str(workdir / ".connector" / "qdrant"))
+    client = EdgeClient(workdir / ".connector" / "qdrant")
     # The schema has the sparse vector (migration 0002); with sparse off no point fills it.
     assert set(client.get_collection("chunks").config.params.sparse_vectors) == {"qdrant-bm25"}
     points, _ = client.scroll("chunks", limit=100, with_vectors=True)
