@@ -114,6 +114,8 @@ def copy_local_store(
     copied = []
     for name in sorted(names):
         count = _copy_collection(local, edge, name, runs_collection=runs_collection, page=page)
+        # The engine in-process builds no index on its own: searches would scan every point.
+        edge.build_index(name)
         copied.append(CopiedCollection(name, count))
         if on_copied is not None:
             on_copied(copied[-1])
