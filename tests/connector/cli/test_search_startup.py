@@ -1,5 +1,6 @@
 """A `connector search` process imports what its query needs: no model library (torch,
-sentence-transformers, transformers) for a BM25 query or a plug-in encoder's."""
+sentence-transformers, transformers) for a BM25 query or a plug-in encoder's, and none of the
+sync's pipeline, run records or sources."""
 
 from __future__ import annotations
 
@@ -14,10 +15,17 @@ import pytest
 from tests.cli import run
 from tests.paths import REPO
 
-MODEL_LIBRARIES = ("torch", "sentence_transformers", "transformers")
+NOT_FOR_SEARCH = (
+    "torch",
+    "sentence_transformers",
+    "transformers",
+    "connector.pipeline",
+    "connector.runs",
+    "connector.sources",
+)
 
 # Runs each argv through the CLI in turn, in one fresh interpreter, and prints after each what
-# it found and which model libraries are imported by then.
+# it found and which of those packages are imported by then.
 _SEARCHES = f"""
 import contextlib, io, json, sys
 from connector.cli import main
@@ -26,14 +34,16 @@ for argv in json.loads(sys.argv[1]):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(argv)
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in {MODEL_LIBRARIES!r})
+    loaded = sorted(
+        m for m in sys.modules if any(m == p or m.startswith(p + ".") for p in {NOT_FOR_SEARCH!r})
+    )
     hits = json.loads(out.getvalue()) if code == 0 else []
     print(json.dumps({{"code": code, "first": hits[0]["chunk_id"] if hits else None,
                       "loaded": loaded}}))
 """
 
 
-def test_bm25_and_plugin_searches_import_no_model_library(
+def test_bm25_and_plugin_searches_import_no_model_library_nor_the_sync(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def config(path: Path, model: str) -> Path:
