@@ -1,6 +1,7 @@
 """What `connector search` costs as a fresh process, before and including its first result.
 
     python bench/search_startup.py [--chunks 100] [--repeats 3] [--cases a,b,c] [--engine edge]
+                                   [--against DIR]
 
 Three cases, each over its own collection of the first ``--chunks`` documents of the bundled
 example corpus (synced first, untimed):
@@ -22,6 +23,10 @@ For each, ``--repeats`` runs of three kinds, medians printed:
 - once, ``python -X importtime -m connector search ...``: the sum of all its imports (lazy ones
   included) over its wall time, the imports' share, and the cumulative import time of the heavy
   packages, or ``-`` for each one the case never imports.
+
+With ``--against DIR``, another checkout of the connector (``git worktree add DIR c47bff9``, say)
+is measured the same way over the same collections, each case right after this checkout's, and
+printed below it as ``a (ref)``: a before/after under the same load.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cases", default="a,b,c", help="comma-separated: a, b, c")
     parser.add_argument("--engine", default="edge", help="qdrant.engine of the collections")
+    parser.add_argument("--against", type=Path, metavar="DIR", help="a checkout to compare with")
     parser.add_argument("--child", nargs=4, metavar=("CONFIG", "MODE", "QUERY", "SPAWNED"))
     args = parser.parse_args()
     if args.child:
@@ -84,6 +90,7 @@ def main() -> None:
         raise SystemExit(f"bench: unknown case(s) {sorted(unknown)} (a, b, c)")
     with tempfile.TemporaryDirectory(prefix="search-startup-") as tmp:
         folder = Path(tmp)
+        os.chdir(folder)  # `python -m` puts the working folder first: it must hold no connector
         corpus = folder / "corpus.jsonl"
         lines = CORPUS.read_text(encoding="utf-8").splitlines(keepends=True)
         corpus.write_text("".join(lines[: args.chunks]), encoding="utf-8")
@@ -93,8 +100,11 @@ def main() -> None:
             started = time.perf_counter()
             _connector("sync", "--config", str(configs[kind]), "--source", str(corpus))
             print(f"synced {args.chunks} chunks ({kind}) in {time.perf_counter() - started:.1f} s")
+        trees = [("", REPO)] + ([(" (ref)", args.against.resolve())] if args.against else [])
         rows = [
-            _measure(case, configs[CASES[case][1]], CASES[case][2], args.repeats) for case in cases
+            _measure(case + label, configs[CASES[case][1]], CASES[case][2], args.repeats, tree)
+            for case in cases
+            for label, tree in trees
         ]
     _print(rows, args.repeats)
 
@@ -109,7 +119,11 @@ def _config(folder: Path, kind: str, engine: str) -> Path:
 
 def _connector(*argv: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "connector", *argv], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "connector", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
     if done.returncode != 0:
         raise SystemExit(f"bench: connector {argv[0]} failed:\n{done.stderr}")
@@ -119,7 +133,8 @@ def _search_argv(config: Path, mode: str) -> list[str]:
     return ["-m", "connector", "search", "--config", str(config), "--mode", mode, "--limit", "5"]
 
 
-def _measure(case: str, config: Path, mode: str, repeats: int) -> dict[str, object]:
+def _measure(case: str, config: Path, mode: str, repeats: int, tree: Path) -> dict[str, object]:
+    env = dict(os.environ, PYTHONPATH=str(tree))  # the connector of ``tree``, nothing else
     first, exit_, phases, warm = [], [], [], []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -128,7 +143,7 @@ def _measure(case: str, config: Path, mode: str, repeats: int) -> dict[str, obje
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),  # lines as a terminal gets them
+            env=dict(env, PYTHONUNBUFFERED="1"),  # lines as a terminal gets them
         )
         assert cli.stdout is not None
         line = cli.stdout.readline()
@@ -137,14 +152,23 @@ def _measure(case: str, config: Path, mode: str, repeats: int) -> dict[str, obje
         exit_.append(time.perf_counter() - started)
         if cli.returncode != 0 or not line.strip().startswith("1."):
             raise SystemExit(f"bench: case {case}: search failed ({line!r}):\n{err}")
-        child = [__file__, "--child", str(config), mode, QUERY, repr(time.time())]
-        out = subprocess.run([sys.executable, *child], capture_output=True, text=True, check=False)
+        child = [
+            str(Path(__file__).resolve()),
+            "--child",
+            str(config),
+            mode,
+            QUERY,
+            repr(time.time()),
+        ]
+        out = subprocess.run(
+            [sys.executable, *child], capture_output=True, text=True, check=False, env=env
+        )
         if out.returncode != 0:
             raise SystemExit(f"bench: case {case}: child failed:\n{out.stderr}")
         timed = json.loads(out.stdout.splitlines()[-1])
         phases.append(timed["phases"])
         warm.append(timed["warm_query"])
-    share, heavy = _importtime(config, mode)
+    share, heavy = _importtime(config, mode, env)
     return {
         "case": case,
         "first": statistics.median(first),
@@ -156,7 +180,7 @@ def _measure(case: str, config: Path, mode: str, repeats: int) -> dict[str, obje
     }
 
 
-def _importtime(config: Path, mode: str) -> tuple[float, dict[str, float]]:
+def _importtime(config: Path, mode: str, env: dict[str, str]) -> tuple[float, dict[str, float]]:
     """The imports' share of a search's wall time, and each heavy package's import time."""
     started = time.perf_counter()
     done = subprocess.run(
@@ -164,6 +188,7 @@ def _importtime(config: Path, mode: str) -> tuple[float, dict[str, float]]:
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     wall = time.perf_counter() - started
     total, heavy = 0, {}
@@ -233,7 +258,7 @@ def _print(rows: list[dict[str, object]], repeats: int) -> None:
         phases = row["phases"]
         assert isinstance(phases, dict)
         cells = [
-            f"{row['case']}: {CASES[str(row['case'])][0]}",
+            f"{row['case']}: {CASES[str(row['case'])[0]][0]}",
             ms(row["first"]),
             ms(row["exit"]),
             *(ms(phases[p]) for p in PHASES),
