@@ -88,6 +88,7 @@ def main() -> None:
     unknown = set(cases) - set(CASES)
     if unknown:
         raise SystemExit(f"bench: unknown case(s) {sorted(unknown)} (a, b, c)")
+    trees = [("", REPO)] + ([(" (ref)", args.against.resolve())] if args.against else [])
     with tempfile.TemporaryDirectory(prefix="search-startup-") as tmp:
         folder = Path(tmp)
         os.chdir(folder)  # `python -m` puts the working folder first: it must hold no connector
@@ -100,7 +101,6 @@ def main() -> None:
             started = time.perf_counter()
             _connector("sync", "--config", str(configs[kind]), "--source", str(corpus))
             print(f"synced {args.chunks} chunks ({kind}) in {time.perf_counter() - started:.1f} s")
-        trees = [("", REPO)] + ([(" (ref)", args.against.resolve())] if args.against else [])
         rows = [
             _measure(case + label, configs[CASES[case][1]], CASES[case][2], args.repeats, tree)
             for case in cases
