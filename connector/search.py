@@ -17,7 +17,7 @@ from connector.errors import ConfigError, SinkError
 
 if TYPE_CHECKING:
     from connector.dense import DenseEncoder
-    from connector.pipeline.syncer import SparseTarget
+    from connector.sparse.target import SparseTarget
     from connector.store import Store
 
 __all__ = ["FUSIONS", "MODES", "Fusion", "Hit", "Mode", "Searcher"]

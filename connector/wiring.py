@@ -17,11 +17,9 @@ from typing import TYPE_CHECKING, Any
 from connector.dense import load_dense_encoders
 from connector.errors import ConfigError
 from connector.gpu import GIB, BatchPolicy, DeviceExecutor, LeasePool
-from connector.pipeline.stages import DenseStage
-from connector.pipeline.syncer import SparseTarget
-from connector.runs.manifest import DeviceUsage
 from connector.sparse import sparse_model
 from connector.sparse.generator import ModelRegistry, SparseVectorGenerator
+from connector.sparse.target import SparseTarget
 from connector.store import CollectionLayout, Store, Writer, make_client
 
 if TYPE_CHECKING:
@@ -29,7 +27,9 @@ if TYPE_CHECKING:
 
     from connector.dense import DenseEncoder
     from connector.pipeline.progress import Progress
+    from connector.pipeline.stages import DenseStage
     from connector.pipeline.syncer import Syncer
+    from connector.runs.manifest import DeviceUsage
     from connector.runs.record import RunRecord
     from connector.search import Searcher
     from connector.settings import GpuSettings, Settings
@@ -369,6 +369,8 @@ def dense_stage(
         executor: Where the models run.
         telemetry: Where its ``dense_model`` spans go; default: the global providers.
     """
+    from connector.pipeline.stages import DenseStage  # a search imports no sync pipeline
+
     gpu = settings.gpu
     return DenseStage(
         executor or device_executor(settings, telemetry=telemetry),
@@ -429,6 +431,8 @@ def device_usage(
 ) -> list[DeviceUsage]:
     """The GPUs ``executor`` (or each of several) ran on so far, with peak VRAM against the
     caps (for the manifest)."""
+    from connector.runs.manifest import DeviceUsage
+
     mib = 1024 * 1024
     peaks: dict[str, int] = {}
     hits: dict[str, int] = {}

@@ -8,7 +8,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from connector.chunks import point_id
@@ -23,13 +22,13 @@ from connector.pipeline.stages import DenseStage
 from connector.runs.record import RunRecord
 from connector.sources._skips import KEPT_ENTRIES, SkipLog
 from connector.sparse import sparse_model
+from connector.sparse.target import SparseTarget
 from connector.store import CollectionLayout, Writer, as_uuid_int
 from connector.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from connector.dense import DenseEncoder
     from connector.sources import Source
-    from connector.sparse.generator import SparseVectorGenerator
 
 __all__ = ["SparseTarget", "Syncer"]
 
@@ -38,24 +37,6 @@ log = logging.getLogger(__name__)
 _DEPTH = 2
 """Windows that may wait between two stages: enough to keep the dense stage fed, few enough to
 keep memory flat."""
-
-
-@dataclass(frozen=True, slots=True)
-class SparseTarget:
-    """The sparse model of a run, the named vector it writes, and where it may run."""
-
-    generator: SparseVectorGenerator
-    model_name: str
-    vector_name: str
-    idf: bool
-    use_gpu: bool = False
-    device_ids: tuple[int, ...] | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    """Options that shape the vectors (BM25's k, b, avg_len...), recorded on the collection."""
-
-    @property
-    def signature(self) -> str:
-        return self.generator.signature(self.model_name)
 
 
 class Syncer:
