@@ -194,9 +194,10 @@ class Syncer:
         # garbage of the run: the collector leaves it alone until the run ends, instead of
         # walking it in a pause of ~50 ms that stalls every stage at once.
         gc.freeze()
-        # A first load into an empty collection builds its graph once, at the end.
-        deferred = new_source and self.writer.defer_index()
+        deferred = False
         try:
+            # A first load into an empty collection builds its graph once, at the end.
+            deferred = new_source and self.writer.defer_index()
             self._flow(source, planner, record)
             self.writer.flush()
             self._note_skips(record, skipped, duplicates)
