@@ -82,8 +82,14 @@ class IndexSettings(_Section):
     """``int8``: a scalar-quantized copy of the dense vectors in RAM drives the search, and the
     originals rescore its best candidates (recall as without it); ``none``: the originals only."""
     deferred_build: bool = True
-    """A first sync into an empty collection loads with the HNSW graph off (``m = 0``) and builds
-    it once at the end, instead of growing it while loading."""
+    """On a server, a first sync into an empty collection loads with the HNSW graph off
+    (``m = 0``) and the server builds it once at the end, instead of growing it while loading.
+    The edge engine never grows a graph while loading: it builds each segment's graph once, when
+    the segment is full, so this changes nothing there."""
+    max_segment_mb: int | None = Field(default=None, ge=1, le=1_048_576)
+    """Largest segment Qdrant builds, in MB of vectors. Larger: fewer segments per search, more
+    memory while one is built. Default: 128 on the edge engine (a first bulk load seals a
+    segment each time it fills one, which bounds its memory); a server's own choice."""
 
 
 class QdrantSettings(_Section):

@@ -213,6 +213,8 @@ class Store:
                 "hnsw_config": _hnsw(index.m, index.ef_construct),
                 "quantization_config": _quantization(index),
             }
+            if index.max_segment_mb is not None:
+                tuning["optimizers_config"] = _segments(index.max_segment_mb)
         self._request(
             f"create collection {name!r}",
             lambda: self._client.create_collection(
@@ -226,7 +228,8 @@ class Store:
 
     def fit_index(self, name: str) -> None:
         """Apply :attr:`index` to existing collection ``name`` where it differs: HNSW
-        parameters, quantization on or off, vectors and payload on disk or in RAM. Segments built
+        parameters, quantization on or off, vectors and payload on disk or in RAM, the largest
+        segment (where set). Segments built
         from then on follow them (the edge engine: at the next index build). The edge engine
         cannot turn quantization off in place: a warning says so, and it stays on."""
         index = self.index
@@ -260,6 +263,11 @@ class Store:
             changes["collection_params"] = qm.CollectionParamsDiff(
                 on_disk_payload=index.on_disk_payload
             )
+        segments = None if index.max_segment_mb is None else _segments(index.max_segment_mb)
+        if segments is not None and (
+            config.optimizer_config.max_segment_size != segments.max_segment_size
+        ):
+            changes["optimizers_config"] = segments
         if changes:
             log.info("collection %s: applying qdrant.index (%s)", name, ", ".join(sorted(changes)))
             self._request(
@@ -270,9 +278,15 @@ class Store:
     def defer_index(self, name: str) -> bool:
         """Turn the HNSW graph of collection ``name`` off (``m = 0``) while a first bulk load fills
         it, when it is empty and :attr:`index` asks for it; whether it did. :meth:`build_index`
-        turns it back on."""
+        turns it back on.
+
+        Not on the edge engine: it grows no graph while loading (it builds each segment's graph
+        once, when the segment is full), so there is nothing to defer, and turning the graph
+        off would only make it write every segment twice."""
         index = self.index
-        if index is None or not index.deferred_build or index.m == 0 or self.count(name):
+        if index is None or not index.deferred_build or index.m == 0:
+            return False
+        if isinstance(self._client, EdgeClient) or self.count(name):
             return False
         name = self.physical_name(name)
         self._request(
@@ -553,6 +567,10 @@ class Store:
 
 def _hnsw(m: int, ef_construct: int | None) -> qm.HnswConfigDiff:
     return qm.HnswConfigDiff(m=m, ef_construct=ef_construct)
+
+
+def _segments(max_segment_mb: int) -> qm.OptimizersConfigDiff:
+    return qm.OptimizersConfigDiff(max_segment_size=max_segment_mb * 1024)  # in KB
 
 
 def _quantization(index: IndexSettings) -> qm.ScalarQuantization | None:

@@ -11,7 +11,11 @@ it exactly as they call a ``QdrantClient``.
 What the engine has no notion of, this module keeps beside each shard in ``collection.json``: the
 collection's metadata, its vector parameters and its index parameters (the shard does not report
 them back). New index parameters apply by reopening the shard with them; the engine builds what
-they ask for only when told (:meth:`EdgeClient.optimize`), never in the background. Aliases
+they ask for only when told (:meth:`EdgeClient.optimize`), never in the background. So the client
+seals the segment being written each time it holds a full segment's vectors (:data:`SEGMENT_KB`),
+building its graph then, once: left alone, the engine would keep a whole bulk load in one
+segment in RAM, search it by scanning, and rewrite it at once when told to build (12 GB at a
+million chunks). Aliases
 live in ``aliases.json`` at the root, replaced in one step, so a swap is atomic as on a server.
 
 Not supported (a :class:`~connector.errors.SinkError` says so): snapshots, unnamed vectors,
@@ -20,6 +24,8 @@ multivectors, and query types other than nearest-vector and fusion.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
@@ -39,7 +45,7 @@ from connector._files import write_json_atomic
 from connector.errors import ConnectorError, SinkError
 from connector.store._points import PointWrite, SparseValues
 
-__all__ = ["EdgeClient"]
+__all__ = ["SEGMENT_KB", "EdgeClient"]
 
 _DISTANCES = {
     qm.Distance.COSINE: edge.Distance.Cosine,
@@ -65,6 +71,13 @@ _HNSW_DEFAULT = {"m": 16, "ef_construct": 100, "full_scan_threshold": 10_000}
 _INT8 = qm.ScalarQuantization(
     scalar=qm.ScalarQuantizationConfig(type=qm.ScalarType.INT8, always_ram=True)
 )
+SEGMENT_KB = 128 * 1024
+"""Largest segment the engine builds, in KB of vectors, where a collection names none: small
+enough that building or sealing one stays well within memory, large enough that a million 384-d
+points make a dozen segments to search."""
+_SEAL_MIN_POINTS = 1_000
+_INDEXING_KB = 10_000
+"""Qdrant's own threshold under which a segment gets no index (scanning it is as fast)."""
 _CONFIG_FILE = "collection.json"
 _ALIAS_FILE = "aliases.json"
 _SHARD_DIR = "shard"
@@ -102,6 +115,8 @@ class EdgeClient:
         self._shards: dict[str, edge.EdgeShard] = {}
         self._configs: dict[str, dict[str, Any]] = {}
         self._alias_map: dict[str, str] | None = None
+        self._unsealed: dict[str, int] = {}
+        self._sealing = threading.Lock()
         self._closed = False
 
     # -- collections ---------------------------------------------------------------------------
@@ -125,6 +140,7 @@ class EdgeClient:
         on_disk_payload: bool | None = None,
         hnsw_config: qm.HnswConfigDiff | None = None,
         quantization_config: qm.QuantizationConfig | None = None,
+        optimizers_config: qm.OptimizersConfigDiff | None = None,
         **kwargs: Any,
     ) -> bool:
         if self.collection_exists(collection_name) or collection_name in self._aliases():
@@ -143,7 +159,7 @@ class EdgeClient:
         config = {"dense": dense, "sparse": sparse, "metadata": _jsonable(metadata or {})}
         config["index"] = _index_entry(
             {}, on_disk_payload, hnsw_config, quantization_config, collection_name
-        )
+        ) | _segment_entry(optimizers_config)
         folder = self._folder(collection_name)
         with self._guard, _engine_errors(f"create collection {collection_name!r}"):
             if folder.exists():
@@ -209,6 +225,7 @@ class EdgeClient:
                     deleted_threshold=0.2,
                     vacuum_min_vector_number=1000,
                     default_segment_number=0,
+                    max_segment_size=_segment_kb(config),
                     flush_interval_sec=5,
                 ),
                 wal_config=qm.WalConfig(wal_capacity_mb=32, wal_segments_ahead=0),
@@ -224,6 +241,7 @@ class EdgeClient:
         hnsw_config: qm.HnswConfigDiff | None = None,
         quantization_config: qm.QuantizationConfigDiff | None = None,
         collection_params: qm.CollectionParamsDiff | None = None,
+        optimizers_config: qm.OptimizersConfigDiff | None = None,
         **kwargs: Any,
     ) -> bool:
         """Record ``metadata``; apply new storage and index parameters, which the engine takes
@@ -232,7 +250,13 @@ class EdgeClient:
         unsupported = sorted(k for k, v in kwargs.items() if v is not None)
         if unsupported:
             raise SinkError(f"the edge engine cannot update {', '.join(unsupported)}")
-        tuned = (vectors_config, hnsw_config, quantization_config, collection_params)
+        tuned = (
+            vectors_config,
+            hnsw_config,
+            quantization_config,
+            collection_params,
+            optimizers_config,
+        )
         if metadata is None and all(v is None for v in tuned):
             return False
         with self._guard:
@@ -254,7 +278,7 @@ class EdgeClient:
                     hnsw_config,
                     quantization_config,
                     collection_name,
-                )
+                ) | _segment_entry(optimizers_config)
                 self._reopen(collection_name, config)
             self._save_config(collection_name, config)
         return True
@@ -266,7 +290,9 @@ class EdgeClient:
         collection_name = self._resolve(collection_name)
         shard = self._shard(collection_name)
         with _engine_errors(f"build the index of {collection_name!r}"):
-            return bool(shard.optimize())
+            built = bool(shard.optimize())
+        _release_freed_memory()
+        return built
 
     def create_vector_name(
         self,
@@ -326,6 +352,7 @@ class EdgeClient:
         converted = [edge.Point(_point_id(p.id), _vectors(p.vector), p.payload) for p in points]
         operation = edge.UpdateOperation.upsert_points(converted)
         self._update(collection_name, operation, f"upsert {len(points)} points")
+        self._written(collection_name, len(points))
         return _completed()
 
     def write_points(self, collection_name: str, points: Sequence[PointWrite]) -> None:
@@ -334,6 +361,7 @@ class EdgeClient:
         converted = [edge.Point(_point_id(p.id), _vectors(p.vectors), p.payload) for p in points]
         operation = edge.UpdateOperation.upsert_points(converted)
         self._update(collection_name, operation, f"upsert {len(points)} points")
+        self._written(collection_name, len(points))
 
     def write_vectors(
         self, collection_name: str, updates: Sequence[tuple[str, dict[str, Any]]]
@@ -345,6 +373,7 @@ class EdgeClient:
         ]
         operation = edge.UpdateOperation.update_vectors(converted)
         self._update(collection_name, operation, f"update vectors of {len(updates)} points")
+        self._written(collection_name, len(updates))
 
     def update_vectors(
         self, collection_name: str, points: Sequence[qm.PointVectors], **kwargs: Any
@@ -353,6 +382,7 @@ class EdgeClient:
         converted = [edge.PointVectors(_point_id(p.id), _vectors(p.vector)) for p in points]
         operation = edge.UpdateOperation.update_vectors(converted)
         self._update(collection_name, operation, f"update vectors of {len(points)} points")
+        self._written(collection_name, len(points))
         return _completed()
 
     def overwrite_payload(
@@ -673,6 +703,30 @@ class EdgeClient:
         with _engine_errors(f"{action} in {name!r}"):
             shard.update(operation)
 
+    def _written(self, name: str, count: int) -> None:
+        """``count`` points were written to collection ``name``: seal the segment being written
+        once it holds a full segment's vectors.
+
+        Sealing turns the engine's appendable segment (its points in RAM, no graph: searched by
+        scanning) into a segment on disk built as the collection's parameters say (graph, int8
+        copy), and hands the heap that freed back to the OS. A bulk load so builds each graph
+        once, a segment at a time, with bounded memory. Other writes go on meanwhile: the engine
+        takes them as a server's shard does during an optimization.
+        """
+        config = self._config(name)
+        with self._guard:
+            unsealed = self._unsealed.get(name, 0) + count
+            full = unsealed >= _seal_points(config)
+            self._unsealed[name] = 0 if full else unsealed
+        if not full:
+            return
+        with self._sealing:
+            shard = self._shard(name)
+            with _engine_errors(f"seal a segment of {name!r}"):
+                shard.flush()
+                shard.optimize()
+            _release_freed_memory()
+
 
 @contextmanager
 def _engine_errors(action: str) -> Iterator[None]:
@@ -722,6 +776,50 @@ def _dense_params(entry: dict[str, Any]) -> edge.EdgeVectorParams:
     )
 
 
+def _seal_points(config: dict[str, Any]) -> int:
+    """Points of collection ``config`` whose dense vectors fill one segment (a sparse-only
+    collection counts 256 bytes a point)."""
+    point_bytes = max(sum(4 * v["size"] for v in config["dense"].values()), 256)
+    return max(_SEAL_MIN_POINTS, _segment_kb(config) * 1024 // point_bytes)
+
+
+def _segment_kb(config: dict[str, Any]) -> int:
+    return int(config.get("index", {}).get("max_segment_kb", SEGMENT_KB))
+
+
+def _segment_entry(optimizers: qm.OptimizersConfigDiff | None) -> dict[str, Any]:
+    if optimizers is None:
+        return {}
+    unsupported = sorted(
+        k for k, v in optimizers.model_dump(exclude_none=True).items() if k != "max_segment_size"
+    )
+    if unsupported:
+        raise SinkError(f"the edge engine cannot set optimizer {', '.join(unsupported)}")
+    if optimizers.max_segment_size is None:
+        return {}
+    return {"max_segment_kb": optimizers.max_segment_size}
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap the engine freed back to the OS. glibc keeps freed blocks for reuse, and
+    after the engine rewrites a segment that is most of the process's memory: 600 MB kept at
+    200,000 points, 250 MB in use. Nothing to do with another C library."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _glibc()
+
+
 def _edge_config(config: dict[str, Any]) -> edge.EdgeConfig:
     """The engine's configuration of a collection, from its ``collection.json``."""
     dense, sparse = config["dense"], config["sparse"]
@@ -744,6 +842,12 @@ def _edge_config(config: dict[str, Any]) -> edge.EdgeConfig:
         on_disk_payload=index.get("on_disk_payload"),
         hnsw_config=hnsw,
         quantization_config=quantization,
+        optimizers=edge.EdgeOptimizersConfig(
+            max_segment_size=_segment_kb(config),
+            # A segment under this size is left as it is written (searched by scanning): a sealed
+            # one must be over it, or sealing would keep nothing out of RAM.
+            indexing_threshold=min(_INDEXING_KB, _segment_kb(config) // 2),
+        ),
     )
 
 

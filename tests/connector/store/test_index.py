@@ -40,6 +40,7 @@ def test_defaults_keep_vectors_on_disk_quantized_and_defer_the_build() -> None:
     assert (index.on_disk_vectors, index.on_disk_payload) == (True, True)
     assert (index.m, index.ef_construct, index.hnsw_ef) == (16, 100, None)
     assert (index.quantization, index.deferred_build) == ("int8", True)
+    assert index.max_segment_mb is None  # the engine's: 128 MB on edge, a server's own
 
 
 def test_index_keys_are_checked_and_read_from_the_environment(
@@ -102,6 +103,7 @@ class ServerLike:
             "quantization": kwargs.get("quantization_config"),
             "on_disk_payload": kwargs.get("on_disk_payload"),
             "on_disk": {v: p.on_disk for v, p in (kwargs["vectors_config"] or {}).items()},
+            "max_segment_size": getattr(kwargs.get("optimizers_config"), "max_segment_size", None),
         }
         plain = {k: kwargs.get(k) for k in ("vectors_config", "sparse_vectors_config", "metadata")}
         return bool(self.inner.create_collection(name, **plain))
@@ -120,6 +122,8 @@ class ServerLike:
             params["on_disk"][vector] = diff.on_disk
         if kwargs.get("collection_params") is not None:
             params["on_disk_payload"] = kwargs["collection_params"].on_disk_payload
+        if kwargs.get("optimizers_config") is not None:
+            params["max_segment_size"] = kwargs["optimizers_config"].max_segment_size
         return bool(self.inner.update_collection(name, metadata=kwargs.get("metadata")))
 
     def get_collection(self, name: str) -> qm.CollectionInfo:
@@ -138,6 +142,9 @@ class ServerLike:
                             update={"m": params["m"], "ef_construct": params["ef_construct"]}
                         ),
                         "quantization_config": params["quantization"],
+                        "optimizer_config": config.optimizer_config.model_copy(
+                            update={"max_segment_size": params["max_segment_size"]}
+                        ),
                         "params": config.params.model_copy(
                             update={
                                 "on_disk_payload": params["on_disk_payload"],
@@ -183,6 +190,7 @@ def test_a_server_gets_the_index_at_creation_and_a_deferred_build_in_a_first_syn
     assert chunks["on_disk_payload"] is True
     assert chunks["hnsw_config"] == qm.HnswConfigDiff(m=24, ef_construct=80)
     assert chunks["quantization_config"] == INT8
+    assert "optimizers_config" not in chunks  # segment sizes: the server's own choice
     assert "hnsw_config" not in created[0]
     hnsw = [kw["hnsw_config"] for kw in client.requests("update_collection") if "hnsw_config" in kw]
     # Off while the first sync loads, back on once it is loaded (the server builds it then).
@@ -211,6 +219,21 @@ def test_changed_settings_apply_in_place_on_a_server() -> None:
     client.sent.clear()
     Writer(Store(client, index=changed), "chunks").ensure_collection(LAYOUT)  # type: ignore[arg-type]
     assert [kw for kw in client.requests("update_collection") if "metadata" not in kw] == []
+
+
+def test_a_server_gets_the_largest_segment_when_set() -> None:
+    client = ServerLike()
+    store = Store(client, index=IndexSettings(max_segment_mb=256))  # type: ignore[arg-type]
+    create_aliased_chunk_collection(store, "chunks", LAYOUT)
+    (created,) = client.requests("create_collection")
+    assert created["optimizers_config"] == qm.OptimizersConfigDiff(max_segment_size=256 * 1024)
+    client.sent.clear()
+    Writer(store, "chunks").ensure_collection(LAYOUT)  # fitted: nothing to send
+    assert [kw for kw in client.requests("update_collection") if "metadata" not in kw] == []
+    bigger = Store(client, index=IndexSettings(max_segment_mb=1024))  # type: ignore[arg-type]
+    Writer(bigger, "chunks").ensure_collection(LAYOUT)
+    (update,) = [kw for kw in client.requests("update_collection") if "metadata" not in kw]
+    assert update == {"optimizers_config": qm.OptimizersConfigDiff(max_segment_size=1024 * 1024)}
 
 
 def test_searches_ask_for_rescoring_and_the_configured_ef() -> None:
@@ -300,38 +323,86 @@ class _Watched(ListSource):
             yield record
 
 
+def _segments(store: Store) -> int:
+    return store.info("chunks").segments_count or 0
+
+
+def _ids(store: Store) -> set[Any]:
+    return {p.id for p in store.scroll("chunks", limit=100_000)[0]}
+
+
 @pytest.mark.parametrize("fail", [False, True])
-def test_a_first_edge_sync_loads_without_a_graph_and_restores_it(
-    tmp_path: Path, fail: bool
-) -> None:
-    store = Store(EdgeClient(tmp_path), index=IndexSettings(m=24))
-    syncer = Syncer(Writer(store, "chunks", batch_size=4), [FakeDense()], bm25(), batch_size=4)
+def test_an_edge_sync_seals_full_segments_as_it_loads(tmp_path: Path, fail: bool) -> None:
+    # 1 MB segments of 256-d points (1 KB each): one sealed every 1,024.
+    chunks = [chunk(f"c{i}", f"text number {i} about wing flutter {i % 97}") for i in range(6000)]
+    store = Store(EdgeClient(tmp_path / "small"), index=IndexSettings(m=24, max_segment_mb=1))
+    writer = Writer(store, "chunks", batch_size=64)
+    syncer = Syncer(writer, [FakeDense(dim=256)], bm25(), batch_size=64)
 
-    def m() -> int:
-        return store.info("chunks").config.hnsw_config.m
+    def look() -> tuple[int, int, int]:
+        return store.count("chunks"), _segments(store), store.info("chunks").config.hnsw_config.m
 
-    source = _Watched(CHUNKS, m, fail=fail)
+    source = _Watched(chunks, look, fail=fail)
     if fail:
         with pytest.raises(SourceError):
             syncer.run(source)
     else:
         syncer.run(source)
-    assert source.seen == [0]
-    assert m() == 24
-    assert store.count("chunks") == (40 if not fail else store.count("chunks"))
+    ((loaded, segments, m),) = source.seen
+    # Half-way, the first full segment is sealed with its graph (never turned off on edge),
+    # while the load goes on into a new one.
+    assert loaded >= 1024 and segments >= 2 and m == 24
+    info = store.info("chunks")
+    assert info.config.hnsw_config.m == 24
+    if fail:
+        assert store.count("chunks") >= 1024  # what was acknowledged stays
+        store.close()
+        return
+    assert info.points_count == 6000 and (info.segments_count or 0) >= 5
+    assert info.config.optimizer_config.max_segment_size == 1024
+    assert _shard_config(tmp_path / "small", "chunks__1")["optimizers"]["max_segment_size"] == 1024
+    # Nothing lost on the way: the same points as one segment holds (the default size).
+    whole = Store(EdgeClient(tmp_path / "whole"), index=IndexSettings(m=24))
+    Syncer(Writer(whole, "chunks", batch_size=64), [FakeDense(dim=256)], bm25(), batch_size=64).run(
+        ListSource(chunks)
+    )
+    assert _segments(whole) < info.segments_count
+    assert _ids(store) == _ids(whole)
+    for query in (chunks[5], chunks[5500]):
+        dense = FakeDense(dim=256).encode([query.text])[0]
+        hits = store.query("chunks", dense, using="fake", limit=5)
+        found = {h.payload["chunk_id"] for h in hits if h.payload and h.score > 0.9999}
+        assert query.chunk_id in found  # the fake model gives some texts the same vector
+    whole.close()
     store.close()
-    shard = _shard_config(tmp_path, "chunks__1")
-    assert shard["hnsw_config"]["m"] == 24  # on disk too: a new process builds the graph
 
 
-def test_a_run_killed_while_the_graph_is_off_gets_it_back_at_the_next_sync(tmp_path: Path) -> None:
+def test_edge_segment_size_applies_to_an_existing_collection(tmp_path: Path) -> None:
     store = Store(EdgeClient(tmp_path), index=IndexSettings())
+    name = create_aliased_chunk_collection(store, "chunks", LAYOUT)
+    assert store.info("chunks").config.optimizer_config.max_segment_size == 128 * 1024
+    assert _shard_config(tmp_path, name)["optimizers"]["max_segment_size"] == 128 * 1024
+    store.close()
+    store = Store(EdgeClient(tmp_path), index=IndexSettings(max_segment_mb=512))
+    Writer(store, "chunks").ensure_collection(LAYOUT)
+    assert store.info("chunks").config.optimizer_config.max_segment_size == 512 * 1024
+    store.close()
+    assert _shard_config(tmp_path, name)["optimizers"]["max_segment_size"] == 512 * 1024
+
+
+def test_a_collection_left_with_the_graph_off_gets_it_back_at_the_next_sync(
+    tmp_path: Path,
+) -> None:
+    # As a run killed during a deferred load leaves a server's collection (and an edge one of
+    # an earlier version): points, and the graph off.
+    client = EdgeClient(tmp_path)
+    store = Store(client, index=IndexSettings())
     create_aliased_chunk_collection(store, "chunks", CollectionLayout(dense={"fake": 16}))
-    assert store.defer_index("chunks")
+    assert not store.defer_index("chunks")  # edge defers nothing: it grows no graph anyway
+    client.update_collection("chunks", hnsw_config=qm.HnswConfigDiff(m=0))
     store.upsert("chunks", [qm.PointStruct(id=1, vector={"fake": [1.0] * 16})])
-    store.close()  # as a killed run leaves it: points, and the graph off
+    store.close()
     store = Store(EdgeClient(tmp_path), index=IndexSettings())
-    assert not store.defer_index("chunks")  # it holds points
     Writer(store, "chunks").ensure_collection(CollectionLayout(dense={"fake": 16}))
     assert store.info("chunks").config.hnsw_config.m == 16
     store.close()
@@ -416,8 +487,10 @@ def test_int8_quantization_with_rescoring_keeps_the_ranking(tmp_path: Path) -> N
     assert fused["int8"] == fused["none"]
 
 
-def test_a_rebuild_loads_without_a_graph_and_builds_it_before_the_swap(tmp_path: Path) -> None:
-    store = Store(EdgeClient(tmp_path), index=IndexSettings(m=24))
+@pytest.mark.parametrize("engine", ["server", "edge"])
+def test_a_rebuild_builds_the_graph_before_the_swap(tmp_path: Path, engine: str) -> None:
+    client: Any = ServerLike() if engine == "server" else EdgeClient(tmp_path)
+    store = Store(client, index=IndexSettings(m=24))
     Syncer(Writer(store, "chunks"), [FakeDense()], bm25()).run(ListSource(CHUNKS))
     seen: list[tuple[str, int]] = []
 
@@ -435,6 +508,12 @@ def test_a_rebuild_loads_without_a_graph_and_builds_it_before_the_swap(tmp_path:
         on_step=step,
     )
     assert new == "chunks__2"
-    assert seen[0] == ("copied", 0) and seen[-1] == ("verified", 24)
-    assert store.info("chunks").config.hnsw_config.m == 24
+    # A server loads the new collection with the graph off (its bulk-load recipe); the edge
+    # engine builds each segment's graph once anyway, so it never turns it off.
+    assert seen[0] == ("copied", 0 if engine == "server" else 24)
+    assert seen[-1] == ("verified", 24)
+    info = store.info("chunks")
+    assert info.config.hnsw_config.m == 24
+    if engine == "edge":
+        assert (info.indexed_vectors_count or 0) >= len(CHUNKS)  # built, not left to scan
     store.close()
