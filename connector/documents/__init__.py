@@ -1,0 +1,85 @@
+"""Documents read from their file formats into plain text with structure, offline.
+
+Each format has its reader: PDF through pypdfium2, HTML through selectolax, DOCX through
+python-docx, PPTX through python-pptx (the ``documents`` extra), Markdown and plain text by the
+connector itself. A :class:`Document` is the whole text plus its :class:`Block` s (paragraphs,
+headings, table rows) with their heading path and page, for a chunker to cut on structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from connector.documents._html import read_html
+from connector.documents._model import Block, Document, UnreadableDocument
+from connector.documents._office import read_docx, read_pptx
+from connector.documents._pdf import read_pdf
+from connector.documents._text import read_markdown, read_plain
+
+__all__ = ["SUFFIXES", "Block", "Document", "UnreadableDocument", "parse_document", "read_document"]
+
+_READERS: dict[str, Callable[[bytes, str], Document]] = {
+    ".pdf": read_pdf,
+    ".html": read_html,
+    ".htm": read_html,
+    ".docx": read_docx,
+    ".pptx": read_pptx,
+    ".md": read_markdown,
+    ".markdown": read_markdown,
+    ".txt": read_plain,
+}
+
+SUFFIXES: frozenset[str] = frozenset(_READERS)
+"""The lower-case file suffixes :func:`read_document` reads."""
+
+
+def read_document(path: Path) -> Document:
+    """Read a file by its suffix (case ignored).
+
+    Args:
+        path: The file.
+
+    Returns:
+        Its text and blocks.
+
+    Raises:
+        UnreadableDocument: The suffix is not in :data:`SUFFIXES`, or the file cannot be read
+            as its format (the ``kind`` says why; the location is ``path``).
+        SourceError: The file cannot be opened at all (permissions, a vanished file).
+    """
+    where = str(path)
+    _reader(path.suffix, where)  # an unsupported file is refused before it is read
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        from connector.errors import SourceError
+
+        raise SourceError(where, f"cannot read: {exc.strerror or exc}") from None
+    return parse_document(data, path.suffix, where)
+
+
+def parse_document(data: bytes, suffix: str, where: str) -> Document:
+    """Read a document from its bytes, as :func:`read_document` reads a file.
+
+    Args:
+        data: The file's content.
+        suffix: Its format as a file suffix (``".pdf"``; case ignored).
+        where: Names the document in errors: a path or URL.
+
+    Raises:
+        UnreadableDocument: As :func:`read_document`.
+    """
+    if not data.strip():
+        raise UnreadableDocument(where, "empty file", kind="no_text")
+    return _reader(suffix, where)(data, where)
+
+
+def _reader(suffix: str, where: str) -> Callable[[bytes, str], Document]:
+    reader = _READERS.get(suffix.lower())
+    if reader is None:
+        shown = suffix or "no suffix"
+        readable = ", ".join(sorted(SUFFIXES))
+        problem = f"unsupported format ({shown}; read: {readable})"
+        raise UnreadableDocument(where, problem, kind="unsupported_format")
+    return reader
