@@ -312,6 +312,12 @@ class SourceSettings(_Section):
     """Retries of an HTTP source that failed to answer."""
     max_line_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Longest JSONL line read; longer lines are skipped and reported."""
+    id_field: str = Field(default="id", min_length=1)
+    """Column of a Parquet or CSV source holding each row's id."""
+    text_field: str = Field(default="text", min_length=1)
+    """Column of a Parquet or CSV source holding each row's text."""
+    metadata_fields: tuple[str, ...] = ()
+    """Columns of a Parquet or CSV source copied into each point's payload."""
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> SourceSettings:

@@ -176,6 +176,9 @@ def build_syncer(
             retries=src.retries,
             strict=settings.sync.strict,
             max_line_bytes=src.max_line_bytes,
+            id_field=src.id_field,
+            text_field=src.text_field,
+            metadata_fields=src.metadata_fields,
         )
     encoders = list(dense) if dense is not None else dense_encoders(settings)
     executor = device_executor(settings, holder=holder, telemetry=telemetry)

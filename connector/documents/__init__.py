@@ -11,23 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from connector.documents._html import read_html
+from connector.documents import _html, _office, _pdf, _text
 from connector.documents._model import Block, Document, UnreadableDocument
-from connector.documents._office import read_docx, read_pptx
-from connector.documents._pdf import read_pdf
-from connector.documents._text import read_markdown, read_plain
 
 __all__ = ["SUFFIXES", "Block", "Document", "UnreadableDocument", "parse_document", "read_document"]
 
 _READERS: dict[str, Callable[[bytes, str], Document]] = {
-    ".pdf": read_pdf,
-    ".html": read_html,
-    ".htm": read_html,
-    ".docx": read_docx,
-    ".pptx": read_pptx,
-    ".md": read_markdown,
-    ".markdown": read_markdown,
-    ".txt": read_plain,
+    ".pdf": _pdf.read_pdf,
+    ".html": _html.read_html,
+    ".htm": _html.read_html,
+    ".docx": _office.read_docx,
+    ".pptx": _office.read_pptx,
+    ".md": _text.read_markdown,
+    ".markdown": _text.read_markdown,
+    ".txt": _text.read_plain,
 }
 
 SUFFIXES: frozenset[str] = frozenset(_READERS)

@@ -1,4 +1,5 @@
-"""Where chunks come from: a JSONL file, a folder of text files, or JSONL over HTTP(S)."""
+"""Where chunks come from: a JSONL file, a folder of text files, a Parquet or CSV table, or
+JSONL over HTTP(S)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from connector.sources._folder import FolderSource, chunk_text
 from connector.sources._http import HttpJsonlSource
 from connector.sources._jsonl import DEFAULT_MAX_LINE_BYTES, JsonlFileSource, parse_line
 from connector.sources._skips import SkipLog, Skipped
+from connector.sources._table import TableSource
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -23,6 +25,7 @@ __all__ = [
     "SkipLog",
     "Skipped",
     "Source",
+    "TableSource",
     "chunk_text",
     "open_source",
     "parse_line",
@@ -62,12 +65,15 @@ def open_source(
     strict: bool = False,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
     transport: httpx.BaseTransport | None = None,
+    id_field: str = "id",
+    text_field: str = "text",
+    metadata_fields: tuple[str, ...] = (),
 ) -> Source:
     """Open the source a user named.
 
     Args:
         spec: An ``http://`` or ``https://`` URL serving JSONL, a folder of ``.txt``/``.md``
-            files, or a JSONL file.
+            files, a ``.parquet`` or ``.csv`` file, or a JSONL file.
         name: The source's identity; defaults to the resolved path, or the URL without
             credentials and query string.
         chunk_size: Largest chunk in characters (folders only).
@@ -77,6 +83,9 @@ def open_source(
         strict: Fail on the first malformed record instead of skipping and reporting it.
         max_line_bytes: Longest JSONL line read; longer ones are skipped (JSONL only).
         transport: An httpx transport to use instead of the network, for tests.
+        id_field: The column holding each row's id (Parquet and CSV only).
+        text_field: The column holding each row's text (Parquet and CSV only).
+        metadata_fields: Columns copied into each record's metadata (Parquet and CSV only).
 
     Returns:
         The source, not yet read.
@@ -102,6 +111,15 @@ def open_source(
             name=name,
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
+            strict=strict,
+        )
+    if path.suffix.lower() in TableSource.SUFFIXES and path.is_file():
+        return TableSource(
+            path,
+            name=name,
+            id_field=id_field,
+            text_field=text_field,
+            metadata_fields=metadata_fields,
             strict=strict,
         )
     if path.exists():  # a regular file, or a pipe such as /dev/stdin
