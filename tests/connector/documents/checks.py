@@ -1,0 +1,25 @@
+"""What every document must satisfy, and the blocks' texts to assert on."""
+
+from __future__ import annotations
+
+from connector.documents import Document
+
+
+def blocks(document: Document) -> list[tuple[str, int | None, tuple[str, ...]]]:
+    """Check the document's shape; its blocks as ``(text, page, headings)``.
+
+    Blocks are in order, separated by exactly ``"\\n\\n"``, cover the text from its first
+    character to its last, and each is trimmed text.
+    """
+    text = document.text
+    assert document.blocks, "a document has at least one block"
+    assert document.blocks[0].start == 0
+    assert document.blocks[-1].end == len(text)
+    for before, after in zip(document.blocks, document.blocks[1:], strict=False):
+        assert text[before.end : after.start] == "\n\n"
+    found = []
+    for block in document.blocks:
+        piece = text[block.start : block.end]
+        assert piece and piece == piece.strip()
+        found.append((piece, block.page, block.headings))
+    return found
