@@ -120,7 +120,8 @@ class TableSource:
         import pyarrow as pa
 
         try:
-            table = pq.ParquetFile(self.path)
+            # Pre-buffering reads ahead over many row groups: memory that grows with the file.
+            table = pq.ParquetFile(self.path, pre_buffer=False)
         except (OSError, pa.ArrowException) as exc:
             raise SourceError(self._shown, f"not a readable Parquet file ({exc})") from None
         with table:
@@ -152,7 +153,7 @@ class TableSource:
                     yield row
             except UnicodeDecodeError as exc:
                 problem = f"not valid UTF-8 (byte 0x{exc.object[exc.start]:02X})"
-                raise SourceError(f"{self._shown}:{reader.line_num + 1}", problem) from None
+                raise SourceError(self._shown, problem) from None
             except csv.Error as exc:
                 raise SourceError(f"{self._shown}:{reader.line_num}", f"bad CSV: {exc}") from None
 
