@@ -54,8 +54,6 @@ def read_docx(data: bytes, where: str) -> Document:
             builder.add(text, headings=headings.enter(level, text))
             if level == 0 and title is None:
                 title = text
-    except UnreadableDocument:
-        raise
     except Exception as exc:  # a corrupt package fails in many ways, all of them the file's
         raise _broken(where, "DOCX", exc) from None
     return builder.build(where, title=title)
@@ -89,8 +87,6 @@ def read_pptx(data: bytes, where: str) -> Document:
                         builder.add(
                             _row_text(cell.text for cell in row.cells), page=number, headings=path
                         )
-    except UnreadableDocument:
-        raise
     except Exception as exc:  # a corrupt package fails in many ways, all of them the file's
         raise _broken(where, "PPTX", exc) from None
     return builder.build(where, title=title)

@@ -23,10 +23,11 @@ def test_docx_headings_give_the_path_and_table_rows_are_blocks(tmp_path: Path) -
     document.add_paragraph("Install it.")
     document.add_paragraph("   ")
     document.add_heading("Linux", level=2)
-    table = document.add_table(rows=2, cols=2)
-    for row, cells in zip(table.rows, [("Name", "Value"), ("port", "6333")], strict=True):
+    table = document.add_table(rows=3, cols=2)
+    for row, cells in zip(table.rows, [("Name", "Value"), ("port", "6333")], strict=False):
         for cell, text in zip(row.cells, cells, strict=True):
             cell.text = text
+    table.cell(2, 0).merge(table.cell(2, 1)).text = "merged  note"
     document.add_heading("Usage", level=1)
     document.add_paragraph("Run it.")
     path = tmp_path / "handbook.docx"
@@ -42,6 +43,7 @@ def test_docx_headings_give_the_path_and_table_rows_are_blocks(tmp_path: Path) -
         ("Linux", None, ("Handbook", "Setup", "Linux")),
         ("Name | Value", None, ("Handbook", "Setup", "Linux")),
         ("port | 6333", None, ("Handbook", "Setup", "Linux")),
+        ("merged note", None, ("Handbook", "Setup", "Linux")),
         ("Usage", None, ("Handbook", "Usage")),
         ("Run it.", None, ("Handbook", "Usage")),
     ]
@@ -64,6 +66,10 @@ def test_pptx_slides_are_pages_and_their_titles_headings(tmp_path: Path) -> None
     second = deck.slides.add_slide(deck.slide_layouts[6])  # blank: no title
     box = second.shapes.add_textbox(Inches(1), Inches(1), Inches(4), Inches(1))
     box.text_frame.text = "Untitled slide text."
+    group = second.shapes.add_group_shape()
+    group.shapes.add_textbox(
+        Inches(1), Inches(2), Inches(2), Inches(1)
+    ).text_frame.text = "Grouped."
     table = second.shapes.add_table(1, 2, Inches(1), Inches(3), Inches(4), Inches(1)).table
     table.cell(0, 0).text = "left"
     table.cell(0, 1).text = "right"
@@ -76,6 +82,7 @@ def test_pptx_slides_are_pages_and_their_titles_headings(tmp_path: Path) -> None
         ("Roadmap", 1, ("Roadmap",)),
         ("Ship documents.\nThen tokens.", 1, ("Roadmap",)),
         ("Untitled slide text.", 2, ()),
+        ("Grouped.", 2, ()),
         ("left | right", 2, ()),
     ]
 
