@@ -16,6 +16,8 @@ from connector.sources._skips import SkipLog
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "JsonlFileSource",
+    "check_id",
+    "check_text",
     "decode_line",
     "json_type",
     "parse_line",
@@ -132,7 +134,15 @@ def _chunk_id(obj: dict[str, Any], location: str) -> str:
     key = "id" if "id" in obj else "_id" if "_id" in obj else None
     if key is None:
         raise InvalidRecord(location, 'missing "id" (or "_id")', kind="missing_id")
-    value = obj[key]
+    return check_id(obj[key], key, location)
+
+
+def check_id(value: Any, key: str, location: str) -> str:
+    """A record's id from the value of its ``key``: a non-blank string, or an integer.
+
+    Raises:
+        InvalidRecord: Any other value (kind ``bad_id``).
+    """
     if isinstance(value, bool) or not isinstance(value, str | int):
         problem = f'"{key}" must be a string or an integer, got {json_type(value)}'
         raise InvalidRecord(location, problem, kind="bad_id")
@@ -145,13 +155,21 @@ def _chunk_id(obj: dict[str, Any], location: str) -> str:
 def _text(obj: dict[str, Any], location: str, chunk_id: str) -> str:
     if "text" not in obj:
         raise InvalidRecord(location, 'missing "text"', kind="missing_text", chunk_id=chunk_id)
-    text = obj["text"]
-    if not isinstance(text, str):
-        problem = f'"text" must be a string, got {json_type(text)}'
+    return check_text(obj["text"], "text", location, chunk_id)
+
+
+def check_text(value: Any, key: str, location: str, chunk_id: str) -> str:
+    """A record's text from the value of its ``key``: a string that is not blank.
+
+    Raises:
+        InvalidRecord: A value of another type (``bad_text``) or blank (``empty_text``).
+    """
+    if not isinstance(value, str):
+        problem = f'"{key}" must be a string, got {json_type(value)}'
         raise InvalidRecord(location, problem, kind="bad_text", chunk_id=chunk_id)
-    if not text.strip():
-        raise InvalidRecord(location, 'empty "text"', kind="empty_text", chunk_id=chunk_id)
-    return text
+    if not value.strip():
+        raise InvalidRecord(location, f'empty "{key}"', kind="empty_text", chunk_id=chunk_id)
+    return value
 
 
 class JsonlFileSource:

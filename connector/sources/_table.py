@@ -15,7 +15,7 @@ from typing import Any
 from connector.chunks import ChunkRecord
 from connector.documents._model import INSTALL_HINT
 from connector.errors import InvalidRecord, SourceError
-from connector.sources._jsonl import DEFAULT_MAX_LINE_BYTES, json_type
+from connector.sources._jsonl import DEFAULT_MAX_LINE_BYTES, check_id, check_text
 from connector.sources._skips import SkipLog
 
 __all__ = ["TableSource"]
@@ -86,18 +86,15 @@ class TableSource:
         self.bytes_read = self.total_bytes or 0
 
     def _record(self, row: dict[str, Any], location: str) -> ChunkRecord:
-        chunk_id = _id(row.get(self.id_field), self.id_field, location)
+        value = row.get(self.id_field)
+        if value is None:
+            raise InvalidRecord(location, f'missing "{self.id_field}"', kind="missing_id")
+        chunk_id = check_id(value, self.id_field, location)
         text = row.get(self.text_field)
-        field = self.text_field
         if text is None:
-            raise InvalidRecord(
-                location, f'missing "{field}"', kind="missing_text", chunk_id=chunk_id
-            )
-        if not isinstance(text, str):
-            problem = f'"{field}" must be a string, got {json_type(text)}'
-            raise InvalidRecord(location, problem, kind="bad_text", chunk_id=chunk_id)
-        if not text.strip():
-            raise InvalidRecord(location, f'empty "{field}"', kind="empty_text", chunk_id=chunk_id)
+            problem = f'missing "{self.text_field}"'
+            raise InvalidRecord(location, problem, kind="missing_text", chunk_id=chunk_id)
+        text = check_text(text, self.text_field, location, chunk_id)
         metadata = {key: _plain(row.get(key)) for key in self.metadata_fields}
         return ChunkRecord(text=text, metadata=metadata, chunk_id=chunk_id, location=location)
 
@@ -156,18 +153,6 @@ class TableSource:
                 raise SourceError(self._shown, problem) from None
             except csv.Error as exc:
                 raise SourceError(f"{self._shown}:{reader.line_num}", f"bad CSV: {exc}") from None
-
-
-def _id(value: Any, field: str, location: str) -> str:
-    if value is None:
-        raise InvalidRecord(location, f'missing "{field}"', kind="missing_id")
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        problem = f'"{field}" must be a string or an integer, got {json_type(value)}'
-        raise InvalidRecord(location, problem, kind="bad_id")
-    value = str(value)
-    if not value.strip():
-        raise InvalidRecord(location, f'empty "{field}"', kind="bad_id")
-    return value
 
 
 def _plain(value: Any) -> Any:

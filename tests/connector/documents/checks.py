@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from connector.documents import Document
+from pathlib import Path
+
+import pytest
+
+from connector.documents import Document, UnreadableDocument, read_document
 
 
 def blocks(document: Document) -> list[tuple[str, int | None, tuple[str, ...]]]:
@@ -23,3 +27,11 @@ def blocks(document: Document) -> list[tuple[str, int | None, tuple[str, ...]]]:
         assert piece and piece == piece.strip()
         found.append((piece, block.page, block.headings))
     return found
+
+
+def unreadable(path: Path, kind: str) -> str:
+    """Read ``path``, which must fail with ``kind`` and name the file; the error's message."""
+    with pytest.raises(UnreadableDocument) as caught:
+        read_document(path)
+    assert (caught.value.kind, caught.value.location) == (kind, str(path))
+    return str(caught.value)

@@ -57,6 +57,14 @@ def test_parquet_rows_become_records_with_the_mapped_columns(tmp_path: Path) -> 
     assert source.skips.count == 0
 
 
+def _either(path: Path, csv_text: str, columns: dict[str, list[object]]) -> Path:
+    """A CSV or Parquet file by ``path``'s suffix, of the given content."""
+    if path.suffix == ".csv":
+        path.write_text(csv_text, encoding="utf-8")
+        return path
+    return _parquet(path, columns)
+
+
 BAD_ROWS: dict[str, list[object]] = {
     "id": ["ok", None, "  ", "no-text", "blank", "typed"],
     "text": ["kept", "a", "b", None, "  \n", "c"],
@@ -97,11 +105,7 @@ def test_ill_typed_ids_and_texts_are_skipped(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_strict_raises_the_first_bad_row(tmp_path: Path, suffix: str) -> None:
-    path = tmp_path / f"bad{suffix}"
-    if suffix == ".csv":
-        path.write_text("id,text\nok,kept\n,orphan\n", encoding="utf-8")
-    else:
-        _parquet(path, BAD_ROWS)
+    path = _either(tmp_path / f"bad{suffix}", "id,text\nok,kept\n,orphan\n", BAD_ROWS)
     source = TableSource(path, strict=True)
     with pytest.raises(InvalidRecord) as caught:
         list(source)
@@ -163,11 +167,7 @@ def test_csv_rows_with_quotes_bom_short_rows_and_long_fields(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_a_missing_column_is_a_source_error(tmp_path: Path, suffix: str) -> None:
-    path = tmp_path / f"cols{suffix}"
-    if suffix == ".csv":
-        path.write_text("id,body\n1,x\n", encoding="utf-8")
-    else:
-        _parquet(path, {"id": [1], "body": ["x"]})
+    path = _either(tmp_path / f"cols{suffix}", "id,body\n1,x\n", {"id": [1], "body": ["x"]})
     source = TableSource(path, metadata_fields=("lang",))
     with pytest.raises(SourceError) as caught:
         list(source)
