@@ -17,10 +17,10 @@ from connector.documents._text import decode
 
 __all__ = ["read_html"]
 
-# Never the page's main text: code, styling, chrome around the content, and forms.
-_DROPPED = (
-    "script, style, noscript, template, nav, header, footer, aside, form, iframe, svg, "
-    "[hidden], [aria-hidden=true]"
+# Never the page's main text: code, styling, chrome around the content, and forms. Skipped
+# while walking (with elements marked hidden) rather than removed from the tree first: one pass.
+_DROPPED = frozenset(
+    "script style noscript template nav header footer aside form iframe svg".split()
 )
 # Elements that end a run of text: each starts a block of its own.
 _BLOCKS = frozenset(
@@ -52,8 +52,6 @@ def read_html(data: bytes, where: str) -> Document:
     tree = LexborHTMLParser(decode(data, where, _encoding(data)))
     title_node = tree.css_first("title")
     title = _SPACES.sub(" ", title_node.text()) if title_node is not None else None
-    for node in tree.css(_DROPPED):
-        node.decompose()
     root = tree.css_first("main") or tree.css_first("article") or tree.body
     builder = DocumentBuilder()
     if root is not None:
@@ -103,6 +101,8 @@ def _walk(root: Any, builder: DocumentBuilder) -> None:
         if tag == "-text":
             run.append(node.text_content or "")
             continue
+        if tag in _DROPPED or _hidden(node.attributes):
+            continue
         if tag in _HEADINGS:
             flush()
             text = _SPACES.sub(" ", node.text()).strip()
@@ -125,3 +125,9 @@ def _walk(root: Any, builder: DocumentBuilder) -> None:
             children.append((child, True))
             child = child.next
         stack.extend(reversed(children))
+
+
+def _hidden(attributes: dict[str, str | None]) -> bool:
+    """Whether an element is hidden from readers (``hidden``, ``aria-hidden="true"``)."""
+    aria = attributes.get("aria-hidden")
+    return "hidden" in attributes or (aria is not None and aria.strip().lower() == "true")
