@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -33,11 +34,16 @@ def test_parquet_rows_become_records_with_the_mapped_columns(tmp_path: Path) -> 
             "day": [datetime.date(2026, 1, 2), None],
             "price": [Decimal("1.50"), Decimal("2.25")],
             "tags": [["a", "b"], []],
+            "blob": [b"\x00\xff", None],
+            "point": [{"x": 1, "y": 2}, None],
             "ignored": ["x", "y"],
         },
     )
     source = TableSource(
-        path, id_field="doc", text_field="body", metadata_fields=("lang", "day", "price", "tags")
+        path,
+        id_field="doc",
+        text_field="body",
+        metadata_fields=("lang", "day", "price", "tags", "blob", "point"),
     )
     assert isinstance(source, Source)
     assert source.name == str(path.resolve())
@@ -51,8 +57,17 @@ def test_parquet_rows_become_records_with_the_mapped_columns(tmp_path: Path) -> 
         "day": "2026-01-02",
         "price": 1.5,
         "tags": ["a", "b"],
+        "blob": "00ff",
+        "point": {"x": 1, "y": 2},
     }
-    assert records[1].metadata == {"lang": "fr", "day": None, "price": 2.25, "tags": []}
+    assert records[1].metadata == {
+        "lang": "fr",
+        "day": None,
+        "price": 2.25,
+        "tags": [],
+        "blob": None,
+        "point": None,
+    }
     assert source.bytes_read == source.total_bytes == path.stat().st_size
     assert source.skips.count == 0
 
@@ -194,6 +209,37 @@ def test_unreadable_tables_are_source_errors(tmp_path: Path) -> None:
         TableSource(tmp_path / "table.json")
     with pytest.raises(SourceError, match=r"gone\.csv: cannot read"):
         TableSource(tmp_path / "gone.csv")
+
+
+def test_a_parquet_file_corrupt_past_its_footer_fails_where_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "torn.parquet"
+    rows = 20_000
+    pq.write_table(
+        pa.table({"id": [f"d{i}" for i in range(rows)], "text": ["some text"] * rows}),
+        path,
+        row_group_size=1_000,
+    )
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 5_000] = b"\xff" * 5_000
+    path.write_bytes(bytes(data))
+    source = TableSource(path)
+    with pytest.raises(SourceError, match=r"torn\.parquet: not a readable Parquet file"):
+        for _ in source:
+            pass
+    assert 0 < source.bytes_read < source.total_bytes  # type: ignore[operator]
+
+
+def test_without_pyarrow_a_parquet_file_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _parquet(tmp_path / "t.parquet", {"id": ["a"], "text": ["b"]})
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # `import` fails as if missing
+    with pytest.raises(SourceError) as caught:
+        list(TableSource(path))
+    assert str(caught.value) == (
+        f'{path}: reading Parquet needs pyarrow: pip install "qdrant-hybrid-connector[documents]"'
+    )
 
 
 def test_open_source_opens_tables_with_the_column_mapping(tmp_path: Path) -> None:
