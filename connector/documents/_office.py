@@ -41,13 +41,16 @@ def read_docx(data: bytes, where: str) -> Document:
         builder = DocumentBuilder()
         headings = HeadingPath()
         title = document.core_properties.title or None
+        # Paragraph.style looks the default style up again on every call (quadratic in a long
+        # document): read each paragraph's style id and name it from one table instead.
+        style_names = {style.style_id: style.name for style in document.styles}
         for item in document.iter_inner_content():
             if isinstance(item, Table):
                 for row in item.rows:
                     builder.add(_row_text(cell.text for cell in row.cells), headings=headings.path)
                 continue
             text = item.text.strip()
-            level = _heading_level(item.style.name if item.style is not None else "")
+            level = _heading_level(style_names.get(item._p.style) or "")
             if level is None or not text:
                 builder.add(text, headings=headings.path)
                 continue
