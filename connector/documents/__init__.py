@@ -67,7 +67,7 @@ def parse_document(data: bytes, suffix: str, where: str) -> Document:
     Raises:
         UnreadableDocument: As :func:`read_document`.
     """
-    if not data.strip():
+    if not data or data.isspace():
         raise UnreadableDocument(where, "empty file", kind="no_text")
     return _reader(suffix, where)(data, where)
 

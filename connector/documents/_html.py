@@ -94,6 +94,12 @@ def _walk(root: Any, builder: DocumentBuilder) -> None:
         node, entering = stack.pop()
         tag = node.tag
         if not entering:
+            if tag in _HEADINGS:
+                text = _SPACES.sub(" ", "".join(run)).strip()
+                run.clear()
+                if text:
+                    builder.add(text, headings=headings.enter(_HEADINGS[tag], text))
+                continue
             flush()
             if tag == "pre":
                 preformatted -= 1
@@ -103,18 +109,12 @@ def _walk(root: Any, builder: DocumentBuilder) -> None:
             continue
         if tag in _DROPPED or _hidden(node.attributes):
             continue
-        if tag in _HEADINGS:
-            flush()
-            text = _SPACES.sub(" ", node.text()).strip()
-            if text:
-                builder.add(text, headings=headings.enter(_HEADINGS[tag], text))
-            continue
         if tag == "br":
             run.append("\n" if preformatted else " ")
             continue
         if tag in _CELLS and "".join(run).strip():
             run.append(" | ")
-        elif tag in _BLOCKS:
+        elif tag in _BLOCKS or tag in _HEADINGS:
             flush()
             if tag == "pre":
                 preformatted += 1

@@ -28,7 +28,7 @@ PAGE = """<!doctype html>
   <span aria-hidden="true">ARIAWORD</span>
   <form><label>FORMWORD</label></form>
   <aside>ASIDEWORD</aside>
-  <h2>Setup</h2>
+  <h2>Set<span hidden>HEADINGWORD</span>up<script>SCRIPT2WORD()</script></h2>
   <ul><li>one</li><li>two<br>lines</li></ul>
   <table><tr><th>Name</th><th>Value</th></tr><tr><td>a</td><td>1</td></tr></table>
   <pre>line 1
