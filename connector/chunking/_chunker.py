@@ -227,11 +227,16 @@ class TokenChunker:
     def _chunks(
         self, sections: list[tuple[int, int, int | None, tuple[str, ...]]], text: str
     ) -> list[Chunk]:
-        cuts = [
-            (start + offset, piece, page, headings)
-            for start, end, page, headings in sections
-            for offset, piece in self._splitter.chunk_indices(text[start:end])
-        ]
+        cuts = []
+        for start, end, page, headings in sections:
+            for offset, piece in self._splitter.chunk_indices(text[start:end]):
+                # The splitter trims Unicode White_Space; Python's strip() also drops the
+                # separators U+001C-U+001F, which the tokenizer drops too: trimmed the same way,
+                # ``text == text.strip()`` holds, and a chunk of separators alone is no chunk.
+                kept = piece.strip()
+                if kept:
+                    at = start + offset + len(piece) - len(piece.lstrip())
+                    cuts.append((at, kept, page, headings))
         # Counted again (the splitter does not say): one batched call is a small share of the cut.
         counts = self._tokenizer.encode_batch_fast(
             [piece for _, piece, _, _ in cuts], add_special_tokens=False

@@ -35,16 +35,18 @@ def model_file(reference: str, filename: str) -> Path | None:
         return path if path.is_file() else None
     # Imported here: only hub ids need it.
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     try:
         return Path(hf_hub_download(reference, filename))
-    except EntryNotFoundError:
-        return None
-    except Exception as exc:  # offline, unknown repository, bad id: all mean "cannot read it"
-        raise ValueError(
-            f"model {reference!r}: cannot read {filename} ({type(exc).__name__})"
-        ) from None
+    except EntryNotFoundError as exc:
+        # Offline and not cached says nothing about the file: only the hub's answer does.
+        if not isinstance(exc, LocalEntryNotFoundError):
+            return None
+        failure: Exception = exc
+    except Exception as exc:  # unreachable hub, unknown repository, bad id: "cannot read it"
+        failure = exc
+    raise ValueError(f"model {reference!r}: cannot read {filename} ({type(failure).__name__})")
 
 
 def load_tokenizer(reference: str) -> Tokenizer:

@@ -46,7 +46,9 @@ def small(tokenizer: Tokenizer) -> TokenChunker:
 
 
 def sentences(count: int, seed: str = "wing") -> str:
-    return " ".join(f"The {seed} number {n} lifts the aircraft at speed {n * 7}." for n in range(count))
+    return " ".join(
+        f"The {seed} number {n} lifts the aircraft at speed {n * 7}." for n in range(count)
+    )
 
 
 def assert_sound(chunker: TokenChunker, source: str, chunks: list[Chunk]) -> None:
@@ -97,6 +99,9 @@ def test_pickles_and_cuts_the_same(small: TokenChunker) -> None:
 def test_empty_and_blank_texts_have_no_chunks(small: TokenChunker) -> None:
     assert small.chunk_text("") == []
     assert small.chunk_text(" \n\n\t ") == []
+    # U+001F is whitespace to Python (and nothing to the tokenizer), not to the splitter.
+    assert small.chunk_text("\x1f \x1f") == []
+    assert [(c.text, c.start) for c in small.chunk_text("\x1fdrag\x1f")] == [("drag", 1)]
 
 
 def test_a_short_text_is_one_stripped_chunk(small: TokenChunker) -> None:
@@ -105,7 +110,12 @@ def test_a_short_text_is_one_stripped_chunk(small: TokenChunker) -> None:
 
 
 def test_offsets_count_characters_not_bytes(small: TokenChunker) -> None:
-    text = "Ünïcödé résumé naïve Ærø. " * 12 + "\n\n" + "日本語のテキストです。" * 8 + "\n\n🎉 fin 🎉 ende."
+    text = (
+        "Ünïcödé résumé naïve Ærø. " * 12
+        + "\n\n"
+        + "日本語のテキストです。" * 8
+        + "\n\n🎉 fin 🎉 ende."
+    )
     chunks = small.chunk_text(text)
     assert len(chunks) > 3
     assert_sound(small, text, chunks)
@@ -164,7 +174,8 @@ def test_a_word_over_100_characters_is_one_unknown_token(small: TokenChunker) ->
 
 
 _ALPHABET = st.sampled_from(
-    list("abcxyz ABC.,;!?'-\n\t") + ["é", "ß", "Ω", "ж", "日", "本", "🎉", "\u0301", "\u00a0"]
+    list("abcxyz ABC.,;!?'-\n\t")
+    + ["é", "ß", "Ω", "ж", "日", "本", "🎉", "\u0301", "\u00a0", "\x1f", "\u2028"]
 )
 
 
@@ -211,12 +222,19 @@ def test_documents_are_cut_within_pages_and_sections(tokenizer: Tokenizer) -> No
     chunks = chunker.chunk_document(document)
     assert_sound(chunker, text, chunks)
     for chunk in chunks:
-        (owner,) = {(b.page, b.headings) for b in blocks if b.start < chunk.end and chunk.start < b.end}
+        (owner,) = {
+            (b.page, b.headings) for b in blocks if b.start < chunk.end and chunk.start < b.end
+        }
         assert (chunk.page, chunk.headings) == owner
     assert [(c.page, c.headings) for c in chunks][-1] == (2, ("Aircraft", "Tail"))
     assert chunks[-1].text == "Tail\n\n" + sentences(1, "tail")
     by_place = {(c.page, c.headings) for c in chunks}
-    assert by_place == {(1, ()), (1, ("Aircraft", "Wings")), (2, ("Aircraft", "Wings")), (2, ("Aircraft", "Tail"))}
+    assert by_place == {
+        (1, ()),
+        (1, ("Aircraft", "Wings")),
+        (2, ("Aircraft", "Wings")),
+        (2, ("Aircraft", "Tail")),
+    }
 
 
 def test_text_outside_blocks_is_left_out_and_blockless_is_plain(small: TokenChunker) -> None:
