@@ -227,23 +227,39 @@ class TokenChunker:
     def _chunks(
         self, sections: list[tuple[int, int, int | None, tuple[str, ...]]], text: str
     ) -> list[Chunk]:
-        cuts = []
+        cuts: list[tuple[int, str, int | None, tuple[str, ...], int | None]] = []
         for start, end, page, headings in sections:
-            for offset, piece in self._splitter.chunk_indices(text[start:end]):
+            whole = text[start:end]
+            kept = whole.strip()
+            # Most records fit whole: one count is ~10x faster than the splitter's search (which
+            # has no such shortcut). Past 16 characters a token, trying costs more than it saves.
+            if kept and len(kept) <= 16 * self.max_tokens:
+                count = self.count_tokens(kept)
+                if count <= self.max_tokens:
+                    cuts.append((start + _lead(whole), kept, page, headings, count))
+                    continue
+            for offset, piece in self._splitter.chunk_indices(whole):
                 # The splitter trims Unicode White_Space; Python's strip() also drops the
                 # separators U+001C-U+001F, which the tokenizer drops too: trimmed the same way,
                 # ``text == text.strip()`` holds, and a chunk of separators alone is no chunk.
                 kept = piece.strip()
                 if kept:
-                    at = start + offset + len(piece) - len(piece.lstrip())
-                    cuts.append((at, kept, page, headings))
-        # Counted again (the splitter does not say): one batched call is a small share of the cut.
-        counts = self._tokenizer.encode_batch_fast(
-            [piece for _, piece, _, _ in cuts], add_special_tokens=False
+                    cuts.append((start + offset + _lead(piece), kept, page, headings, None))
+        # The splitter's pieces are counted again (it does not say): one batched call.
+        counted = iter(
+            self._tokenizer.encode_batch_fast(
+                [piece for _, piece, _, _, count in cuts if count is None],
+                add_special_tokens=False,
+            )
         )
         return [
-            Chunk(piece, start, start + len(piece), index, page, headings, len(encoding))
-            for index, ((start, piece, page, headings), encoding) in enumerate(
-                zip(cuts, counts, strict=True)
-            )
+            Chunk(piece, at, at + len(piece), index, page, headings, count)
+            if count is not None
+            else Chunk(piece, at, at + len(piece), index, page, headings, len(next(counted)))
+            for index, (at, piece, page, headings, count) in enumerate(cuts)
         ]
+
+
+def _lead(text: str) -> int:
+    """Characters of whitespace that ``text.strip()`` drops at its start."""
+    return len(text) - len(text.lstrip())

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from semantic_text_splitter import TextSplitter
 from tokenizers import Tokenizer
 
 from connector.chunking import Chunk, TokenChunker
@@ -197,7 +198,11 @@ def test_chunks_never_exceed_the_budget(
 ) -> None:
     chunker = TokenChunker(tokenizer, max_tokens, overlap)
     text = "".join(parts)
-    assert_sound(chunker, text, chunker.chunk_text(text))
+    chunks = chunker.chunk_text(text)
+    assert_sound(chunker, text, chunks)
+    # A text that fits skips the splitter: the same chunks as the library's own, as trimmed here.
+    raw = TextSplitter.from_huggingface_tokenizer(chunker._tokenizer, max_tokens, overlap=overlap)
+    assert [c.text for c in chunks] == [p.strip() for p in raw.chunks(text) if p.strip()]
 
 
 # --------------------------------------------------------------------------- documents
