@@ -132,7 +132,8 @@ class TokenChunker:
                 the bundled all-MiniLM-L6-v2's). More than the smallest window is an error.
             overlap_tokens: Most tokens shared by consecutive chunks.
             tokenizer: Model (folder or hub id) whose tokenizer counts. ``None``: the
-                smallest-window model's (with no model: the bundled all-MiniLM-L6-v2's).
+                smallest-window model's (with no window known: the first model's; with no
+                model: the bundled all-MiniLM-L6-v2's).
 
         Raises:
             ValueError: A value is out of range or a model's files cannot be read; the
@@ -154,10 +155,10 @@ class TokenChunker:
                 counter = load_tokenizer(tokenizer)
             except ValueError as exc:
                 raise SettingError("tokenizer", f"tokenizer: {exc}") from None
-        elif smallest is not None:
-            counter = tokenizers[smallest]
         else:
-            counter = load_tokenizer(DEFAULT_DENSE_MODEL)
+            # The smallest-window model's; else (no window known) the first model's.
+            first = smallest or next(iter(tokenizers), None)
+            counter = tokenizers[first] if first else load_tokenizer(DEFAULT_DENSE_MODEL)
         if smallest is None:
             default = read_window(DEFAULT_DENSE_MODEL, load_tokenizer(DEFAULT_DENSE_MODEL))
             size = max_tokens if max_tokens is not None else default.tokens if default else 0

@@ -158,3 +158,37 @@ def test_truncated_names_the_models_whose_window_is_shorter() -> None:
     assert truncated(255, windows) == ("minilm",)
     assert truncated(600, windows) == ("minilm", "e5")
     assert truncated(10_000, {}) == ()
+
+
+def test_what_the_hub_answers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import EntryNotFoundError
+
+    tokenizer = Path(model_folder(tmp_path / "cached", None)) / "tokenizer.json"
+
+    def download(repo_id: str, filename: str) -> str:
+        if repo_id == "down/model":
+            raise ConnectionError("no route")
+        if filename == "sentence_bert_config.json":
+            raise EntryNotFoundError("404")  # the hub says: no such file
+        return str(tokenizer)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    chunker = TokenChunker.for_models({"hub": "some/model"}, max_tokens=500)
+    assert (chunker.max_tokens, chunker.windows) == (500, {})
+    assert chunker.count_tokens("hello world") == 2  # its own tokenizer counts
+    with pytest.raises(ValueError, match=r"'down/model': cannot read tokenizer\.json \(Connection"):
+        TokenChunker.for_models({"down": "down/model"})
+
+
+def test_without_a_window_the_first_models_tokenizer_counts(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers.models import WordLevel
+
+    digits = Tokenizer(WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    digits.pre_tokenizer = pre_tokenizers.Digits(individual_digits=True)
+    (tmp_path / "digits").mkdir()
+    digits.save(str(tmp_path / "digits" / "tokenizer.json"))
+    chunker = TokenChunker.for_models({"digits": str(tmp_path / "digits")}, max_tokens=64)
+    assert (chunker.count_tokens("12345"), chunker.windows) == (5, {})
+    assert chunker_for(load_settings()).count_tokens("12345") == 2
