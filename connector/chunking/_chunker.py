@@ -157,11 +157,12 @@ class TokenChunker:
                 raise SettingError("tokenizer", f"tokenizer: {exc}") from None
         else:
             # The smallest-window model's; else (no window known) the first model's.
-            first = smallest or next(iter(tokenizers), None)
-            counter = tokenizers[first] if first else load_tokenizer(DEFAULT_DENSE_MODEL)
+            first = smallest if smallest is not None else next(iter(tokenizers), None)
+            counter = (
+                tokenizers[first] if first is not None else load_tokenizer(DEFAULT_DENSE_MODEL)
+            )
         if smallest is None:
-            default = read_window(DEFAULT_DENSE_MODEL, load_tokenizer(DEFAULT_DENSE_MODEL))
-            size = max_tokens if max_tokens is not None else default.tokens if default else 0
+            size = max_tokens if max_tokens is not None else _bundled_window()
         else:
             limit = windows[smallest]
             size = limit.tokens if max_tokens is None else max_tokens
@@ -186,9 +187,11 @@ class TokenChunker:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        tokenizer = Tokenizer.from_str(state["tokenizer"])
-        self.__init__(tokenizer, state["max_tokens"], state["overlap_tokens"])  # type: ignore[misc]
-        self.windows = state["windows"]
+        rebuilt = TokenChunker(
+            Tokenizer.from_str(state["tokenizer"]), state["max_tokens"], state["overlap_tokens"]
+        )
+        rebuilt.windows = state["windows"]
+        self.__dict__.update(rebuilt.__dict__)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text``, special tokens excluded."""
@@ -259,6 +262,14 @@ class TokenChunker:
             else Chunk(piece, at, at + len(piece), index, page, headings, len(next(counted)))
             for index, (at, piece, page, headings, count) in enumerate(cuts)
         ]
+
+
+def _bundled_window() -> int:
+    """Usable tokens of the bundled all-MiniLM-L6-v2 (254), the size when no model has one."""
+    window = read_window(DEFAULT_DENSE_MODEL, load_tokenizer(DEFAULT_DENSE_MODEL))
+    if window is None:
+        raise SettingError("max_tokens", "max_tokens: no dense model states its window; set it")
+    return window.tokens
 
 
 def _lead(text: str) -> int:

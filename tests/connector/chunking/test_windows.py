@@ -192,3 +192,16 @@ def test_without_a_window_the_first_models_tokenizer_counts(tmp_path: Path) -> N
     chunker = TokenChunker.for_models({"digits": str(tmp_path / "digits")}, max_tokens=64)
     assert (chunker.count_tokens("12345"), chunker.windows) == (5, {})
     assert chunker_for(load_settings()).count_tokens("12345") == 2
+
+
+def test_no_window_anywhere_asks_for_max_tokens(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # As if the bundled model stated no max_seq_length: nothing sizes the chunks.
+    from connector.chunking import _chunker
+
+    monkeypatch.setattr(_chunker, "DEFAULT_DENSE_MODEL", model_folder(tmp_path / "bare", None))
+    with pytest.raises(ConfigError, match=r"chunking\.max_tokens: .*states its window; set it"):
+        chunker_for(load_settings(None, {"dense": {"models": [PLUGIN]}}))
+    plugins = {"dense": {"models": [PLUGIN]}, "chunking": {"max_tokens": 64}}
+    assert chunker_for(load_settings(None, plugins)).max_tokens == 64
