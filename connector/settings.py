@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "Bm25Options",
     "Bm42Options",
+    "ChunkingSettings",
     "DenseModelConfig",
     "DenseSettings",
     "GpuSettings",
@@ -326,6 +327,28 @@ class SourceSettings(_Section):
         return self
 
 
+class ChunkingSettings(_Section):
+    """How documents and long records are cut into chunks, in the dense model's own tokens."""
+
+    max_tokens: int | None = Field(default=None, ge=8)
+    """Most tokens per chunk (special tokens excluded). Default: the smallest window of the dense
+    ensemble (``max_seq_length`` less [CLS]/[SEP]: 254 for all-MiniLM-L6-v2); larger is an
+    error. With plug-in encoders only, the bundled all-MiniLM-L6-v2's window."""
+    overlap_tokens: int = Field(default=32, ge=0)
+    """Most tokens shared by consecutive chunks of one document (whole sentences or words)."""
+    split_records: bool = True
+    """Chunk JSONL and table records longer than ``max_tokens``; ``false`` for sources whose
+    records are chunks already."""
+    tokenizer: str | None = Field(default=None, min_length=1)
+    """Model (folder or hub id) whose tokenizer counts. Default: the smallest-window model's."""
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSettings:
+        if self.max_tokens is not None and self.overlap_tokens >= self.max_tokens:
+            raise ValueError("overlap_tokens must be smaller than max_tokens")
+        return self
+
+
 class SyncSettings(_Section):
     """How a sync runs."""
 
@@ -397,6 +420,7 @@ class Settings(BaseSettings):
     sparse: SparseSettings = Field(default_factory=SparseSettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     search: SearchSettings = Field(default_factory=SearchSettings)

@@ -1,0 +1,255 @@
+"""TokenChunker: chunks within the token budget, exact offsets, structure first, documents."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from semantic_text_splitter import TextSplitter
+from tokenizers import Tokenizer
+
+from connector.chunking import Chunk, TokenChunker
+from connector.chunking._models import load_tokenizer
+from connector.dense import DEFAULT_DENSE_MODEL
+
+
+@dataclass(frozen=True)
+class Block:
+    """Stands in for ``connector.documents.Block``."""
+
+    start: int
+    end: int
+    page: int | None = None
+    headings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Document:
+    """Stands in for ``connector.documents.Document``."""
+
+    text: str
+    blocks: tuple[Block, ...] = ()
+    title: str | None = None
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return load_tokenizer(DEFAULT_DENSE_MODEL)
+
+
+@pytest.fixture(scope="module")
+def small(tokenizer: Tokenizer) -> TokenChunker:
+    return TokenChunker(tokenizer, max_tokens=32, overlap_tokens=8)
+
+
+def sentences(count: int, seed: str = "wing") -> str:
+    return " ".join(
+        f"The {seed} number {n} lifts the aircraft at speed {n * 7}." for n in range(count)
+    )
+
+
+def assert_sound(chunker: TokenChunker, source: str, chunks: list[Chunk]) -> None:
+    """Within budget, exact offsets, counted, in order, and no text lost."""
+    covered = [False] * len(source)
+    for position, chunk in enumerate(chunks):
+        assert chunk.index == position
+        assert chunk.text == source[chunk.start : chunk.end]
+        assert chunk.text and chunk.text == chunk.text.strip()
+        assert chunk.tokens == chunker.count_tokens(chunk.text) <= chunker.max_tokens
+        covered[chunk.start : chunk.end] = [True] * (chunk.end - chunk.start)
+    assert [c.start for c in chunks] == sorted(c.start for c in chunks)
+    lost = [ch for ch, seen in zip(source, covered, strict=True) if not seen and not ch.isspace()]
+    assert not lost
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def test_bad_sizes_are_refused(tokenizer: Tokenizer) -> None:
+    with pytest.raises(ValueError, match="max_tokens = 7: must be at least 8"):
+        TokenChunker(tokenizer, 7)
+    with pytest.raises(ValueError, match=r"overlap_tokens = 32: .*smaller than max_tokens \(32\)"):
+        TokenChunker(tokenizer, 32, 32)
+    with pytest.raises(ValueError, match="overlap_tokens = -1"):
+        TokenChunker(tokenizer, 32, -1)
+
+
+def test_the_callers_tokenizer_is_left_as_it_was(tokenizer: Tokenizer) -> None:
+    # The model's tokenizer.json truncates and pads to 128: counts through it would be wrong.
+    assert tokenizer.truncation is not None and tokenizer.padding is not None
+    chunker = TokenChunker(tokenizer, 64)
+    assert tokenizer.truncation is not None and tokenizer.padding is not None
+    assert chunker.count_tokens("hello world") == 2  # no [CLS]/[SEP], no padding
+    assert chunker.count_tokens(sentences(40)) > 128  # no truncation
+
+
+def test_pickles_and_cuts_the_same(small: TokenChunker) -> None:
+    text = sentences(30)
+    again = pickle.loads(pickle.dumps(small))
+    assert (again.max_tokens, again.overlap_tokens) == (32, 8)
+    assert again.chunk_text(text) == small.chunk_text(text)
+
+
+# --------------------------------------------------------------------------- plain text
+
+
+def test_empty_and_blank_texts_have_no_chunks(small: TokenChunker) -> None:
+    assert small.chunk_text("") == []
+    assert small.chunk_text(" \n\n\t ") == []
+    # U+001F is whitespace to Python (and nothing to the tokenizer), not to the splitter.
+    assert small.chunk_text("\x1f \x1f") == []
+    assert [(c.text, c.start) for c in small.chunk_text("\x1fdrag\x1f")] == [("drag", 1)]
+
+
+def test_a_short_text_is_one_stripped_chunk(small: TokenChunker) -> None:
+    (chunk,) = small.chunk_text("\n  Lift and drag.  \n")
+    assert chunk == Chunk("Lift and drag.", 3, 17, 0, None, (), 4)
+
+
+def test_offsets_count_characters_not_bytes(small: TokenChunker) -> None:
+    text = (
+        "Ünïcödé résumé naïve Ærø. " * 12
+        + "\n\n"
+        + "日本語のテキストです。" * 8
+        + "\n\n🎉 fin 🎉 ende."
+    )
+    chunks = small.chunk_text(text)
+    assert len(chunks) > 3
+    assert_sound(small, text, chunks)
+    assert chunks[-1].end == len(text)  # a byte offset would point past the end
+
+
+def test_a_paragraph_break_is_preferred_over_a_mid_sentence_cut(tokenizer: Tokenizer) -> None:
+    chunker = TokenChunker(tokenizer, 64)
+    first, second = sentences(3, "wing"), sentences(3, "flap")
+    assert 32 < chunker.count_tokens(first) <= 64  # the two paragraphs do not fit in one chunk
+    text = f"{first}\n\n{second}"
+    assert [c.text for c in chunker.chunk_text(text)] == [first, second]
+
+
+def test_sentences_before_words(tokenizer: Tokenizer) -> None:
+    chunker = TokenChunker(tokenizer, 40)
+    chunks = chunker.chunk_text(sentences(12))
+    assert len(chunks) > 2
+    assert all(chunk.text.endswith(".") for chunk in chunks)
+
+
+def test_overlap_repeats_the_end_of_the_previous_chunk(tokenizer: Tokenizer) -> None:
+    text = " ".join(f"w{n}" for n in range(400))
+    plain = TokenChunker(tokenizer, 32).chunk_text(text)
+    overlapping = TokenChunker(tokenizer, 32, overlap_tokens=10).chunk_text(text)
+    assert all(b.start >= a.end for a, b in zip(plain, plain[1:], strict=False))
+    pairs = list(zip(overlapping, overlapping[1:], strict=False))
+    assert all(b.start < a.end for a, b in pairs)
+    for a, b in pairs:
+        shared = TokenChunker(tokenizer, 32).count_tokens(text[b.start : a.end])
+        assert 0 < shared <= 10
+    assert len(overlapping) > len(plain)
+
+
+def test_a_long_text_becomes_chunks_within_the_window(tokenizer: Tokenizer) -> None:
+    chunker = TokenChunker(tokenizer, 254, overlap_tokens=32)
+    words = sentences(1500)  # 15,000 words
+    assert len(words.split()) == 15_000
+    chunks = chunker.chunk_text(words)
+    assert_sound(chunker, words, chunks)
+    assert max(c.tokens for c in chunks) <= 254
+    assert min(c.tokens for c in chunks[:-1]) > 127  # filled, not crumbs
+
+
+def test_a_text_without_spaces_is_cut(small: TokenChunker) -> None:
+    for text in ("lift,drag;" * 300, "日本語のテキスト" * 200):
+        chunks = small.chunk_text(text)
+        assert len(chunks) > 10
+        assert_sound(small, text, chunks)
+
+
+def test_a_word_over_100_characters_is_one_unknown_token(small: TokenChunker) -> None:
+    # WordPiece reads such a word as one [UNK]: the model sees it whole, as one token.
+    text = "x" * 2000 + " tail"
+    assert [c.tokens for c in small.chunk_text(text)] == [2]
+
+
+_ALPHABET = st.sampled_from(
+    list("abcxyz ABC.,;!?'-\n\t")
+    + ["é", "ß", "Ω", "ж", "日", "本", "🎉", "\u0301", "\u00a0", "\x1f", "\u2028"]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    parts=st.lists(
+        st.one_of(
+            st.text(_ALPHABET, max_size=40),
+            st.text(st.sampled_from(list("abcdefghé日")), min_size=50, max_size=400),
+            st.text(max_size=30),
+        ),
+        max_size=20,
+    ),
+    max_tokens=st.integers(8, 64),
+    overlap=st.integers(0, 7),
+)
+def test_chunks_never_exceed_the_budget(
+    tokenizer: Tokenizer, parts: list[str], max_tokens: int, overlap: int
+) -> None:
+    chunker = TokenChunker(tokenizer, max_tokens, overlap)
+    text = "".join(parts)
+    chunks = chunker.chunk_text(text)
+    assert_sound(chunker, text, chunks)
+    # A text that fits skips the splitter: the same chunks as the library's own, as trimmed here.
+    raw = TextSplitter.from_huggingface_tokenizer(chunker._tokenizer, max_tokens, overlap=overlap)
+    assert [c.text for c in chunks] == [p.strip() for p in raw.chunks(text) if p.strip()]
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def test_documents_are_cut_within_pages_and_sections(tokenizer: Tokenizer) -> None:
+    chunker = TokenChunker(tokenizer, 40, overlap_tokens=8)
+    parts = [
+        ("Intro", sentences(2, "intro"), 1, ()),
+        ("Wings", sentences(9, "wing"), 1, ("Aircraft", "Wings")),
+        ("", sentences(4, "page"), 2, ("Aircraft", "Wings")),
+        ("Tail", sentences(1, "tail"), 2, ("Aircraft", "Tail")),
+    ]
+    text, blocks = "", []
+    for heading, body, page, headings in parts:
+        if heading:
+            blocks.append(Block(len(text), len(text) + len(heading), page, headings))
+            text += heading + "\n\n"
+        blocks.append(Block(len(text), len(text) + len(body), page, headings))
+        text += body + "\n\n"
+    document = Document(text, tuple(blocks), "A plane")
+    chunks = chunker.chunk_document(document)
+    assert_sound(chunker, text, chunks)
+    for chunk in chunks:
+        (owner,) = {
+            (b.page, b.headings) for b in blocks if b.start < chunk.end and chunk.start < b.end
+        }
+        assert (chunk.page, chunk.headings) == owner
+    assert [(c.page, c.headings) for c in chunks][-1] == (2, ("Aircraft", "Tail"))
+    assert chunks[-1].text == "Tail\n\n" + sentences(1, "tail")
+    by_place = {(c.page, c.headings) for c in chunks}
+    assert by_place == {
+        (1, ()),
+        (1, ("Aircraft", "Wings")),
+        (2, ("Aircraft", "Wings")),
+        (2, ("Aircraft", "Tail")),
+    }
+
+
+def test_text_outside_blocks_is_left_out_and_blockless_is_plain(small: TokenChunker) -> None:
+    text = "NAVIGATION MENU\n\nThe body text.\n\nFOOTER"
+    start = text.index("The")
+    (chunk,) = small.chunk_document(Document(text, (Block(start, start + 14),)))
+    assert (chunk.text, chunk.start) == ("The body text.", start)
+    assert small.chunk_document(Document(text)) == small.chunk_text(text)
+
+
+def test_a_block_outside_the_text_is_refused(small: TokenChunker) -> None:
+    with pytest.raises(ValueError, match=re.escape("block [2:99] lies outside the text (4 chars)")):
+        small.chunk_document(Document("abcd", (Block(2, 99),)))
