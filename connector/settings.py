@@ -303,10 +303,6 @@ class SourceSettings(_Section):
     """Default source of ``connector sync``: JSONL file, folder, or http(s) URL."""
     name: str | None = None
     """Stable name of the source in point ids. Default: its absolute path or URL."""
-    chunk_size: int = Field(default=1000, ge=50, le=100_000)
-    """Characters per chunk when splitting a folder of text files."""
-    chunk_overlap: int = Field(default=200, ge=0)
-    """Characters shared by consecutive chunks of one file."""
     timeout_s: float = Field(default=30.0, gt=0)
     """Timeout of an HTTP source, in seconds."""
     retries: int = Field(default=3, ge=0, le=20)
@@ -320,11 +316,19 @@ class SourceSettings(_Section):
     metadata_fields: tuple[str, ...] = ()
     """Columns of a Parquet or CSV source copied into each point's payload."""
 
-    @model_validator(mode="after")
-    def _overlap_below_size(self) -> SourceSettings:
-        if self.chunk_overlap >= self.chunk_size:
-            raise ValueError("chunk_overlap must be smaller than chunk_size")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _chunks_counted_in_tokens(cls, data: Any) -> Any:
+        # Chunks were once cut by characters: an old setting would silently mean nothing now.
+        old = sorted(
+            k for k in ("chunk_size", "chunk_overlap") if isinstance(data, dict) and k in data
+        )
+        if old:
+            raise ValueError(
+                f"{', '.join(old)}: chunks are now counted in the dense model's tokens; use "
+                "chunking.max_tokens and chunking.overlap_tokens"
+            )
+        return data
 
 
 class ChunkingSettings(_Section):

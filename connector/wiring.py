@@ -158,6 +158,7 @@ def build_syncer(
         SinkError: The store cannot be opened (the embedded folder is held by another process).
         SourceError: With ``avg_len = "auto"``, the source failed while being measured.
     """
+    from connector.chunking import chunker_for
     from connector.pipeline import NULL_PROGRESS, Syncer
     from connector.sources import open_source
     from connector.sparse.avglen import resolve_avg_len
@@ -170,8 +171,8 @@ def build_syncer(
         source = open_source(
             src.path,
             name=src.name,
-            chunk_size=src.chunk_size,
-            chunk_overlap=src.chunk_overlap,
+            chunker=chunker_for(settings),
+            split_records=settings.chunking.split_records,
             timeout_s=src.timeout_s,
             retries=src.retries,
             strict=settings.sync.strict,

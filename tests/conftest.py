@@ -35,6 +35,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in list(os.environ):
         if name.startswith("CONNECTOR_"):
             monkeypatch.delenv(name)
+    # The tests count the fixture's records as the chunks they are; cutting long records into
+    # chunks of the model's tokens (the default) is tested on its own.
+    monkeypatch.setenv("CONNECTOR_CHUNKING__SPLIT_RECORDS", "false")
     monkeypatch.chdir(tmp_path)
     shutil.copy(FIXTURES / "corpus.jsonl", tmp_path / "corpus.jsonl")
     return tmp_path

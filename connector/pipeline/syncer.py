@@ -200,6 +200,7 @@ class Syncer:
             deferred = new_source and self.writer.defer_index()
             self._flow(source, planner, record)
             self.writer.flush()
+            record.counts.truncated = getattr(source, "truncated", 0)
             self._note_skips(record, skipped, duplicates)
             seen = planner.seen
             for skips in (skipped, duplicates):
@@ -215,6 +216,7 @@ class Syncer:
             self._keep_acknowledged()
             if deferred:
                 self._restore_index()
+            record.counts.truncated = getattr(source, "truncated", 0)
             self._note_skips(record, skipped, duplicates)
             raise
         finally:

@@ -57,6 +57,9 @@ class Counts:
     """Chunks stored already with the same text, metadata and models."""
     payload_only: int = 0
     """Chunks whose metadata changed but not their text: payload rewritten, nothing encoded."""
+    truncated: int = 0
+    """Chunks read that are longer than a dense model's window (the model does not see their
+    end); the chunker keeps this at 0 unless told to leave records whole."""
 
 
 @dataclass(slots=True)

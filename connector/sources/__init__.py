@@ -1,5 +1,6 @@
-"""Where chunks come from: a JSONL file, a folder of text files, a Parquet or CSV table, or
-JSONL over HTTP(S)."""
+"""Where chunks come from: a folder of documents (PDF, HTML, DOCX, PPTX, Markdown, text), a JSONL
+file, a Parquet or CSV table, or JSONL over HTTP(S); documents and long records are cut into
+chunks of the dense model's tokens."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from typing import Protocol, runtime_checkable
 
 import httpx
 
+from connector.chunking import TokenChunker
 from connector.chunks import ChunkRecord
 from connector.errors import SourceError
-from connector.sources._folder import FolderSource, chunk_text
+from connector.sources._folder import FolderSource
 from connector.sources._http import HttpJsonlSource
 from connector.sources._jsonl import DEFAULT_MAX_LINE_BYTES, JsonlFileSource, parse_line
 from connector.sources._skips import SkipLog, Skipped
+from connector.sources._split import SplitRecords
 from connector.sources._table import TableSource
 
 __all__ = [
@@ -25,8 +28,8 @@ __all__ = [
     "SkipLog",
     "Skipped",
     "Source",
+    "SplitRecords",
     "TableSource",
-    "chunk_text",
     "open_source",
     "parse_line",
 ]
@@ -45,9 +48,13 @@ class Source(Protocol):
     """
 
     name: str
-    total_bytes: int | None
-    bytes_read: int
-    skips: SkipLog
+
+    @property
+    def total_bytes(self) -> int | None: ...
+    @property
+    def bytes_read(self) -> int: ...
+    @property
+    def skips(self) -> SkipLog: ...
 
     def __iter__(self) -> Iterator[ChunkRecord]:
         """Stream the records; each has ``chunk_id`` and ``location`` set."""
@@ -58,8 +65,8 @@ def open_source(
     spec: str,
     *,
     name: str | None = None,
-    chunk_size: int = 1000,
-    chunk_overlap: int = 200,
+    chunker: TokenChunker | None = None,
+    split_records: bool = True,
     timeout_s: float = 30.0,
     retries: int = 3,
     strict: bool = False,
@@ -72,12 +79,15 @@ def open_source(
     """Open the source a user named.
 
     Args:
-        spec: An ``http://`` or ``https://`` URL serving JSONL, a folder of ``.txt``/``.md``
-            files, a ``.parquet`` or ``.csv`` file, or a JSONL file.
+        spec: An ``http://`` or ``https://`` URL serving JSONL, a folder of documents, a
+            ``.parquet`` or ``.csv`` file, or a JSONL file.
         name: The source's identity; defaults to the resolved path, or the URL without
             credentials and query string.
-        chunk_size: Largest chunk in characters (folders only).
-        chunk_overlap: Characters shared by consecutive chunks (folders only).
+        chunker: Cuts a folder's documents, and records longer than its size (default for a
+            folder: the bundled all-MiniLM-L6-v2's window; for records: none, they pass as
+            they are).
+        split_records: Cut records longer than the chunker's size; ``False``: they are chunks
+            already (only counted when longer than a model's window).
         timeout_s: Timeout of each HTTP operation (URLs only).
         retries: Extra tries after a failed HTTP request (URLs only).
         strict: Fail on the first malformed record instead of skipping and reporting it.
@@ -92,8 +102,39 @@ def open_source(
 
     Raises:
         SourceError: The path does not exist or the URL is invalid.
-        ValueError: The chunking settings are invalid.
     """
+    source = _open(
+        spec,
+        name=name,
+        chunker=chunker,
+        timeout_s=timeout_s,
+        retries=retries,
+        strict=strict,
+        max_line_bytes=max_line_bytes,
+        transport=transport,
+        id_field=id_field,
+        text_field=text_field,
+        metadata_fields=metadata_fields,
+    )
+    if chunker is None or isinstance(source, FolderSource):
+        return source
+    return SplitRecords(source, chunker, split=split_records)
+
+
+def _open(
+    spec: str,
+    *,
+    name: str | None,
+    chunker: TokenChunker | None,
+    timeout_s: float,
+    retries: int,
+    strict: bool,
+    max_line_bytes: int,
+    transport: httpx.BaseTransport | None,
+    id_field: str,
+    text_field: str,
+    metadata_fields: tuple[str, ...],
+) -> Source:
     if spec.lower().startswith(("http://", "https://")):
         return HttpJsonlSource(
             spec,
@@ -106,13 +147,7 @@ def open_source(
         )
     path = Path(spec)
     if path.is_dir():
-        return FolderSource(
-            path,
-            name=name,
-            chunk_size=chunk_size,
-            chunk_overlap=chunk_overlap,
-            strict=strict,
-        )
+        return FolderSource(path, name=name, chunker=chunker, strict=strict)
     if path.suffix.lower() in TableSource.SUFFIXES and path.is_file():
         return TableSource(
             path,

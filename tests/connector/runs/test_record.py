@@ -53,6 +53,7 @@ JSON_REPORT_KEYS = {
     "skipped_records",
     "blank_lines",
     "deletes_deferred",
+    "truncated",
 }
 """The keys of `connector sync --json` (a published format: none may go or change its name)."""
 

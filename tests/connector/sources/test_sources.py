@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from connector.chunking import TokenChunker
 from connector.errors import InvalidRecord, SourceError, SourceUnavailable
 from connector.sources import (
     FolderSource,
@@ -23,7 +24,6 @@ from connector.sources import (
     JsonlFileSource,
     Skipped,
     Source,
-    chunk_text,
     open_source,
 )
 
@@ -463,22 +463,6 @@ def test_http_unreachable_server_fails_quickly() -> None:
 # --- folders and chunking ------------------------------------------------------------------
 
 
-def _words_of(chunks: list[str]) -> tuple[list[str], list[int]]:
-    """Glue chunks back together, dropping each chunk's leading overlap; unique words assumed."""
-    merged = chunks[0].split()
-    overlaps = []
-    for chunk in chunks[1:]:
-        words = chunk.split()
-        k = next(
-            k
-            for k in range(min(len(words), len(merged)), -1, -1)
-            if merged[len(merged) - k :] == words[:k]
-        )
-        overlaps.append(k)
-        merged += words[k:]
-    return merged, overlaps
-
-
 def _document(paragraphs: int, sentences: int, words: int) -> str:
     n = iter(range(10**6))
     return "\n\n".join(
@@ -487,48 +471,8 @@ def _document(paragraphs: int, sentences: int, words: int) -> str:
     )
 
 
-@pytest.mark.parametrize(("size", "overlap"), [(200, 50), (80, 20), (1000, 200), (60, 0)])
-def test_chunk_text_properties(size: int, overlap: int) -> None:
-    text = _document(paragraphs=6, sentences=9, words=7)
-
-    chunks = chunk_text(text, size, overlap)
-
-    assert len(chunks) > 1
-    assert all(0 < len(c) <= size for c in chunks)
-    merged, overlaps = _words_of(chunks)
-    assert merged == text.split()
-    if overlap:
-        assert all(k > 0 for k in overlaps)
-        for prev, nxt, k in zip(chunks, chunks[1:], overlaps, strict=False):
-            shared = " ".join(nxt.split()[:k])
-            assert len(shared) <= overlap and prev.split()[-k:] == nxt.split()[:k]
-    else:
-        assert set(overlaps) == {0}
-    assert chunk_text(text, size, overlap) == chunks
-
-
-def test_chunk_text_keeps_paragraphs_and_sentences_whole_when_they_fit() -> None:
-    paragraphs = [f"Paragraph {i} starts. It goes on. And it ends here." for i in range(6)]
-    chunks = chunk_text("\n\n".join(paragraphs), 80, 0)
-    assert chunks == paragraphs  # 49 characters each: a second would not fit whole
-
-    long_paragraph = " ".join(f"Sentence number {i} ends here." for i in range(20))
-    chunks = chunk_text(long_paragraph, 100, 0)
-    assert len(chunks) > 1 and all(c.endswith(".") for c in chunks)
-
-
-def test_chunk_text_hard_splits_only_overlong_words() -> None:
-    chunks = chunk_text(f"short {'x' * 25} tail", 10, 3)
-    assert chunks == ["short", "x" * 10, "x" * 10, "x" * 5 + " tail"]
-
-
-def test_chunk_text_edge_cases() -> None:
-    assert chunk_text("", 10, 2) == []
-    assert chunk_text(" \n\n\t\n", 10, 2) == []
-    assert chunk_text("  small  ", 10, 2) == ["small"]
-    for size, overlap in [(0, 0), (10, 10), (10, -1)]:
-        with pytest.raises(ValueError, match="chunk_"):
-            chunk_text("text", size, overlap)
+def _chunker(max_tokens: int = 64, overlap_tokens: int = 16) -> TokenChunker:
+    return TokenChunker.for_models({}, max_tokens=max_tokens, overlap_tokens=overlap_tokens)
 
 
 def _make_folder(root: Path) -> None:
@@ -537,7 +481,7 @@ def _make_folder(root: Path) -> None:
     _write(root / "a" / "Upper.TXT", "upper case suffix")
     _write(root / "c.md", "no heading here\n# not first")
     _write(root / "empty.txt", "  \n\n")
-    _write(root / "skip.rst", "not picked")
+    _write(root / "skip.rst", "not read")
     _write(root / ".hidden.txt", "hidden")
     _write(root / ".git" / "notes.txt", "hidden dir")
 
@@ -546,8 +490,8 @@ def test_folder_walks_in_stable_order_with_stable_ids(tmp_path: Path) -> None:
     root = tmp_path / "docs"
     _make_folder(root)
 
-    first = list(FolderSource(root, chunk_size=120, chunk_overlap=30))
-    second = list(FolderSource(root, chunk_size=120, chunk_overlap=30))
+    first = list(FolderSource(root, chunker=_chunker()))
+    second = list(FolderSource(root, chunker=_chunker()))
 
     assert [(r.chunk_id, r.text) for r in first] == [(r.chunk_id, r.text) for r in second]
     paths = list(dict.fromkeys(r.metadata["path"] for r in first))
@@ -556,27 +500,56 @@ def test_folder_walks_in_stable_order_with_stable_ids(tmp_path: Path) -> None:
     assert len(b_chunks) > 2
     assert [r.chunk_id for r in b_chunks] == [f"b.txt#{i}" for i in range(len(b_chunks))]
     assert {r.metadata["chunk_count"] for r in b_chunks} == {len(b_chunks)}
+    assert {r.metadata["doc_id"] for r in b_chunks} == {"b.txt"}
     assert b_chunks[1].location == f"{root / 'b.txt'}#1"
-    # Consecutive chunks overlap.
-    for prev, nxt in zip(b_chunks, b_chunks[1:], strict=False):
-        assert prev.text.split()[-1] in nxt.text.split()[:8]
+    text = (root / "b.txt").read_text()
+    for record in b_chunks:  # offsets into the document's text
+        assert text[record.metadata["start"] : record.metadata["end"]] == record.text
+    # Chunks overlap (by whole units: where none fits in the overlap, they only touch).
+    pairs = list(zip(b_chunks, b_chunks[1:], strict=False))
+    assert all(prev.metadata["start"] < nxt.metadata["start"] for prev, nxt in pairs)
+    assert any(prev.metadata["end"] > nxt.metadata["start"] for prev, nxt in pairs)
 
 
-def test_folder_metadata_and_md_title(tmp_path: Path) -> None:
+def test_folder_chunks_fit_the_window_and_end_on_sentences(tmp_path: Path) -> None:
+    root = tmp_path / "docs"
+    # Sentences that start with a capital (after a full stop, a lower-case word goes on the same
+    # sentence in Unicode's rules).
+    sentences = [f"Sentence {i} has " + " ".join(f"w{i}x{j}" for j in range(9)) for i in range(90)]
+    text = "\n\n".join(". ".join(sentences[p : p + 30]) + "." for p in (0, 30, 60))
+    _write(root / "long.txt", text)
+    chunker = _chunker(max_tokens=80, overlap_tokens=0)
+    records = list(FolderSource(root, chunker=chunker))
+    assert len(records) > 5
+    assert all(chunker.count_tokens(r.text) <= 80 for r in records)
+    assert all(r.text.endswith(".") for r in records)  # structure first: never mid-sentence
+
+
+def test_folder_metadata_and_md_headings(tmp_path: Path) -> None:
     root = tmp_path / "docs"
     _make_folder(root)
 
-    records = {r.chunk_id: r for r in FolderSource(root)}
+    source = FolderSource(root, chunker=_chunker())
+    records = {r.chunk_id: r for r in source}
 
     assert records["a/z.md#0"].metadata == {
         "path": "a/z.md",
+        "doc_id": "a/z.md",
         "chunk_index": 0,
         "chunk_count": 1,
+        "start": 0,
+        "end": len("# The Title\n\nSome text."),
+        "headings": ["The Title"],
         "title": "The Title",
     }
     assert records["a/z.md#0"].text == "# The Title\n\nSome text."
-    assert "title" not in records["c.md#0"].metadata
+    assert "headings" not in records["b.txt#0"].metadata
     assert not any(k.startswith("empty.txt") for k in records)
+    # Nothing is left out in silence: the empty file and the unknown format are reported.
+    assert sorted((e.location, e.kind) for e in source.skips.entries) == [
+        (str(root / "empty.txt"), "no_text"),
+        (str(root / "skip.rst"), "unsupported_format"),
+    ]
 
 
 def test_folder_progress_and_bad_utf8(tmp_path: Path) -> None:
@@ -591,12 +564,39 @@ def test_folder_progress_and_bad_utf8(tmp_path: Path) -> None:
     assert source.bytes_read == 4
     assert list(records) == []
     assert source.bytes_read == 11
-    assert source.skips.entries == [
-        Skipped(str(root / "b.txt"), "not_utf8", "not valid UTF-8 (byte 0x80 at offset 3)")
-    ]
+    ((location, kind),) = [(e.location, e.kind) for e in source.skips.entries]
+    assert (location, kind) == (str(root / "b.txt"), "not_utf8")
 
-    with pytest.raises(InvalidRecord, match="b.txt: not valid UTF-8"):
+    with pytest.raises(InvalidRecord, match="b.txt"):
         list(FolderSource(root, strict=True))
+
+
+def test_long_records_become_chunks_of_the_window_and_short_ones_pass_as_they_are(
+    tmp_path: Path,
+) -> None:
+    long_text = " ".join(f"Sentence {i} of a long record goes here." for i in range(400))
+    file = _write(
+        tmp_path / "c.jsonl",
+        _jsonl({"id": "short", "text": "a short record"}, {"id": "long", "text": long_text}),
+    )
+    chunker = _chunker(max_tokens=64, overlap_tokens=8)
+    source = open_source(str(file), chunker=chunker)
+    records = list(source)
+    assert records[0].chunk_id == "short" and records[0].metadata == {}
+    parts = records[1:]
+    assert len(parts) > 10
+    assert [r.chunk_id for r in parts] == [f"long#{i}" for i in range(len(parts))]
+    assert all(chunker.count_tokens(r.text) <= 64 for r in parts)
+    assert all(long_text[r.metadata["start"] : r.metadata["end"]] == r.text for r in parts)
+    assert {r.metadata["doc_id"] for r in parts} == {"long"}
+    assert source.name == str(file.resolve()) and source.bytes_read == file.stat().st_size
+
+    # Records that are chunks already pass whole; the long one is counted as truncated.
+    kept = open_source(
+        str(file), chunker=TokenChunker.for_models({"m": "all-MiniLM-L6-v2"}), split_records=False
+    )
+    assert [r.chunk_id for r in kept] == ["short", "long"]
+    assert kept.truncated == 1  # type: ignore[attr-defined]
 
 
 # --- open_source ---------------------------------------------------------------------------
@@ -607,7 +607,7 @@ def test_open_source_dispatches_and_names(tmp_path: Path) -> None:
     _write(folder / "a.txt", "hello")
     file = _write(tmp_path / "c.jsonl", _jsonl({"id": 1, "text": "t"}))
 
-    by_folder = open_source(str(folder), chunk_size=50, chunk_overlap=5)
+    by_folder = open_source(str(folder))
     by_file = open_source(str(file))
     by_url = open_source(
         "https://example.com/x.jsonl", transport=httpx.MockTransport(_Recorder(httpx.Response(200)))
@@ -619,8 +619,6 @@ def test_open_source_dispatches_and_names(tmp_path: Path) -> None:
     assert isinstance(by_url, HttpJsonlSource) and list(by_url) == []
     assert named.name == "corpus"
     assert all(isinstance(s, Source) for s in (by_folder, by_file, by_url))
-    with pytest.raises(ValueError):
-        open_source(str(folder), chunk_size=10, chunk_overlap=10)
 
 
 def test_open_source_missing_path(tmp_path: Path) -> None:

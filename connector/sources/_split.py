@@ -1,0 +1,76 @@
+"""Records longer than the dense model's window, cut into chunks of its tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from connector.chunking import TokenChunker, truncated
+from connector.chunks import ChunkRecord
+from connector.sources._folder import chunk_metadata
+from connector.sources._skips import SkipLog
+
+if TYPE_CHECKING:
+    from connector.sources import Source
+
+__all__ = ["SplitRecords"]
+
+
+class SplitRecords:
+    """``source`` with each record longer than ``chunker.max_tokens`` cut into chunks.
+
+    A record that fits passes as it is (same id, text and metadata: what is stored keeps its
+    meaning). A longer one becomes the record's chunks, ids ``<id>#<n>``, each with the record's
+    metadata and where it sits in the record's text (``doc_id``, ``chunk_index``, ``start``,
+    ``end``); when the record changes, they are replaced as a document's are. With ``split``
+    off (records that are chunks already), records pass as they are and those longer than a
+    model's window are only counted.
+
+    Attributes:
+        truncated: Chunks of the current iteration longer than a dense model's window.
+    """
+
+    def __init__(self, source: Source, chunker: TokenChunker, *, split: bool = True) -> None:
+        self.source = source
+        self.chunker = chunker
+        self.split = split
+        self.name = source.name
+        self.truncated = 0
+
+    @property
+    def total_bytes(self) -> int | None:
+        return self.source.total_bytes
+
+    @property
+    def bytes_read(self) -> int:
+        return self.source.bytes_read
+
+    @property
+    def skips(self) -> SkipLog:
+        return self.source.skips
+
+    def __iter__(self) -> Iterator[ChunkRecord]:
+        self.truncated = 0
+        windows = self.chunker.windows
+        for record in self.source:
+            if not self.split:
+                if windows and truncated(self.chunker.count_tokens(record.text), windows):
+                    self.truncated += 1
+                yield record
+                continue
+            chunks = self.chunker.chunk_text(record.text)
+            if len(chunks) <= 1:
+                if chunks and truncated(chunks[0].tokens, windows):
+                    self.truncated += 1
+                yield record
+                continue
+            doc_id = str(record.chunk_id)  # a source's records all have one
+            for chunk in chunks:
+                if truncated(chunk.tokens, windows):
+                    self.truncated += 1
+                yield ChunkRecord(
+                    text=chunk.text,
+                    metadata=record.metadata | chunk_metadata(doc_id, chunk, len(chunks)),
+                    chunk_id=f"{record.chunk_id}#{chunk.index}",
+                    location=f"{record.location}#{chunk.index}",
+                )
