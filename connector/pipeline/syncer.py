@@ -205,6 +205,9 @@ class Syncer:
             seen = planner.seen
             for skips in (skipped, duplicates):
                 seen.update(as_uuid_int(point_id(source.name, i)) for i in skips.protected_ids)
+                for document in skips.protected_documents:
+                    kept = self.writer.stored_ids(source.name, document=document)
+                    seen.update(as_uuid_int(pid) for pid in kept)
             self._delete_missing(source.name, seen, record, skipped.unidentified)
             self.writer.build_index()
             record.status = "succeeded"

@@ -85,7 +85,7 @@ class FolderSource:
                 document = read_document(path)
             except UnreadableDocument as exc:
                 self.bytes_read += size
-                self.skips.skip(exc)
+                self.skips.skip(exc, document=relative)  # its stored chunks stay
                 continue
             self.bytes_read += size
             chunks = self.chunker.chunk_document(document)

@@ -33,6 +33,8 @@ class SkipLog:
         count: Every skipped record.
         by_kind: Skipped records per kind of problem.
         protected_ids: Ids of skipped records: their stored points are kept, not deleted.
+        protected_documents: Documents skipped whole (a file that could not be read): the
+            stored chunks of each (``metadata.doc_id``) are kept, not deleted.
         unidentified: Skipped records whose id could not be read.
         blank_lines: Blank lines, which carry nothing and are not counted as skipped.
     """
@@ -42,11 +44,13 @@ class SkipLog:
     count: int = 0
     by_kind: Counter[str] = field(default_factory=Counter)
     protected_ids: set[str] = field(default_factory=set)
+    protected_documents: set[str] = field(default_factory=set)
     unidentified: int = 0
     blank_lines: int = 0
 
-    def skip(self, error: InvalidRecord) -> None:
-        """Note ``error``'s record as skipped.
+    def skip(self, error: InvalidRecord, document: str | None = None) -> None:
+        """Note ``error``'s record as skipped (with ``document``: a whole document, whose stored
+        chunks stay).
 
         Raises:
             InvalidRecord: ``error`` itself, when the log is strict.
@@ -55,7 +59,9 @@ class SkipLog:
             raise error
         self.count += 1
         self.by_kind[error.kind] += 1
-        if error.chunk_id is None:
+        if document is not None:
+            self.protected_documents.add(document)
+        elif error.chunk_id is None:
             self.unidentified += 1
         else:
             self.protected_ids.add(error.chunk_id)
@@ -68,5 +74,6 @@ class SkipLog:
         self.count = 0
         self.by_kind.clear()
         self.protected_ids.clear()
+        self.protected_documents.clear()
         self.unidentified = 0
         self.blank_lines = 0

@@ -281,9 +281,17 @@ class Writer:
 
     # -- deletes -------------------------------------------------------------------------------
 
-    def stored_ids(self, source: str, page: int = 1000) -> Iterator[str]:
-        """Ids of every stored point of ``source``."""
-        flt = qm.Filter(must=[qm.FieldCondition(key="source", match=qm.MatchValue(value=source))])
+    def stored_ids(
+        self, source: str, page: int = 1000, document: str | None = None
+    ) -> Iterator[str]:
+        """Ids of every stored point of ``source`` (of its ``document`` alone, when given: the
+        chunks whose ``metadata.doc_id`` it is)."""
+        conditions = [qm.FieldCondition(key="source", match=qm.MatchValue(value=source))]
+        if document is not None:
+            conditions.append(
+                qm.FieldCondition(key="metadata.doc_id", match=qm.MatchValue(value=document))
+            )
+        flt = qm.Filter(must=list(conditions))
         for records in self.store.pages(self.collection, filter=flt, page=page, with_payload=False):
             for record in records:
                 yield str(record.id)
