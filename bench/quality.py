@@ -14,25 +14,21 @@ RRF. Both print nDCG@10 and Recall@100 (mean over the queries that have relevant
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from _corpus import DEFAULT_DATASET
+from _retrieval import K_RECALL, evaluate, read_qrels, read_queries
 
 from connector.sources._jsonl import parse_line
 
 if TYPE_CHECKING:
     from connector.settings import Settings
-
-K_NDCG, K_RECALL = 10, 100
 
 
 def main() -> int:
@@ -49,8 +45,8 @@ def main() -> int:
             print(f"bench: {data / name} is missing (a BEIR folder is needed)", file=sys.stderr)
             return 2
 
-    qrels = _read_qrels(data / "qrels" / "test.tsv")
-    queries = [q for q in _read_queries(data / "queries.jsonl") if q[0] in qrels]
+    qrels = read_qrels(data / "qrels" / "test.tsv")
+    queries = [q for q in read_queries(data / "queries.jsonl") if q[0] in qrels]
     work = Path(tempfile.mkdtemp(prefix="connector-quality-"))
     corpus, skipped = _connector_corpus(data / "corpus.jsonl", work / "corpus.jsonl")
     print(
@@ -68,7 +64,7 @@ def main() -> int:
     ]
     scores = {}
     for label, runs in rows:
-        ndcg, recall = _evaluate(runs, qrels)
+        ndcg, recall = evaluate(runs, qrels)
         scores[label] = ndcg
         print(f"{label:38}{ndcg:>9.4f}{recall:>12.4f}")
     best_ref = scores["reference hybrid (RRF)"]
@@ -215,35 +211,6 @@ def _connector_corpus(corpus: Path, out: Path) -> tuple[list[tuple[str, str]], i
             assert record is not None and record.chunk_id is not None
             kept.append((record.chunk_id, record.text))
     return kept, skipped
-
-
-def _read_queries(path: Path) -> list[tuple[str, str]]:
-    with path.open(encoding="utf-8") as handle:
-        return [
-            (str(obj["_id"]), obj["text"]) for obj in map(json.loads, filter(str.strip, handle))
-        ]
-
-
-def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with path.open(encoding="utf-8") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            qrels[row["query-id"]][row["corpus-id"]] = int(row["score"])
-    return {q: rels for q, rels in qrels.items() if any(v > 0 for v in rels.values())}
-
-
-def _evaluate(runs: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> tuple[float, float]:
-    """Mean nDCG@10 (gain = graded relevance, as trec_eval) and Recall@100."""
-    ndcgs, recalls = [], []
-    for qid, rels in qrels.items():
-        ranked = runs.get(qid, [])
-        dcg = sum(rels.get(doc, 0) / math.log2(i + 2) for i, doc in enumerate(ranked[:K_NDCG]))
-        ideal = sorted((v for v in rels.values() if v > 0), reverse=True)[:K_NDCG]
-        idcg = sum(v / math.log2(i + 2) for i, v in enumerate(ideal))
-        ndcgs.append(dcg / idcg)
-        relevant = {doc for doc, v in rels.items() if v > 0}
-        recalls.append(len(relevant & set(ranked[:K_RECALL])) / len(relevant))
-    return sum(ndcgs) / len(ndcgs), sum(recalls) / len(recalls)
 
 
 if __name__ == "__main__":
