@@ -117,7 +117,7 @@ def open_source(
         metadata_fields=metadata_fields,
     )
     if chunker is None or isinstance(source, FolderSource):
-        return source
+        return source  # a folder's documents are cut already
     return SplitRecords(source, chunker, split=split_records)
 
 
@@ -144,6 +144,7 @@ def _open(
             transport=transport,
             strict=strict,
             max_line_bytes=max_line_bytes,
+            chunker=chunker,
         )
     path = Path(spec)
     if path.is_dir():

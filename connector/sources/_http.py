@@ -1,10 +1,13 @@
-"""JSONL served over HTTP(S), streamed line by line with retries before the body starts."""
+"""JSONL or one document served over HTTP(S), with retries before the body starts: JSONL streamed
+line by line, a document (PDF, HTML, DOCX, PPTX, Markdown, text) read whole and cut into chunks."""
 
 from __future__ import annotations
 
 import random
 import time
 from collections.abc import Callable, Iterator
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
@@ -14,10 +17,25 @@ from connector.errors import SourceError, SourceUnavailable
 from connector.sources._jsonl import DEFAULT_MAX_LINE_BYTES, parse_or_skip, too_long
 from connector.sources._skips import SkipLog
 
+if TYPE_CHECKING:
+    from connector.chunking import TokenChunker
+
 __all__ = ["HttpJsonlSource", "safe_url"]
 
 _BACKOFF_BASE_S = 0.5
 _BACKOFF_CAP_S = 8.0
+MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+"""Largest document read from a URL: it is held whole to be parsed."""
+# A document's format from its Content-Type, when the URL's path does not name it.
+_DOCUMENT_TYPES = {
+    "application/pdf": ".pdf",
+    "text/html": ".html",
+    "application/xhtml+xml": ".html",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
+    "text/markdown": ".md",
+}
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
 def safe_url(url: str) -> str:
@@ -40,7 +58,12 @@ class _Retry(Exception):
 
 
 class HttpJsonlSource:
-    """A JSONL document fetched with one streaming GET.
+    """JSONL, or one document, fetched with one streaming GET.
+
+    A URL whose path ends in a document's suffix (``.pdf``, ``.html``, ``.docx``, ...), or whose
+    answer's Content-Type is one (``application/pdf``, ``text/html``, ...) unless the path ends
+    in ``.jsonl``, is read whole (at most :data:`MAX_DOCUMENT_BYTES`) as that document and cut
+    by ``chunker``: chunk ids ``<file name>#N``. Anything else is JSONL, streamed.
 
     Connection errors, timeouts and 5xx/429 answers are retried with exponential backoff and
     jitter as long as no byte of the body has been consumed; a break after that is reported,
@@ -64,6 +87,7 @@ class HttpJsonlSource:
         sleep: Callable[[float], None] = time.sleep,
         strict: bool = False,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        chunker: TokenChunker | None = None,
     ) -> None:
         self.url = url
         self.safe_url = safe_url(url)
@@ -84,10 +108,13 @@ class HttpJsonlSource:
         self._sleep = sleep
         self.skips = SkipLog(strict=strict)
         self.max_line_bytes = max_line_bytes
+        self.chunker = chunker
+        self.truncated = 0
 
     def __iter__(self) -> Iterator[ChunkRecord]:
         self.bytes_read = 0
         self.attempts = 0
+        self.truncated = 0
         self.skips.reset()
         client = httpx.Client(
             timeout=httpx.Timeout(self._timeout_s), transport=self._transport, follow_redirects=True
@@ -100,7 +127,11 @@ class HttpJsonlSource:
                         self._check_status(response)
                         length = response.headers.get("Content-Length", "")
                         self.total_bytes = int(length) if length.isdigit() else None
-                        yield from self._records(response)
+                        suffix = self._document_suffix(response)
+                        if suffix is None:
+                            yield from self._records(response)
+                        else:
+                            yield from self._document(response, suffix)
                         return
                 except _Retry as exc:
                     failure = exc
@@ -120,6 +151,61 @@ class HttpJsonlSource:
             raise _Retry(f"HTTP {status}", _retry_after(response))
         if status >= 400:
             raise SourceError(self.safe_url, f"HTTP {status} {response.reason_phrase}".rstrip())
+
+    def _document_suffix(self, response: httpx.Response) -> str | None:
+        """The document format the URL or its answer names; ``None``: JSONL."""
+        from connector.documents import SUFFIXES
+
+        suffix = PurePosixPath(urlsplit(self.url).path).suffix.lower()
+        if suffix in SUFFIXES:
+            return suffix
+        if suffix in _JSONL_SUFFIXES:
+            return None
+        kind = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+        return _DOCUMENT_TYPES.get(kind)
+
+    def _document(self, response: httpx.Response, suffix: str) -> Iterator[ChunkRecord]:
+        from connector.chunking import TokenChunker, truncated
+        from connector.documents import UnreadableDocument, parse_document
+        from connector.sources._folder import chunk_metadata
+
+        parts: list[bytes] = []
+        size = 0
+        try:
+            for data in response.iter_bytes():
+                parts.append(data)
+                size += len(data)
+                # Bytes on the wire where the transport counts them (progress against
+                # Content-Length), else as decoded.
+                self.bytes_read = response.num_bytes_downloaded or size
+                if size > MAX_DOCUMENT_BYTES:
+                    raise SourceError(
+                        self.safe_url, f"document over {MAX_DOCUMENT_BYTES // 2**20} MiB"
+                    )
+        except httpx.TransportError as exc:
+            if self.bytes_read == 0:
+                raise _Retry(self._reason(exc)) from None
+            raise SourceUnavailable(
+                self.safe_url, f"connection lost while reading: {self._reason(exc)}"
+            ) from None
+        doc_id = PurePosixPath(urlsplit(self.url).path).name or urlsplit(self.url).hostname or ""
+        try:
+            document = parse_document(b"".join(parts), suffix, self.safe_url)
+        except UnreadableDocument as exc:
+            self.skips.skip(exc, document=doc_id)
+            return
+        chunker = self.chunker if self.chunker is not None else TokenChunker.for_models({})
+        chunks = chunker.chunk_document(document)
+        for chunk in chunks:
+            if truncated(chunk.tokens, chunker.windows):
+                self.truncated += 1
+            yield ChunkRecord(
+                text=chunk.text,
+                metadata=chunk_metadata(doc_id, chunk, len(chunks), document.title)
+                | {"url": self.safe_url},
+                chunk_id=f"{doc_id}#{chunk.index}",
+                location=f"{self.safe_url}#{chunk.index}",
+            )
 
     def _records(self, response: httpx.Response) -> Iterator[ChunkRecord]:
         lines = _Lines(self.max_line_bytes)

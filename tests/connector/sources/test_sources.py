@@ -626,3 +626,69 @@ def test_open_source_missing_path(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as info:
         open_source(missing)
     assert (info.value.location, info.value.problem) == (missing, "no such file or folder")
+
+
+# --- documents over HTTP ----------------------------------------------------------------------
+
+
+def _pdf_bytes(pages: list[str]) -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 7, text)
+    return bytes(pdf.output())
+
+
+def test_a_url_naming_a_document_is_read_whole_and_cut_into_chunks() -> None:
+    page = (
+        b"<html><head><title>T</title><script>var hidden = 1;</script></head>"
+        b"<body><nav>menu</nav><main><h1>Wings</h1><p>Lift grows with speed.</p></main></body>"
+        b"</html>"
+    )
+    answer = httpx.Response(200, content=page, headers={"Content-Type": "text/html"})
+    source = open_source(
+        "https://example.com/docs/page.html?token=s3cret",
+        transport=httpx.MockTransport(_Recorder(answer)),
+        chunker=_chunker(),
+    )
+    (record,) = list(source)
+    assert record.chunk_id == "page.html#0"
+    assert record.text == "Wings\n\nLift grows with speed."
+    assert record.metadata["doc_id"] == "page.html"
+    assert record.metadata["headings"] == ["Wings"]
+    assert record.metadata["url"] == "https://example.com/docs/page.html"  # no query, no secret
+    assert source.bytes_read == len(page)
+
+
+def test_a_document_is_known_by_its_content_type_and_keeps_its_pages() -> None:
+    data = _pdf_bytes(["First page.", "Second page text."])
+    answer = httpx.Response(200, content=data, headers={"Content-Type": "application/pdf"})
+    source = open_source(
+        "https://example.com/report", transport=httpx.MockTransport(_Recorder(answer))
+    )
+    records = list(source)
+    assert [(r.chunk_id, r.metadata["page"]) for r in records] == [
+        ("report#0", 1),
+        ("report#1", 2),
+    ]
+    # A .jsonl path stays JSONL whatever the server calls it.
+    jsonl = httpx.Response(
+        200, content=_jsonl({"id": 1, "text": "t"}), headers={"Content-Type": "text/html"}
+    )
+    assert [r.text for r in open_source(URL, transport=httpx.MockTransport(_Recorder(jsonl)))] == [
+        "t"
+    ]
+
+
+def test_an_unreadable_document_at_a_url_is_skipped_with_its_kind() -> None:
+    answer = httpx.Response(200, content=b"%PDF-1.7 not really", headers={})
+    source = open_source(
+        "https://example.com/broken.pdf", transport=httpx.MockTransport(_Recorder(answer))
+    )
+    assert list(source) == []
+    ((location, kind),) = [(e.location, e.kind) for e in source.skips.entries]
+    assert (location, kind) == ("https://example.com/broken.pdf", "broken_file")
+    assert source.skips.protected_documents == {"broken.pdf"}
