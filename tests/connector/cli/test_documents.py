@@ -163,3 +163,35 @@ def test_a_shrunk_document_loses_exactly_the_chunks_it_no_longer_has(
     assert second["encoded"] == 0
     unchanged = second["skipped_unchanged"] + second["payload_only"]
     assert unchanged == first["chunks_seen"] - (len(long_ids) - len(kept)) - 1
+
+
+def test_a_long_record_becomes_chunks_within_the_models_window(
+    workdir: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    from connector.chunking import TokenChunker
+
+    words = " ".join(f"Word{i % 97} flutter." for i in range(15_000))
+    (workdir / "long.jsonl").write_text(
+        json.dumps({"id": "big", "text": words}) + "\n" + json.dumps({"id": "s", "text": "small"})
+    )
+    monkeypatch.setenv("CONNECTOR_CHUNKING__SPLIT_RECORDS", "true")  # the default
+    code, out, err = run(capsys, "sync", "--source", "long.jsonl", "--json")
+    assert code == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["truncated"] == 0
+    client = EdgeClient(workdir / ".connector" / "qdrant")
+    try:
+        points, _ = client.scroll("chunks", limit=10_000, with_payload=["chunk_id", "text"])
+    finally:
+        client.close()
+    texts = {p.payload["chunk_id"]: p.payload["text"] for p in points if p.payload}
+    parts = sorted((k for k in texts if k.startswith("big#")), key=lambda k: int(k[4:]))
+    assert len(parts) > 50 and "s" in texts and "big" not in texts
+    counter = TokenChunker.for_models({"m": "all-MiniLM-L6-v2"})
+    assert all(counter.count_tokens(texts[k]) <= 254 for k in parts)
+
+    # Left whole (records that are chunks already), the record is counted as truncated.
+    monkeypatch.setenv("CONNECTOR_CHUNKING__SPLIT_RECORDS", "false")
+    code, out, err = run(capsys, "sync", "--source", "long.jsonl", "--json", "--allow-mass-delete")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["truncated"] == 1
