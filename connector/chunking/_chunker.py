@@ -197,6 +197,12 @@ class TokenChunker:
         """Tokens of ``text``, special tokens excluded."""
         return len(self._tokenizer.encode(text, add_special_tokens=False))
 
+    def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each of ``texts``, as :meth:`count_tokens` counts them, in one call: about
+        twice as fast, and off the GIL (the tokenizer's own threads)."""
+        encoded = self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        return [len(encoding) for encoding in encoded]
+
     def chunk_text(self, text: str) -> list[Chunk]:
         """The chunks of a plain text (none for an empty or blank one)."""
         return self._chunks([(0, len(text), None, ())], text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,9 @@ if TYPE_CHECKING:
     from connector.sources import Source
 
 __all__ = ["SplitRecords"]
+
+_BATCH = 256
+"""Records counted at once."""
 
 
 class SplitRecords:
@@ -51,26 +55,29 @@ class SplitRecords:
 
     def __iter__(self) -> Iterator[ChunkRecord]:
         self.truncated = 0
-        windows = self.chunker.windows
-        for record in self.source:
-            if not self.split:
-                if windows and truncated(self.chunker.count_tokens(record.text), windows):
-                    self.truncated += 1
-                yield record
-                continue
-            chunks = self.chunker.chunk_text(record.text)
-            if len(chunks) <= 1:
-                if chunks and truncated(chunks[0].tokens, windows):
-                    self.truncated += 1
-                yield record
-                continue
-            doc_id = str(record.chunk_id)  # a source's records all have one
-            for chunk in chunks:
-                if truncated(chunk.tokens, windows):
-                    self.truncated += 1
-                yield ChunkRecord(
-                    text=chunk.text,
-                    metadata=record.metadata | chunk_metadata(doc_id, chunk, len(chunks)),
-                    chunk_id=f"{record.chunk_id}#{chunk.index}",
-                    location=f"{record.location}#{chunk.index}",
-                )
+        windows, size = self.chunker.windows, self.chunker.max_tokens
+        # Most records fit: counting a batch at once runs in the tokenizer's threads, off the
+        # GIL, while the sync's other stages go on; only the long ones are cut.
+        records = iter(self.source)
+        while batch := list(itertools.islice(records, _BATCH)):
+            counts = self.chunker.count_tokens_batch([record.text for record in batch])
+            for record, tokens in zip(batch, counts, strict=True):
+                if tokens <= size or not self.split:
+                    if truncated(tokens, windows):
+                        self.truncated += 1
+                    yield record
+                else:
+                    yield from self._cut(record)
+
+    def _cut(self, record: ChunkRecord) -> Iterator[ChunkRecord]:
+        chunks = self.chunker.chunk_text(record.text)
+        doc_id = str(record.chunk_id)  # a source's records all have one
+        for chunk in chunks:
+            if truncated(chunk.tokens, self.chunker.windows):
+                self.truncated += 1
+            yield ChunkRecord(
+                text=chunk.text,
+                metadata=record.metadata | chunk_metadata(doc_id, chunk, len(chunks)),
+                chunk_id=f"{doc_id}#{chunk.index}",
+                location=f"{record.location}#{chunk.index}",
+            )
