@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from connector.chunking import Chunk, TokenChunker
+from connector.chunking import Chunk, TokenChunker, _cuts
 from connector.chunking._cuts import offsets_count_exactly
 from connector.chunking._models import load_tokenizer
 from connector.dense import DEFAULT_DENSE_MODEL
@@ -208,6 +208,9 @@ def test_chunks_never_exceed_the_budget(
     assert_sound(chunker, text, chunks)
     if text.strip() and chunker.count_tokens(text) <= max_tokens:
         assert [c.text for c in chunks] == [text.strip()]  # a text that fits is one chunk
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_cuts, "_PIECE", 20)  # long sections are encoded in pieces: the same cuts
+        assert chunker.chunk_text(text) == chunks
 
 
 _WORDS = st.text(st.sampled_from(list("abcdefgh日é")), min_size=1, max_size=12)
