@@ -24,6 +24,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from itertools import accumulate
+from typing import cast
 
 from tokenizers import Encoding, Tokenizer
 
@@ -151,7 +152,11 @@ class _Section:
             self.words += (
                 [None if word is None else word + base for word in words] if base else words
             )
-            base += 1 + max((word for word in words if word is not None), default=-1)
+            # Special tokens have no word (None): rare, so the common case stays a C-speed max().
+            known = (
+                cast(list[int], words) if None not in words else [w for w in words if w is not None]
+            )
+            base += 1 + max(known, default=-1)
         self.n = len(starts)
         # Bisection needs them in order; a tokenizer whose offsets step back is counted afresh.
         self.starts = starts if exact else list(accumulate(starts, max))
