@@ -1,4 +1,4 @@
-"""The chunker: semantic-text-splitter over a Hugging Face tokenizer, with exact char offsets."""
+"""The chunker: sections of a text cut by a Hugging Face tokenizer's counts, exact char offsets."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from semantic_text_splitter import TextSplitter
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
+from connector.chunking._cuts import cut, offsets_count_exactly
 from connector.chunking._models import ModelWindow, load_tokenizer, read_window
 from connector.dense import DEFAULT_DENSE_MODEL
 
@@ -74,10 +74,13 @@ class Chunk:
 class TokenChunker:
     """Cuts texts into chunks of at most ``max_tokens`` tokens, on structure first.
 
-    Cuts fall at the largest unit that fits: paragraph breaks (blank lines), then line breaks,
-    sentences, words, and as a last resort characters; neighbouring units are merged while they
-    fit. Consecutive chunks share up to ``overlap_tokens`` tokens of whole units (fewer when no
-    unit fits in the overlap). Safe to pickle (processes receive it whole).
+    Each chunk runs to the farthest cut of the highest level within the budget: paragraph breaks
+    (blank lines), then line breaks, sentence ends (``.``, ``!`` or ``?``, then any closing
+    quotes or brackets, before whitespace; CJK full stops), spaces, the tokenizer's word
+    boundaries (punctuation), and as a last resort token or character boundaries inside a word.
+    Consecutive chunks share up to ``overlap_tokens`` tokens of whole words (none when no word
+    fits in the overlap). Each section is tokenized once; counts are read off its offsets where
+    they are exact and counted afresh elsewhere. Safe to pickle (processes receive it whole).
 
     Args:
         tokenizer: Counts the tokens; it is copied, so its own truncation and padding (which
@@ -106,9 +109,7 @@ class TokenChunker:
         self.overlap_tokens = overlap_tokens
         self.windows: dict[str, int] = {}
         """Usable tokens of each dense model by vector name (filled by :meth:`for_models`)."""
-        self._splitter = TextSplitter.from_huggingface_tokenizer(
-            self._tokenizer, capacity=max_tokens, overlap=overlap_tokens
-        )
+        self._exact = offsets_count_exactly(self._tokenizer)
 
     @classmethod
     def for_models(
@@ -178,7 +179,7 @@ class TokenChunker:
         return chunker
 
     def __getstate__(self) -> dict[str, Any]:
-        # The splitter (a Rust object) does not pickle; it is rebuilt from the tokenizer.
+        # A Tokenizer does not pickle; it is rebuilt from its JSON.
         return {
             "tokenizer": self._tokenizer.to_str(),
             "max_tokens": self.max_tokens,
@@ -195,7 +196,10 @@ class TokenChunker:
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text``, special tokens excluded."""
-        return len(self._tokenizer.encode(text, add_special_tokens=False))
+        return len(self._encode(text))
+
+    def _encode(self, text: str) -> Encoding:
+        return self._tokenizer.encode(text, add_special_tokens=False)
 
     def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each of ``texts``, as :meth:`count_tokens` counts them, in one call: about
@@ -237,37 +241,29 @@ class TokenChunker:
     def _chunks(
         self, sections: list[tuple[int, int, int | None, tuple[str, ...]]], text: str
     ) -> list[Chunk]:
-        cuts: list[tuple[int, str, int | None, tuple[str, ...], int | None]] = []
+        chunks: list[Chunk] = []
         for start, end, page, headings in sections:
             whole = text[start:end]
+            # Python's strip() also drops the separators U+001C-U+001F, which the tokenizer drops
+            # too: trimmed so, ``text == text.strip()`` holds and separators alone are no chunk.
             kept = whole.strip()
-            # Most records fit whole: one count is ~10x faster than the splitter's search (which
-            # has no such shortcut). Past 16 characters a token, trying costs more than it saves.
-            if kept and len(kept) <= 16 * self.max_tokens:
-                count = self.count_tokens(kept)
-                if count <= self.max_tokens:
-                    cuts.append((start + _lead(whole), kept, page, headings, count))
-                    continue
-            for offset, piece in self._splitter.chunk_indices(whole):
-                # The splitter trims Unicode White_Space; Python's strip() also drops the
-                # separators U+001C-U+001F, which the tokenizer drops too: trimmed the same way,
-                # ``text == text.strip()`` holds, and a chunk of separators alone is no chunk.
-                kept = piece.strip()
-                if kept:
-                    cuts.append((start + offset + _lead(piece), kept, page, headings, None))
-        # The splitter's pieces are counted again (it does not say): one batched call.
-        counted = iter(
-            self._tokenizer.encode_batch_fast(
-                [piece for _, piece, _, _, count in cuts if count is None],
-                add_special_tokens=False,
+            if not kept:
+                continue
+            at = start + len(whole) - len(whole.lstrip())
+            # One encoding a section: the cuts are read off its offsets.
+            spans = cut(
+                kept,
+                self._encode,
+                self.max_tokens,
+                self.overlap_tokens,
+                self.count_tokens,
+                self._exact,
             )
-        )
-        return [
-            Chunk(piece, at, at + len(piece), index, page, headings, count)
-            if count is not None
-            else Chunk(piece, at, at + len(piece), index, page, headings, len(next(counted)))
-            for index, (at, piece, page, headings, count) in enumerate(cuts)
-        ]
+            chunks.extend(
+                Chunk(kept[a:b], at + a, at + b, index, page, headings, tokens)
+                for index, (a, b, tokens) in enumerate(spans, start=len(chunks))
+            )
+        return chunks
 
 
 def _bundled_window() -> int:
@@ -276,8 +272,3 @@ def _bundled_window() -> int:
     if window is None:
         raise SettingError("max_tokens", "max_tokens: no dense model states its window; set it")
     return window.tokens
-
-
-def _lead(text: str) -> int:
-    """Characters of whitespace that ``text.strip()`` drops at its start."""
-    return len(text) - len(text.lstrip())

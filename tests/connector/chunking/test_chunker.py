@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from semantic_text_splitter import TextSplitter
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from connector.chunking import Chunk, TokenChunker
+from connector.chunking import Chunk, TokenChunker, _cuts
+from connector.chunking._cuts import offsets_count_exactly
 from connector.chunking._models import load_tokenizer
 from connector.dense import DEFAULT_DENSE_MODEL
 
@@ -53,7 +53,8 @@ def sentences(count: int, seed: str = "wing") -> str:
 
 
 def assert_sound(chunker: TokenChunker, source: str, chunks: list[Chunk]) -> None:
-    """Within budget, exact offsets, counted, in order, and no text lost."""
+    """Within budget by a fresh count, exact offsets, in order, overlaps of whole words within
+    ``overlap_tokens``, and no text lost (between two chunks that share none: whitespace only)."""
     covered = [False] * len(source)
     for position, chunk in enumerate(chunks):
         assert chunk.index == position
@@ -61,7 +62,14 @@ def assert_sound(chunker: TokenChunker, source: str, chunks: list[Chunk]) -> Non
         assert chunk.text and chunk.text == chunk.text.strip()
         assert chunk.tokens == chunker.count_tokens(chunk.text) <= chunker.max_tokens
         covered[chunk.start : chunk.end] = [True] * (chunk.end - chunk.start)
-    assert [c.start for c in chunks] == sorted(c.start for c in chunks)
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert before.start < after.start and before.end < after.end
+        if after.start < before.end:  # shared: whole words from the end of the one before
+            assert source[after.start - 1].isspace()
+            shared = chunker.count_tokens(source[after.start : before.end])
+            assert shared <= chunker.overlap_tokens
+        else:
+            assert not source[before.end : after.start].strip()
     lost = [ch for ch, seen in zip(source, covered, strict=True) if not seen and not ch.isspace()]
     assert not lost
 
@@ -100,7 +108,7 @@ def test_pickles_and_cuts_the_same(small: TokenChunker) -> None:
 def test_empty_and_blank_texts_have_no_chunks(small: TokenChunker) -> None:
     assert small.chunk_text("") == []
     assert small.chunk_text(" \n\n\t ") == []
-    # U+001F is whitespace to Python (and nothing to the tokenizer), not to the splitter.
+    # U+001F is whitespace to Python (strip() drops it) and nothing to the tokenizer.
     assert small.chunk_text("\x1f \x1f") == []
     assert [(c.text, c.start) for c in small.chunk_text("\x1fdrag\x1f")] == [("drag", 1)]
 
@@ -176,33 +184,141 @@ def test_a_word_over_100_characters_is_one_unknown_token(small: TokenChunker) ->
 
 _ALPHABET = st.sampled_from(
     list("abcxyz ABC.,;!?'-\n\t")
-    + ["é", "ß", "Ω", "ж", "日", "本", "🎉", "\u0301", "\u00a0", "\x1f", "\u2028"]
+    + ["é", "ß", "Ω", "ж", "日", "本", "🎉", "\u0301", "\u00a0", "\x1f", "\u2028", "。"]
 )
+_TEXTS = st.lists(
+    st.one_of(
+        st.text(_ALPHABET, max_size=40),
+        # No spaces: long words, CJK runs, punctuation between words.
+        st.text(st.sampled_from(list("abcdefghé日,")), min_size=50, max_size=400),
+        st.sampled_from(["\n\n", "\n\n\n\n", " \n \n ", "\r\n\r\n", "\n"]),
+        st.text(max_size=30),
+    ),
+    max_size=20,
+).map("".join)
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=_TEXTS, max_tokens=st.integers(8, 64), overlap=st.integers(0, 7))
+def test_chunks_never_exceed_the_budget(
+    tokenizer: Tokenizer, text: str, max_tokens: int, overlap: int
+) -> None:
+    chunker = TokenChunker(tokenizer, max_tokens, overlap)
+    chunks = chunker.chunk_text(text)
+    assert_sound(chunker, text, chunks)
+    if text.strip() and chunker.count_tokens(text) <= max_tokens:
+        assert [c.text for c in chunks] == [text.strip()]  # a text that fits is one chunk
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_cuts, "_PIECE", 20)  # long sections are encoded in pieces: the same cuts
+        assert chunker.chunk_text(text) == chunks
+
+
+_WORDS = st.text(st.sampled_from(list("abcdefgh日é")), min_size=1, max_size=12)
+_SENTENCES = st.lists(_WORDS, min_size=1, max_size=12).map(lambda words: " ".join(words) + ".")
+_PARAGRAPHS = st.lists(_SENTENCES, min_size=1, max_size=5).map(" ".join)
 
 
 @settings(max_examples=60, deadline=None)
 @given(
-    parts=st.lists(
-        st.one_of(
-            st.text(_ALPHABET, max_size=40),
-            st.text(st.sampled_from(list("abcdefghé日")), min_size=50, max_size=400),
-            st.text(max_size=30),
-        ),
-        max_size=20,
-    ),
-    max_tokens=st.integers(8, 64),
-    overlap=st.integers(0, 7),
+    paragraphs=st.lists(_PARAGRAPHS, min_size=1, max_size=12),
+    breaks=st.sampled_from(["\n\n", "\n \n", "\n\n\n"]),
+    overlap=st.integers(0, 12),
 )
-def test_chunks_never_exceed_the_budget(
-    tokenizer: Tokenizer, parts: list[str], max_tokens: int, overlap: int
+def test_paragraphs_that_fit_are_never_cut(
+    tokenizer: Tokenizer, paragraphs: list[str], breaks: str, overlap: int
 ) -> None:
-    chunker = TokenChunker(tokenizer, max_tokens, overlap)
-    text = "".join(parts)
+    chunker = TokenChunker(tokenizer, 48, overlap)
+    kept = [p for p in paragraphs if chunker.count_tokens(p) <= 48]
+    text = breaks.join(kept)
     chunks = chunker.chunk_text(text)
     assert_sound(chunker, text, chunks)
-    # A text that fits skips the splitter: the same chunks as the library's own, as trimmed here.
-    raw = TextSplitter.from_huggingface_tokenizer(chunker._tokenizer, max_tokens, overlap=overlap)
-    assert [c.text for c in chunks] == [p.strip() for p in raw.chunks(text) if p.strip()]
+    ends = {len(text)} | {m.start() for m in re.finditer(re.escape(breaks), text)}
+    assert all(c.end in ends for c in chunks)  # each chunk ends where a paragraph does
+    if not overlap:
+        assert all(c.start == 0 or text[c.start - 1] == breaks[-1] for c in chunks)
+
+
+@settings(max_examples=40, deadline=None)
+@given(sentences=st.lists(_SENTENCES, min_size=1, max_size=30), overlap=st.integers(0, 12))
+def test_sentences_that_fit_are_never_cut(
+    tokenizer: Tokenizer, sentences: list[str], overlap: int
+) -> None:
+    chunker = TokenChunker(tokenizer, 48, overlap)
+    text = " ".join(s for s in sentences if chunker.count_tokens(s) <= 48)
+    chunks = chunker.chunk_text(text)
+    assert_sound(chunker, text, chunks)
+    assert all(c.text.endswith(".") for c in chunks)
+
+
+def test_counts_read_off_offsets_are_checked_where_words_join(small: TokenChunker) -> None:
+    # U+001F is whitespace to Python but dropped by the tokenizer: "lift\x1fdrag" is one word,
+    # whose pieces count otherwise alone.
+    text = "lift\x1fdragcoefficient\x1fsupersonic " * 80
+    assert_sound(small, text, small.chunk_text(text))
+
+
+class CountingChunker(TokenChunker):
+    """Counts the fresh counts the chunker asks for."""
+
+    fresh = 0
+
+    def count_tokens(self, text: str) -> int:
+        self.fresh += 1
+        return super().count_tokens(text)
+
+
+def test_the_bundled_tokenizer_counts_by_offsets(tokenizer: Tokenizer) -> None:
+    assert offsets_count_exactly(tokenizer)
+    chunker = CountingChunker(tokenizer, 64, overlap_tokens=16)
+    text = "\n\n".join(sentences(n + 3, f"wing{n}") for n in range(30))
+    chunks = chunker.chunk_text(text)
+    assert len(chunks) > 20 and chunker.fresh == 0  # one encoding, every count off its offsets
+    assert_sound(chunker, text, chunks)
+
+
+def _trained(kind: str) -> Tokenizer:
+    """A small tokenizer whose words carry their spaces (byte-level BPE, SentencePiece-like
+    Unigram): counts read off offsets are not exact, so every cut is counted afresh."""
+    corpus = [sentences(40, seed) for seed in ("wing", "flap", "tail", "nose", "日本語", "über")]
+    if kind == "bpe":
+        trained = Tokenizer(models.BPE())
+        trained.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        trained.decoder = decoders.ByteLevel()
+        trainer: trainers.Trainer = trainers.BpeTrainer(
+            vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        )
+    else:
+        trained = Tokenizer(models.Unigram())
+        trained.pre_tokenizer = pre_tokenizers.Metaspace()
+        trainer = trainers.UnigramTrainer(
+            vocab_size=200, unk_token="<unk>", special_tokens=["<unk>"]
+        )
+    trained.train_from_iterator(corpus, trainer)
+    return trained
+
+
+@pytest.fixture(scope="module", params=["bpe", "unigram"])
+def other(request: pytest.FixtureRequest) -> Tokenizer:
+    return _trained(request.param)
+
+
+@settings(max_examples=40, deadline=None)
+@given(text=_TEXTS, max_tokens=st.integers(8, 40), overlap=st.integers(0, 7))
+def test_other_tokenizers_are_counted_afresh(
+    other: Tokenizer, text: str, max_tokens: int, overlap: int
+) -> None:
+    assert not offsets_count_exactly(other)
+    chunker = TokenChunker(other, max_tokens, overlap)
+    assert_sound(chunker, text, chunker.chunk_text(text))
+
+
+def test_other_tokenizers_cut_on_structure_too(other: Tokenizer) -> None:
+    chunker = TokenChunker(other, 64, overlap_tokens=8)
+    text = sentences(60)
+    chunks = chunker.chunk_text(text)
+    assert len(chunks) > 3
+    assert_sound(chunker, text, chunks)
+    assert all(chunk.text.endswith(".") for chunk in chunks)
 
 
 # --------------------------------------------------------------------------- documents
