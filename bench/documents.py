@@ -84,6 +84,7 @@ def main() -> int:
             f"{suffix:>8} {size / 1e3:>8.0f} {size / 1e6 / read_s:>10.1f} "
             f"{'(rows: records, cut when longer than the window)':>40} {rows:>7}"
         )
+    _folder_workers(docs, work / "folder", chunker, args.repeat)
     return 0
 
 
@@ -202,6 +203,39 @@ MAKERS: dict[str, Callable[[list[str], Path], None]] = {
     ".txt": _text,
 }
 TABLES: dict[str, Callable[[list[str], Path], None]] = {".parquet": _parquet, ".csv": _csv}
+
+
+FOLDER_DOCUMENTS = 100
+"""Documents of the folder read by 1 and 2 worker processes, each of 10 consecutive abstracts."""
+
+
+def _folder_workers(docs: list[tuple[str, str]], folder: Path, chunker: Any, repeat: int) -> None:
+    """A folder of :data:`FOLDER_DOCUMENTS` documents, every format in turn, read and cut as a
+    sync reads it (``FolderSource``) by 1 and 2 worker processes, the pool's start included."""
+    import functools
+    import os
+
+    from connector.sources import FolderSource
+
+    folder.mkdir()
+    texts = [text for _, text in docs]
+    makers = list(MAKERS.items())
+    for n in range(FOLDER_DOCUMENTS):
+        suffix, make = makers[n % len(makers)]
+        make(texts[n * 10 % len(texts) :][:10], folder / f"doc{n:03d}{suffix}")
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    print(
+        f"\nfolder of {FOLDER_DOCUMENTS} documents of 10 abstracts, every format in turn "
+        f"({size / 1e6:.1f} MB): read and chunked as a sync reads it, best of {repeat}"
+    )
+    speeds = {}
+    for workers in (1, 2):
+        source = FolderSource(folder, chunker=chunker, workers=workers)
+        seconds, records = _best(repeat, functools.partial(list, source))
+        speeds[workers] = size / 1e6 / seconds
+        print(f"{workers:>8} worker(s) {speeds[workers]:>8.2f} MB/s {len(records):>7} chunks")
+    cores = len(os.sched_getaffinity(0))
+    print(f"{'2 / 1':>18} {speeds[2] / speeds[1]:>8.2f}x on {cores} cores")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""How a sync starts its helper processes (sparse workers, the embedded store's writer)."""
+"""How a sync starts its helper processes (sparse workers, the embedded store's writer, a
+folder's readers)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 __all__ = ["exit_with_parent", "process_context"]
 
-_PRELOAD = ["connector.sparse._worker", "connector.store._remote"]
+_PRELOAD = ["connector.sparse._worker", "connector.store._remote", "connector.sources._reading"]
 """What a helper process runs: imported once by the fork server, so that each process it forks
 starts with them loaded instead of importing them again (the store's client takes a second)."""
 

@@ -180,6 +180,7 @@ def build_syncer(
             id_field=src.id_field,
             text_field=src.text_field,
             metadata_fields=src.metadata_fields,
+            workers=settings.sync.workers,
         )
     encoders = list(dense) if dense is not None else dense_encoders(settings)
     executor = device_executor(settings, holder=holder, telemetry=telemetry)

@@ -29,8 +29,9 @@ def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="processes that take the CPU work: the embedded store's writer and the CPU sparse "
-        "model (sync.workers; default: cores - 1 for a source over 8 MiB)",
+        help="processes that take the CPU work: reading a folder's files, the embedded store's "
+        "writer and the CPU sparse model (sync.workers; default: cores - 1 for a source over "
+        "8 MiB)",
     )
     sync.add_argument(
         "--strict",

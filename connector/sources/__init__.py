@@ -75,6 +75,7 @@ def open_source(
     id_field: str = "id",
     text_field: str = "text",
     metadata_fields: tuple[str, ...] = (),
+    workers: int | None = 1,
 ) -> Source:
     """Open the source a user named.
 
@@ -96,6 +97,8 @@ def open_source(
         id_field: The column holding each row's id (Parquet and CSV only).
         text_field: The column holding each row's text (Parquet and CSV only).
         metadata_fields: Columns copied into each record's metadata (Parquet and CSV only).
+        workers: Processes that read and cut a folder's files (folders only; ``None``: by the
+            folder's size, as :class:`FolderSource`).
 
     Returns:
         The source, not yet read.
@@ -115,6 +118,7 @@ def open_source(
         id_field=id_field,
         text_field=text_field,
         metadata_fields=metadata_fields,
+        workers=workers,
     )
     if chunker is None or isinstance(source, FolderSource):
         return source  # a folder's documents are cut already
@@ -134,6 +138,7 @@ def _open(
     id_field: str,
     text_field: str,
     metadata_fields: tuple[str, ...],
+    workers: int | None,
 ) -> Source:
     if spec.lower().startswith(("http://", "https://")):
         return HttpJsonlSource(
@@ -148,7 +153,7 @@ def _open(
         )
     path = Path(spec)
     if path.is_dir():
-        return FolderSource(path, name=name, chunker=chunker, strict=strict)
+        return FolderSource(path, name=name, chunker=chunker, strict=strict, workers=workers)
     if path.suffix.lower() in TableSource.SUFFIXES and path.is_file():
         return TableSource(
             path,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from connector.chunking import TokenChunker, truncated
 from connector.chunks import ChunkRecord
-from connector.sources._folder import chunk_metadata
+from connector.sources._reading import chunk_metadata
 from connector.sources._skips import SkipLog
 
 if TYPE_CHECKING:
