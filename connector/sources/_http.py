@@ -167,7 +167,7 @@ class HttpJsonlSource:
     def _document(self, response: httpx.Response, suffix: str) -> Iterator[ChunkRecord]:
         from connector.chunking import TokenChunker, truncated
         from connector.documents import UnreadableDocument, parse_document
-        from connector.sources._folder import chunk_metadata
+        from connector.sources._reading import chunk_metadata
 
         parts: list[bytes] = []
         size = 0
