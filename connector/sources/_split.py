@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from connector.chunking import TokenChunker, truncated
 from connector.chunks import ChunkRecord
+from connector.sources._http import HttpJsonlSource
 from connector.sources._reading import chunk_metadata
 from connector.sources._skips import SkipLog
 
@@ -57,9 +58,11 @@ class SplitRecords:
         self.truncated = 0
         windows, size = self.chunker.windows, self.chunker.max_tokens
         # Most records fit: counting a batch at once runs in the tokenizer's threads, off the
-        # GIL, while the sync's other stages go on; only the long ones are cut.
+        # GIL, while the sync's other stages go on; only the long ones are cut. A network source
+        # is counted record by record: a batch would hold back what has arrived while it stalls.
+        at_once = 1 if isinstance(self.source, HttpJsonlSource) else _BATCH
         records = iter(self.source)
-        while batch := list(itertools.islice(records, _BATCH)):
+        while batch := list(itertools.islice(records, at_once)):
             counts = self.chunker.count_tokens_batch([record.text for record in batch])
             for record, tokens in zip(batch, counts, strict=True):
                 if tokens <= size or not self.split:
