@@ -15,6 +15,7 @@ from pptx.util import Inches
 
 from connector.store.edge import EdgeClient
 from tests.cli import run
+from tests.connector.documents.checks import encrypted_pdf
 
 HTML = """<html><head><title>Page</title><style>.x { color: stylecolour }</style>
 <script>var scriptword = 1;</script></head>
@@ -29,15 +30,6 @@ def _pdf(path: Path) -> None:
     for text in ("First page about wings.", "The pdfterm appears on the second page."):
         pdf.add_page()
         pdf.multi_cell(0, 7, text)
-    pdf.output(str(path))
-
-
-def _encrypted_pdf(path: Path) -> None:
-    pdf = FPDF()
-    pdf.set_encryption(owner_password="owner", user_password="user")
-    pdf.add_page()
-    pdf.set_font("helvetica", size=12)
-    pdf.cell(text="classified")
     pdf.output(str(path))
 
 
@@ -74,7 +66,7 @@ def _folder(root: Path) -> Path:
     _pdf(docs / "report.pdf")
     _docx(docs / "manual.docx")
     _pptx(docs / "deck.pptx")
-    _encrypted_pdf(docs / "secret.pdf")
+    encrypted_pdf(docs / "secret.pdf")
     (docs / "broken.pdf").write_bytes(b"%PDF-1.7\nthis is not a pdf at all")
     (docs / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
     return docs

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fpdf import FPDF
 
 from connector.documents import Document, UnreadableDocument, read_document
 
@@ -35,3 +36,13 @@ def unreadable(path: Path, kind: str) -> str:
         read_document(path)
     assert (caught.value.kind, caught.value.location) == (kind, str(path))
     return str(caught.value)
+
+
+def encrypted_pdf(path: Path) -> None:
+    """Write a one-page PDF at ``path`` that needs a user password to open."""
+    pdf = FPDF()
+    pdf.set_encryption(owner_password="owner", user_password="user")
+    pdf.add_page()
+    pdf.set_font("helvetica", size=12)
+    pdf.cell(text="classified")
+    pdf.output(str(path))

@@ -7,7 +7,7 @@ from pathlib import Path
 from fpdf import FPDF
 
 from connector.documents import read_document
-from tests.connector.documents.checks import blocks, unreadable
+from tests.connector.documents.checks import blocks, encrypted_pdf, unreadable
 
 LONG = (
     "The first paragraph is long enough to wrap over the end of its line and go on below, "
@@ -46,12 +46,7 @@ def test_paragraphs_carry_their_page(tmp_path: Path) -> None:
 
 def test_a_pdf_with_a_user_password_is_encrypted(tmp_path: Path) -> None:
     path = tmp_path / "secret.pdf"
-    pdf = FPDF()
-    pdf.set_encryption(owner_password="owner", user_password="user")
-    pdf.add_page()
-    pdf.set_font("helvetica", size=12)
-    pdf.cell(text="classified")
-    pdf.output(str(path))
+    encrypted_pdf(path)
     assert unreadable(path, "encrypted_pdf") == f"{path}: encrypted PDF (needs a password)"
 
 
