@@ -35,6 +35,7 @@ __all__ = [
     "Bm25Options",
     "Bm42Options",
     "ChunkingSettings",
+    "ClusterSettings",
     "DenseModelConfig",
     "DenseSettings",
     "GpuSettings",
@@ -93,6 +94,41 @@ class IndexSettings(_Section):
     segment each time it fills one, which bounds its memory); a server's own choice."""
 
 
+class ClusterSettings(_Section):
+    """How the collections the connector creates on a Qdrant server spread over its cluster.
+
+    Sent when a collection is created (an existing one keeps its own: Qdrant moves shards and
+    replicas with its own cluster API, not by recreating the collection); ``write_ordering`` goes
+    with every write. Unset: the server's defaults. The embedded engines have no cluster:
+    setting one with them is an error.
+    """
+
+    shard_number: int | None = Field(default=None, ge=1, le=65_536)
+    """Shards of the chunk collection (a cluster's default: one per node). More shards than
+    nodes lets later nodes take some; the runs collection keeps the server's default."""
+    replication_factor: int | None = Field(default=None, ge=1, le=64)
+    """Copies of each shard, on distinct nodes, in the chunk and runs collections (server's
+    default: 1, no copy survives its node)."""
+    write_consistency_factor: int | None = Field(default=None, ge=1, le=64)
+    """Copies of a shard that must acknowledge a write before Qdrant answers (server's default:
+    1). At most ``replication_factor``."""
+    write_ordering: Literal["weak", "medium", "strong"] | None = None
+    """Ordering of every write (upserts, vector and payload updates, deletes): ``weak`` (any
+    replica, in any order), ``medium`` (through a shard's leader, while it is up), ``strong``
+    (through the leader, failing without one). Unset: the server's default (weak). A sync writes
+    each point once per run, so order matters only where several hosts write the same points."""
+
+    @model_validator(mode="after")
+    def _acknowledged_by_existing_copies(self) -> ClusterSettings:
+        factor, copies = self.write_consistency_factor, self.replication_factor
+        if factor is not None and copies is not None and factor > copies:
+            raise ValueError(
+                "write_consistency_factor must not exceed replication_factor (no write could "
+                "be acknowledged by more copies than there are)"
+            )
+        return self
+
+
 class QdrantSettings(_Section):
     """Where points go. With no ``url``, Qdrant runs embedded in a local folder."""
 
@@ -125,6 +161,22 @@ class QdrantSettings(_Section):
     """Retries of a request that failed transiently (timeout, connection lost, 5xx)."""
     index: IndexSettings = Field(default_factory=IndexSettings)
     """Storage and index of the chunk collection (``[qdrant.index]``): edge engine and server."""
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    """Shards, replicas and write guarantees on a Qdrant cluster (``[qdrant.cluster]``): a server
+    only."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collection_is_a_name(cls, data: Any) -> Any:
+        # `qdrant.collection` names the chunk collection; a table there is cluster options put
+        # under the wrong key, which would otherwise read as "not a valid string".
+        if isinstance(data, dict) and isinstance(data.get("collection"), dict):
+            raise ValueError(
+                "qdrant.collection is the chunk collection's name; shard_number, "
+                "replication_factor, write_consistency_factor and write_ordering go in "
+                "[qdrant.cluster]"
+            )
+        return data
 
     @field_validator("url")
     @classmethod
@@ -146,6 +198,13 @@ class QdrantSettings(_Section):
             raise ValueError(
                 f"qdrant.index ({keys}) applies to the edge engine and a server; the local "
                 'engine has no index and ignores it (set engine = "edge", or drop these keys)'
+            )
+        if self.url is None and self.cluster.model_fields_set:
+            keys = ", ".join(sorted(self.cluster.model_fields_set))
+            raise ValueError(
+                f"qdrant.cluster ({keys}) applies to a Qdrant server; the embedded {self.engine} "
+                "engine has no shards, replicas or write ordering (set qdrant.url, or drop these "
+                "keys)"
             )
         return self
 

@@ -267,7 +267,8 @@ def open_store(
     telemetry: Telemetry | None = None,
     client: QdrantClient | EdgeClient | None = None,
 ) -> Store:
-    """The embedded Qdrant or the configured server (or ``client``), with the configured retries.
+    """The embedded Qdrant or the configured server (or ``client``), with the configured retries,
+    index (edge engine and server) and cluster options (a server).
 
     Raises:
         SinkError: The embedded folder is held by another process.
@@ -282,6 +283,7 @@ def open_store(
         retries=settings.qdrant.retries,
         telemetry=telemetry,
         index=settings.qdrant.index if settings.qdrant.indexed else None,
+        cluster=settings.qdrant.cluster if settings.qdrant.url is not None else None,
     )
 
 

@@ -29,7 +29,7 @@ from connector.telemetry import Telemetry
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
-    from connector.settings import IndexSettings
+    from connector.settings import ClusterSettings, IndexSettings
 
 __all__ = ["Store", "WriteCounts"]
 
@@ -61,6 +61,8 @@ class Store:
         telemetry: Where retries are counted (and the writer's ``upsert`` spans go).
         index: Storage and index parameters of the collections with vectors; ``None``: the
             engine's own (qdrant-client's local engine has no index).
+        cluster: Shards, replicas and write ordering on a server's cluster; ``None``: the
+            server's defaults (an embedded engine has no cluster).
     """
 
     def __init__(
@@ -71,9 +73,14 @@ class Store:
         sleep: Callable[[float], None] = time.sleep,
         telemetry: Telemetry | None = None,
         index: IndexSettings | None = None,
+        cluster: ClusterSettings | None = None,
     ) -> None:
         self._client = client
         self.index = index
+        self.cluster = cluster
+        ordering = None if cluster is None else cluster.write_ordering
+        self._ordering = None if ordering is None else qm.WriteOrdering(ordering)
+        """The ordering every write request takes; ``None``: the server's default."""
         self._remotes: dict[str, RemoteCollection] = {}
         """Collections lent to a writer process (:meth:`in_writer_process`), by the name used."""
         self.retries = retries
@@ -199,20 +206,21 @@ class Store:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Create collection ``name`` with named ``dense`` and ``sparse`` vectors (none: a
-        payload-only collection), stored and indexed as :attr:`index` says."""
+        payload-only collection), stored and indexed as :attr:`index` says, spread over the
+        cluster as :attr:`cluster` says."""
         vectors = dict(dense)
-        tuning: dict[str, Any] = {}
+        tuning = self._placement(chunks=bool(dense or sparse))
         index = self.index
         if index is not None and (dense or sparse):
             vectors = {
                 vector: params.model_copy(update={"on_disk": index.on_disk_vectors})
                 for vector, params in dense.items()
             }
-            tuning = {
-                "on_disk_payload": index.on_disk_payload,
-                "hnsw_config": _hnsw(index.m, index.ef_construct),
-                "quantization_config": _quantization(index),
-            }
+            tuning.update(
+                on_disk_payload=index.on_disk_payload,
+                hnsw_config=_hnsw(index.m, index.ef_construct),
+                quantization_config=_quantization(index),
+            )
             if index.max_segment_mb is not None:
                 tuning["optimizers_config"] = _segments(index.max_segment_mb)
         self._request(
@@ -225,6 +233,26 @@ class Store:
                 **tuning,
             ),
         )
+
+    def _placement(self, *, chunks: bool) -> dict[str, Any]:
+        """:attr:`cluster`'s creation parameters that are set, for a collection with vectors
+        (``chunks``) or a payload-only one (the runs collection).
+
+        The runs collection gets the replicas and the write acknowledgement: its records (a
+        run's manifest, the sync lease) must outlive a node as the chunks they describe do.
+        It keeps the server's shard number: ``shard_number`` is sized for the chunks, and a
+        record per run gains nothing from more shards (each listing would ask all of them).
+        """
+        cluster = self.cluster
+        if cluster is None:
+            return {}
+        wanted = {
+            "replication_factor": cluster.replication_factor,
+            "write_consistency_factor": cluster.write_consistency_factor,
+        }
+        if chunks:
+            wanted["shard_number"] = cluster.shard_number
+        return {key: value for key, value in wanted.items() if value is not None}
 
     def fit_index(self, name: str) -> None:
         """Apply :attr:`index` to existing collection ``name`` where it differs: HNSW
@@ -419,7 +447,7 @@ class Store:
         """Write ``points`` whole; returns once Qdrant acknowledged them."""
         self._request(
             f"upsert {len(points)} points into {name!r}",
-            lambda: self._client.upsert(name, list(points), wait=True),
+            lambda: self._client.upsert(name, list(points), wait=True, ordering=self._ordering),
         )
 
     @contextmanager
@@ -487,7 +515,9 @@ class Store:
         """Replace the given named vectors of existing points (their other vectors stay)."""
         self._request(
             f"update vectors of {len(vectors)} points in {name!r}",
-            lambda: self._client.update_vectors(name, list(vectors), wait=True),
+            lambda: self._client.update_vectors(
+                name, list(vectors), wait=True, ordering=self._ordering
+            ),
         )
 
     def overwrite_payloads(
@@ -509,14 +539,18 @@ class Store:
             return
         self._request(
             f"update payload of {len(operations)} points in {name!r}",
-            lambda: self._client.batch_update_points(name, operations, wait=True),
+            lambda: self._client.batch_update_points(
+                name, operations, wait=True, ordering=self._ordering
+            ),
         )
 
     def delete(self, name: str, ids: Sequence[qm.ExtendedPointId]) -> None:
         """Delete the points of ``ids`` from ``name``."""
         self._request(
             f"delete {len(ids)} points from {name!r}",
-            lambda: self._client.delete(name, qm.PointIdsList(points=list(ids)), wait=True),
+            lambda: self._client.delete(
+                name, qm.PointIdsList(points=list(ids)), wait=True, ordering=self._ordering
+            ),
         )
 
     def query(
