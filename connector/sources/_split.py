@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from connector.chunking import TokenChunker, truncated
 from connector.chunks import ChunkRecord
-from connector.sources._http import HttpJsonlSource
 from connector.sources._reading import chunk_metadata
 from connector.sources._skips import SkipLog
 
@@ -58,9 +57,10 @@ class SplitRecords:
         self.truncated = 0
         windows, size = self.chunker.windows, self.chunker.max_tokens
         # Most records fit: counting a batch at once runs in the tokenizer's threads, off the
-        # GIL, while the sync's other stages go on; only the long ones are cut. A network source
-        # is counted record by record: a batch would hold back what has arrived while it stalls.
-        at_once = 1 if isinstance(self.source, HttpJsonlSource) else _BATCH
+        # GIL, while the sync's other stages go on; only the long ones are cut. A stream (a pipe,
+        # a URL: its size unknown before it is read) is counted record by record: a batch would
+        # hold back what has arrived while it stalls.
+        at_once = _BATCH if self.source.total_bytes is not None else 1
         records = iter(self.source)
         while batch := list(itertools.islice(records, at_once)):
             counts = self.chunker.count_tokens_batch([record.text for record in batch])
