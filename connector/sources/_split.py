@@ -56,6 +56,10 @@ class SplitRecords:
     def __iter__(self) -> Iterator[ChunkRecord]:
         self.truncated = 0
         windows, size = self.chunker.windows, self.chunker.max_tokens
+        if not self.split and not windows:
+            # Nothing to cut and no model window to count against (plug-in encoders only).
+            yield from self.source
+            return
         # Most records fit: counting a batch at once runs in the tokenizer's threads, off the
         # GIL, while the sync's other stages go on; only the long ones are cut. A stream (a pipe,
         # a URL: its size unknown before it is read) is counted record by record: a batch would
