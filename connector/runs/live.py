@@ -11,15 +11,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connector._files import write_json_atomic
 from connector.runs._process import process_alive
-from connector.runs.manifest import ProcessInfo, RunStatus
+from connector.runs.manifest import ComputeSection, ProcessInfo, RunStatus
 
-__all__ = ["FILE_NAME", "LiveProgress", "read_progress", "write_progress"]
+__all__ = ["FILE_NAME", "ActorProgress", "LiveProgress", "read_progress", "write_progress"]
 
 FILE_NAME = "progress.json"
+
+
+class ActorProgress(BaseModel):
+    """One Ray actor of a running sync: where it runs, on what, and how fast."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    node: str
+    """Its machine, as in :class:`~connector.runs.manifest.NodeUsage`."""
+    role: str
+    """``dense`` (the dense models), ``sparse`` (the sparse model) or ``encode`` (both)."""
+    device: str
+    """Where its models run now (``cuda:0``, ``cpu``)."""
+    batch_size: int | None = None
+    """Chunks per model call of its last window (the adaptive batch on a GPU)."""
+    chunks: int = 0
+    """Chunks it encoded so far."""
+    chunks_per_s: float | None = None
+    """Its rate over the time it was busy."""
 
 
 class LiveProgress(BaseModel):
@@ -45,6 +64,10 @@ class LiveProgress(BaseModel):
     fallbacks: int = 0
     """Chunks whose sparse vector did not come from the model, so far."""
     process: ProcessInfo
+    compute: ComputeSection | None = None
+    """Where the run encodes (``None`` from versions before Ray runs)."""
+    actors: list[ActorProgress] = Field(default_factory=list)
+    """A Ray run's actors (none on a local run)."""
 
     @property
     def pid(self) -> int:

@@ -25,10 +25,12 @@ from connector._files import write_json_atomic
 __all__ = [
     "FILE_NAME",
     "SCHEMA_FILE",
+    "ComputeSection",
     "Coverage",
     "DenseModel",
     "DenseSection",
     "DeviceUsage",
+    "NodeUsage",
     "PerformanceBaseline",
     "ProcessInfo",
     "ProcessingSummary",
@@ -183,6 +185,30 @@ class PerformanceBaseline(_Model):
     """Processes that shared the run's CPU-bound work."""
 
 
+class NodeUsage(_Model):
+    """One machine of a run's compute: what ran there and how much of the run it encoded."""
+
+    node: str
+    """The machine: its host name on a local run; on Ray, its address and the start of its node
+    id (two Ray nodes may share an address)."""
+    workers: int
+    """Processes (Ray actors) of the run on it."""
+    chunks: int
+    """Chunks encoded there (the dense models' share where they ran apart from sparse)."""
+    devices: list[str] = Field(default_factory=list)
+    """Where its models ran: ``cpu``, ``cuda:0``..."""
+
+
+class ComputeSection(_Model):
+    """Where the run's encoding ran: this process (``local``) or a Ray cluster (``ray``)."""
+
+    engine: Literal["local", "ray"] = "local"
+    nodes: int = 1
+    workers: int = 1
+    """Processes that shared the encoding: a local run's worker processes, a Ray run's actors."""
+    per_node: list[NodeUsage] = Field(default_factory=list)
+
+
 class SkippedSection(_Model):
     """Records the run did not sync: counted by kind, the first ones listed (never their text)."""
 
@@ -207,6 +233,8 @@ class ProcessingSummary(_Model):
     performance: PerformanceBaseline | None = None
     skipped: SkippedSection = Field(default_factory=SkippedSection)
     sparse_run: SparseInferenceRun | None = None
+    compute: ComputeSection | None = None
+    """Where it encoded; ``None`` in manifests of versions before Ray runs."""
 
 
 def summary_path(state_dir: Path, run_id: str) -> Path:

@@ -18,12 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from connector.runs._process import this_process
-from connector.runs.live import LiveProgress
+from connector.runs.live import ActorProgress, LiveProgress
 from connector.runs.manifest import (
+    ComputeSection,
     Coverage,
     DenseModel,
     DenseSection,
     DeviceUsage,
+    NodeUsage,
     PerformanceBaseline,
     ProcessInfo,
     ProcessingSummary,
@@ -178,6 +180,11 @@ class RunRecord:
     :attr:`~connector.store.WriteCounts.write_ms`."""
     workers: int = 1
     """Processes that share the run's CPU-bound work."""
+    cluster: ComputeSection | None = None
+    """Where a Ray run encodes, as it goes (set by the run's Ray engine); ``None``: this
+    process and its workers (:meth:`compute` derives that section)."""
+    actors: list[ActorProgress] = field(default_factory=list)
+    """A Ray run's actors, as of their last window."""
 
     @property
     def running(self) -> bool:
@@ -189,6 +196,18 @@ class RunRecord:
         acknowledged writes that are counts, and the records skipped."""
         writes = {name: getattr(self.writes, name) for name in _COUNTED_WRITES}
         return asdict(self.counts) | writes | {"skipped": self.skips.count}
+
+    def compute(self) -> ComputeSection:
+        """Where the run encoded: the Ray engine's account, or this host and its workers."""
+        if self.cluster is not None:
+            return self.cluster
+        # The dense models' device: the sparse model's is in the manifest's sparse section.
+        devices = [self.dense.device] if self.dense.device not in (None, "none") else []
+        chunks = max(self.vectors_encoded.values(), default=0)
+        node = NodeUsage(
+            node=self.process.host, workers=self.workers, chunks=chunks, devices=devices
+        )
+        return ComputeSection(engine="local", nodes=1, workers=self.workers, per_node=[node])
 
     # -- the views -----------------------------------------------------------------------------
 
@@ -220,6 +239,7 @@ class RunRecord:
             "skipped_records": [dict(entry) for entry in skips.records],
             "blank_lines": skips.blank_lines,
             "deletes_deferred": skips.deletes_deferred,
+            "compute": self.compute().model_dump(mode="json"),
         }
 
     def summary(self) -> ProcessingSummary:
@@ -264,6 +284,7 @@ class RunRecord:
             performance=self._baseline(dense_ms, upsert_ms),
             skipped=SkippedSection(**asdict(self.skips)),
             sparse_run=sparse,
+            compute=self.compute(),
         )
 
     def live(self) -> LiveProgress:
@@ -281,6 +302,8 @@ class RunRecord:
             sparse_device=self.sparse.device,
             fallbacks=self.sparse.fallbacks,
             process=self.process,
+            compute=self.compute(),
+            actors=list(self.actors),
         )
 
     # -- manifest sections ---------------------------------------------------------------------

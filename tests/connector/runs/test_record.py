@@ -54,6 +54,7 @@ JSON_REPORT_KEYS = {
     "blank_lines",
     "deletes_deferred",
     "truncated",
+    "compute",
 }
 """The keys of `connector sync --json` (a published format: none may go or change its name)."""
 
