@@ -9,6 +9,7 @@
     │   └── SourceUnavailable      the source could not be reached in time         (transient)
     ├── ModelError                 a model cannot be found, loaded or run          (terminal)
     ├── GpuLeaseUnavailable        no GPU could be leased in time                  (transient)
+    ├── ComputeError               the Ray cluster is unusable or lost the run's actors (terminal)
     ├── SinkError                  Qdrant refused or failed a request              (terminal)
     │   ├── SinkUnavailable        Qdrant timed out, dropped the connection, 5xx   (transient)
     │   ├── CollectionMismatch     the collection's layout does not fit the config (terminal)
@@ -25,6 +26,7 @@ import signal
 
 __all__ = [
     "CollectionMismatch",
+    "ComputeError",
     "ConfigError",
     "ConnectorError",
     "GpuLeaseUnavailable",
@@ -94,6 +96,11 @@ class ModelError(TerminalError):
 
 class GpuLeaseUnavailable(TransientError):
     """No GPU could be leased (none present, or all busy past the timeout)."""
+
+
+class ComputeError(TerminalError):
+    """The Ray cluster cannot be used for the run: it cannot be reached, a node runs other
+    models, or an actor died more often than it may be restarted."""
 
 
 class SinkError(TerminalError):

@@ -36,6 +36,7 @@ __all__ = [
     "Bm42Options",
     "ChunkingSettings",
     "ClusterSettings",
+    "ComputeSettings",
     "DenseModelConfig",
     "DenseSettings",
     "GpuSettings",
@@ -429,6 +430,31 @@ class SyncSettings(_Section):
     a source under 8 MiB, where starting them costs more than they save."""
 
 
+class ComputeSettings(_Section):
+    """Where a sync's encoding runs: this process (and its workers), or a Ray cluster."""
+
+    engine: Literal["local", "ray"] = "local"
+    """``ray``: the dense and sparse models run as Ray actors across a cluster (the ``ray``
+    extra); this process still reads the source, plans, deletes and records the run."""
+    address: str = "auto"
+    """The Ray cluster: ``auto`` (the one this machine joined, ``ray start``, or
+    ``RAY_ADDRESS``), ``host:port`` or ``ray://host:10001``, or ``local`` (a Ray of this machine
+    alone, started for the run)."""
+    gpu_actors: int | None = Field(default=None, ge=0, le=4096)
+    """Actors holding one GPU each (they run the dense models). Default: one per GPU of the
+    cluster."""
+    cpu_actors: int | None = Field(default=None, ge=1, le=4096)
+    """Actors holding one CPU each: the sparse model when it runs on the CPU, and the dense
+    models too where the cluster has no GPU. Default: one per CPU of the cluster (at most
+    64)."""
+    in_flight: int = Field(default=2, ge=1, le=64)
+    """Windows sent to one actor before its first comes back: enough to keep it busy while a
+    window travels, few enough to keep memory flat."""
+    max_restarts: int = Field(default=2, ge=0, le=100)
+    """Times Ray restarts an actor whose process died (its windows are sent again); past
+    that, the run fails and deletes nothing."""
+
+
 class TelemetrySettings(_Section):
     """OpenTelemetry traces and metrics of syncs."""
 
@@ -485,6 +511,7 @@ class Settings(BaseSettings):
     source: SourceSettings = Field(default_factory=SourceSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
 

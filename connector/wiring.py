@@ -164,6 +164,10 @@ def build_syncer(
     from connector.sparse.avglen import resolve_avg_len
     from connector.switches import sparse_enabled
 
+    if settings.compute.engine == "ray":
+        from connector.compute import import_ray
+
+        import_ray()  # without Ray installed, fail before anything opens
     if source is None:
         src = settings.source
         if not src.path:
@@ -198,6 +202,17 @@ def build_syncer(
         store.close()
         raise
     sync = settings.sync
+    compute = None
+    if settings.compute.engine == "ray":
+        from connector.compute import RayCompute
+        from connector.pipeline._workers import runs_in_workers
+
+        compute = RayCompute(
+            settings,
+            sparse=target is not None,
+            sparse_on_gpu=target is not None and not runs_in_workers(target),
+            avg_len=avg_len,
+        )
     syncer = Syncer(
         writer,
         encoders,
@@ -210,6 +225,7 @@ def build_syncer(
         progress=progress or NULL_PROGRESS,
         telemetry=telemetry,
         dense_stage=dense_stage(settings, executor, telemetry=telemetry),
+        compute=compute,
     )
     return SyncJob(settings, source, store, writer, syncer, executor, record=record)
 

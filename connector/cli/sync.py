@@ -43,6 +43,14 @@ def _add_parser(commands: Subparsers, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let this run delete more than sync.max_delete_fraction of the source's points",
     )
+    sync.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="encode on a Ray cluster (compute.engine = ray): the one this machine joined "
+        "(auto), HOST:PORT, ray://HOST:10001, or local (needs the ray extra)",
+    )
     toggle = sync.add_mutually_exclusive_group()
     toggle.add_argument("--enable-sparse", dest="sparse", action="store_true", default=None)
     toggle.add_argument("--disable-sparse", dest="sparse", action="store_false")
@@ -65,6 +73,10 @@ def _overrides(args: argparse.Namespace) -> Overrides:
             "allow_mass_delete": True if args.allow_mass_delete else None,
         },
         "gpu": {"enabled": args.gpu},
+        "compute": {
+            "engine": "ray" if args.ray is not None else None,
+            "address": args.ray,
+        },
     }
 
 

@@ -27,6 +27,7 @@ from connector.store import CollectionLayout, Writer, as_uuid_int
 from connector.telemetry import Telemetry
 
 if TYPE_CHECKING:
+    from connector.compute import RayCompute, RayRun
     from connector.dense import DenseEncoder
     from connector.sources import Source
 
@@ -62,6 +63,9 @@ class Syncer:
             writes to it (:meth:`Writer.in_writer_process`; on a server, writes stay in this
             process), and the others run the sparse model when it runs on the CPU. ``None``:
             :func:`auto_workers` of the source's size.
+        compute: Encode on a Ray cluster instead (``workers`` then does not apply): this
+            process still reads, plans, writes (unless the actors write to a server
+            themselves), deletes and records.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Syncer:
         dense_stage: DenseStage | None = None,
         overlap: bool = True,
         workers: int | None = 1,
+        compute: RayCompute | None = None,
     ) -> None:
         self.writer = writer
         self.dense = list(dense)
@@ -92,6 +97,7 @@ class Syncer:
         self.dense_stage = dense_stage or DenseStage(telemetry=self.telemetry)
         self.overlap = overlap
         self.workers = workers
+        self.compute = compute
         self.record: RunRecord | None = None
         """The record of the run in progress or last run, also when it failed."""
 
@@ -232,6 +238,10 @@ class Syncer:
 
     def _flow(self, source: Source, planner: Planner, record: RunRecord) -> None:
         """Read and plan window k+1 and build and submit window k-1 while window k encodes."""
+        if self.compute is not None:
+            with self.compute.run(record, planner.signatures, bool(self.dense)) as engine:
+                self._stages(source, planner, record, self.sparse, engine)
+            return
         workers = self.workers or auto_workers(source.total_bytes)
         with ExitStack() as pool:
             sparse = self.sparse
@@ -246,15 +256,26 @@ class Syncer:
             self._stages(source, planner, record, sparse)
 
     def _stages(
-        self, source: Source, planner: Planner, record: RunRecord, sparse: SparseTarget | None
+        self,
+        source: Source,
+        planner: Planner,
+        record: RunRecord,
+        sparse: SparseTarget | None,
+        engine: RayRun | None = None,
     ) -> None:
         stages: list[Stage[Window]] = []
+        depth = _DEPTH if self.overlap else 0
+        if engine is not None:
+            # Out to the actors in one stage, back in order in the next: the windows between
+            # the two are the ones the actors work on.
+            stages = [Stage("submit", engine.submit), Stage("encode", engine.collect)]
+            depth = engine.depth
         encode_dense = DenseEncode(
             self.dense, self.dense_stage, self.telemetry, record.dense.device or "cpu"
         )
-        if self.dense:
+        if self.dense and engine is None:
             stages.append(Stage("dense", encode_dense))
-        if sparse is not None:
+        if sparse is not None and engine is None:
             encode_sparse = SparseEncode(sparse, self.telemetry)
             if self.dense and sparse.use_gpu and self.dense_stage.use_gpu:
                 # Both lease a GPU: one after the other, as they would not share it anyway.
@@ -265,7 +286,7 @@ class Syncer:
             record, planner.signatures, [e.name for e in self.dense], sparse, self.telemetry
         )
 
-        flow: Flow[Window] = Flow(depth=_DEPTH if self.overlap else 0, busy_s=record.stage_busy_s)
+        flow: Flow[Window] = Flow(depth=depth, busy_s=record.stage_busy_s)
 
         def write(window: Window) -> None:
             self.writer.submit(flow.timed("build", build, window))

@@ -194,9 +194,12 @@ class NodeUsage(_Model):
     workers: int
     """Processes (Ray actors) of the run on it."""
     chunks: int
-    """Chunks encoded there (the dense models' share where they ran apart from sparse)."""
+    """Chunks its actors encoded (a chunk whose dense vectors came from one node and its sparse
+    vector from another counts on both)."""
     devices: list[str] = Field(default_factory=list)
     """Where its models ran: ``cpu``, ``cuda:0``..."""
+    gpus: list[DeviceUsage] = Field(default_factory=list)
+    """Its GPUs, with their VRAM peaks and caps (none when it ran on CPUs only)."""
 
 
 class ComputeSection(_Model):
