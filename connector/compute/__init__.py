@@ -7,7 +7,16 @@ and recording in the sync's process and sends the encoding of each window to Ray
 
 from __future__ import annotations
 
-from connector.compute._actor import ActorReport, EncodeActor, Encoded, Role
+from connector.compute._actor import ActorReport, EncodeActor, Encoded, Role, WriteTarget
 from connector.compute._ray import RayCompute, RayRun, import_ray
 
-__all__ = ["ActorReport", "EncodeActor", "Encoded", "RayCompute", "RayRun", "Role", "import_ray"]
+__all__ = [
+    "ActorReport",
+    "EncodeActor",
+    "Encoded",
+    "RayCompute",
+    "RayRun",
+    "Role",
+    "WriteTarget",
+    "import_ray",
+]

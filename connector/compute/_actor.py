@@ -4,26 +4,33 @@ The class is plain Python (Ray wraps it when the run starts, :mod:`connector.com
 same code runs in an actor and, in tests, in this process. Inside an actor the connector's GPU
 lease, VRAM caps, adaptive batches and fallbacks apply as in a local sync: a process of the node
 that is not part of the Ray run sees the GPU leased, and the actor waits for it or falls back.
+Against a Qdrant server an actor also writes the points of the windows it finishes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from connector import __version__
+from connector.pipeline._build import Builder
 from connector.pipeline._encode import DenseEncode, SparseEncode
 from connector.pipeline._plan import Window
+from connector.store import WriteCounts
 
 if TYPE_CHECKING:
     from connector.settings import Settings
+    from connector.sparse.target import SparseTarget
+    from connector.store import Writer
 
-__all__ = ["ActorReport", "EncodeActor", "Encoded", "Role"]
+__all__ = ["ActorReport", "EncodeActor", "Encoded", "Role", "WriteTarget"]
 
-Role = Literal["dense", "sparse", "encode"]
-"""What an actor computes: the dense models, the sparse model, or both (``encode``)."""
+Role = Literal["dense", "sparse", "encode", "write"]
+"""What an actor does: the dense models, the sparse model, both (``encode``), or only write what
+others computed (``write``)."""
 
 
 @dataclass(slots=True)
@@ -41,16 +48,31 @@ class ActorReport:
     """The GPUs it ran on, as :class:`~connector.runs.manifest.DeviceUsage` fields."""
 
 
+@dataclass(frozen=True, slots=True)
+class WriteTarget:
+    """What an actor needs to write a window's points as the driver would have."""
+
+    run_id: str
+    source: str
+    collection: str
+    signatures: dict[str, str]
+    dense_names: list[str]
+
+
 @dataclass(slots=True)
 class Encoded:
-    """One window's share computed by one actor: its vectors and what the record needs."""
+    """One window's share computed by actors: its vectors (none once written) and what the
+    run's record needs."""
 
     vectors: dict[str, dict[int, Any]]
     dense_ms: float
     sparse: Any
     fallbacks: dict[int, str]
     sparse_empty: int
-    report: ActorReport
+    reports: list[ActorReport]
+    """The accounts of every actor that worked on the window."""
+    written: WriteCounts | None = None
+    """What Qdrant acknowledged when an actor wrote the window's points."""
 
 
 class EncodeActor:
@@ -58,8 +80,8 @@ class EncodeActor:
 
     Args:
         settings: The driver's settings (the models, the ``gpu`` section, ``state_dir`` for
-            the node's GPU leases).
-        role: What it computes.
+            the node's GPU leases, the ``qdrant`` section to write to a server).
+        role: What it does.
         index: Its number in the run (names it in reports).
         sparse: Whether the run computes sparse vectors (the driver's switch decides).
         avg_len: BM25's ``avg_len`` as the driver resolved it (``avg_len = "auto"``).
@@ -78,26 +100,30 @@ class EncodeActor:
     ) -> None:
         from connector.wiring import dense_encoders, dense_stage, device_executor, sparse_target
 
+        self.settings = settings
         self.role = role
         self.index = index
-        self.gpu = settings.gpu
         self.node = node or socket.gethostname()
         holder = f"connector sync (ray actor {index})"
         self.executor = device_executor(settings, holder=holder)
         self.dense_stage = dense_stage(settings, self.executor)
+        telemetry = self.dense_stage.telemetry
         self.encode_dense: DenseEncode | None = None
         self.encode_sparse: SparseEncode | None = None
         self.signatures: dict[str, str] = {}
+        # The sparse model's names go into payloads (a fallback's note) of what it writes.
+        self.sparse_target: SparseTarget | None = None
+        if sparse:
+            self.sparse_target = sparse_target(settings, self.executor, avg_len=avg_len)
         if role in ("dense", "encode"):
             encoders = dense_encoders(settings)
-            telemetry = self.dense_stage.telemetry
             device = "gpu" if settings.gpu.enabled else "cpu"
             self.encode_dense = DenseEncode(encoders, self.dense_stage, telemetry, device)
             self.signatures |= {e.name: e.signature for e in encoders}
-        if role in ("sparse", "encode") and sparse:
-            target = sparse_target(settings, self.executor, avg_len=avg_len)
-            self.encode_sparse = SparseEncode(target, self.dense_stage.telemetry)
-            self.signatures[target.vector_name] = target.signature
+        if role in ("sparse", "encode") and self.sparse_target is not None:
+            self.encode_sparse = SparseEncode(self.sparse_target, telemetry)
+            self.signatures[self.sparse_target.vector_name] = self.sparse_target.signature
+        self._writer: Writer | None = None
         self._chunks = 0
         self._busy_s = 0.0
         self._batch: int | None = None
@@ -112,26 +138,37 @@ class EncodeActor:
             "signatures": dict(self.signatures),
         }
 
-    def encode(self, window: Window) -> Encoded:
-        """Computes the window's vectors of this actor's role."""
+    def encode(self, window: Window, *parts: Encoded, target: WriteTarget | None = None) -> Encoded:
+        """Computes the window's vectors of this actor's role, with what other actors computed
+        (``parts``) merged in; with ``target``, also writes the window's points.
+
+        Raises:
+            ConnectorError: A model failed as it would in a local sync, or Qdrant refused a
+                write.
+        """
         started = time.perf_counter()
+        for part in parts:
+            merge(window, part)
+        before = set(window.vectors)
         if self.encode_dense is not None:
             window = self.encode_dense(window)
         if self.encode_sparse is not None:
             window = self.encode_sparse(window)
+        computed = set(window.vectors) - before if self.role != "write" else set(window.vectors)
+        self._chunks += len({i for name in computed for i in window.needs.get(name, ())})
+        written = self._write(window, target) if target is not None else None
         self._busy_s += time.perf_counter() - started
-        names = set(window.vectors)
-        self._chunks += len({i for name in names for i in window.needs.get(name, ())})
         sizes = self.executor.batcher.sizes()
         if sizes:
             self._batch = max(sizes.values())
         return Encoded(
-            vectors=window.vectors,
+            vectors={} if written is not None else window.vectors,
             dense_ms=window.dense_ms,
             sparse=window.sparse,
             fallbacks=window.fallbacks,
             sparse_empty=window.sparse_empty,
-            report=self.report(),
+            reports=[*(r for part in parts for r in part.reports), self.report()],
+            written=written,
         )
 
     def report(self) -> ActorReport:
@@ -155,13 +192,60 @@ class EncodeActor:
             busy_s=round(self._busy_s, 3),
             devices=[
                 usage.model_dump(mode="json")
-                for usage in device_usage(executors, self.gpu)
+                for usage in device_usage(executors, self.settings.gpu)
             ],
         )
 
     def close(self) -> None:
-        """Gives back a GPU still leased."""
+        """Gives back a GPU still leased and closes its connection to Qdrant."""
         try:
             self.dense_stage.close()
         finally:
             self.executor.close()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer.store.close()
+
+    def _write(self, window: Window, target: WriteTarget) -> WriteCounts:
+        """Writes the window's points and waits for Qdrant to acknowledge them."""
+        from connector.runs.record import RunRecord
+        from connector.wiring import chunk_writer, open_store
+
+        if self._writer is None:
+            store = open_store(self.settings, telemetry=self.dense_stage.telemetry)
+            self._writer = chunk_writer(self.settings, store, target.collection)
+        # The payloads name the driver's run, as if the driver had written them.
+        record = RunRecord(
+            run_id=target.run_id, source=target.source, collection=target.collection, batch_size=0
+        )
+        build = Builder(
+            record,
+            target.signatures,
+            target.dense_names,
+            self.sparse_target,
+            self.dense_stage.telemetry,
+        )
+        counts = WriteCounts()
+        self._writer.begin(counts)
+        try:
+            self._writer.submit(build.writes(window))
+            self._writer.flush()
+        finally:
+            self._writer.end()
+        return counts
+
+
+def merge(window: Window, part: Encoded) -> None:
+    """Takes what an actor computed for ``window`` into it."""
+    window.vectors.update(part.vectors)
+    window.dense_ms = max(window.dense_ms, part.dense_ms)
+    if part.sparse is not None:
+        window.sparse = part.sparse
+        window.fallbacks = part.fallbacks
+        window.sparse_empty = part.sparse_empty
+
+
+def add_counts(total: WriteCounts, more: WriteCounts) -> None:
+    """Adds what an actor's writes were acknowledged to the run's counts."""
+    for name in (f.name for f in dataclasses.fields(WriteCounts)):
+        setattr(total, name, getattr(total, name) + getattr(more, name))

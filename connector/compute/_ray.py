@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from connector import __version__
-from connector.compute._actor import ActorReport, EncodeActor, Encoded, Role
+from connector.compute._actor import (
+    ActorReport,
+    EncodeActor,
+    Encoded,
+    Role,
+    WriteTarget,
+    add_counts,
+    merge,
+)
 from connector.errors import ComputeError, ConfigError, ConnectorError
 from connector.pipeline._plan import Window
 from connector.runs.live import ActorProgress
@@ -85,8 +93,16 @@ class RayCompute:
         self.sparse_on_gpu = sparse_on_gpu
         self.avg_len = avg_len
 
+    @property
+    def actors_write(self) -> bool:
+        """Whether the actors write the points (to a Qdrant server) instead of the driver
+        (the one process that may open an embedded store)."""
+        return self.settings.qdrant.url is not None
+
     @contextmanager
-    def run(self, record: RunRecord, signatures: dict[str, str], dense: bool) -> Iterator[RayRun]:
+    def run(
+        self, record: RunRecord, signatures: dict[str, str], dense_names: list[str]
+    ) -> Iterator[RayRun]:
         """Connects to the cluster and starts the run's actors; they are stopped (and a Ray
         started for the run shut down) when the block ends, however it ends.
 
@@ -94,7 +110,7 @@ class RayCompute:
             record: The run's record: its ``cluster`` and ``actors`` follow the actors' reports.
             signatures: What the driver's models write, per vector name: every actor must
                 write the same.
-            dense: Whether there are dense models to run.
+            dense_names: The dense vectors, in the ensemble's order.
 
         Raises:
             ComputeError: The cluster cannot be reached, lacks the resources asked for, or an
@@ -104,10 +120,15 @@ class RayCompute:
         started = _connect(ray, self.settings.compute.address)
         actors: list[Any] = []
         try:
-            pools = self._pools(ray.cluster_resources(), dense)
+            pools = self._pools(ray.cluster_resources(), bool(dense_names))
             actors = self._start(ray, pools)
             compute = self.settings.compute
-            run = RayRun(ray, record, actors, compute.in_flight, compute.max_restarts)
+            target = None
+            if self.actors_write:
+                target = WriteTarget(
+                    record.run_id, record.source, record.collection, signatures, dense_names
+                )
+            run = RayRun(ray, record, actors, compute.in_flight, compute.max_restarts, target)
             run.check(signatures)
             yield run
         finally:
@@ -138,6 +159,9 @@ class RayCompute:
             pools.append(_Pool(gpu_role, 1, gpu_actors))
             if self.sparse and not self.sparse_on_gpu:
                 pools.append(_Pool("sparse", 0, cpu_actors))
+                if self.actors_write:
+                    # Writers join each window's two halves: one per GPU actor keeps up with it.
+                    pools.append(_Pool("write", 0, gpu_actors))
         else:
             pools.append(_Pool("encode", 0, cpu_actors))
         return pools
@@ -145,13 +169,14 @@ class RayCompute:
     def _start(self, ray: Any, pools: list[_Pool]) -> list[Any]:
         compute = self.settings.compute
         remote = ray.remote(_RayActor)
-        actors = []
+        actors: list[Any] = []
         for pool in pools:
             for _ in range(pool.count):
                 options: dict[str, Any] = {
                     "num_gpus": pool.gpus,
-                    # A GPU actor mostly waits on its device: it takes no CPU from the CPU actors.
-                    "num_cpus": 0 if pool.gpus else 1,
+                    # A GPU actor mostly waits on its device, a writer on Qdrant: neither takes
+                    # a CPU from the actors that compute.
+                    "num_cpus": 0 if pool.gpus or pool.role == "write" else 1,
                     "max_restarts": compute.max_restarts,
                     "max_task_retries": compute.max_restarts,
                 }
@@ -194,12 +219,20 @@ class RayRun:
         actors: The run's actors, index order.
         in_flight: Windows one actor may hold at once.
         max_restarts: Times Ray restarts a dead actor (named when it gives up).
+        target: Where the actors write the points; ``None``: the driver writes them.
     """
 
     def __init__(
-        self, ray: Any, record: RunRecord, actors: list[Any], in_flight: int, max_restarts: int
+        self,
+        ray: Any,
+        record: RunRecord,
+        actors: list[Any],
+        in_flight: int,
+        max_restarts: int,
+        target: WriteTarget | None = None,
     ) -> None:
         self.ray = ray
+        self.target = target
         self.record = record
         self.actors = actors
         self.in_flight = in_flight
@@ -210,6 +243,7 @@ class RayRun:
         self._per_role: dict[str, int] = {}
         self._reports: dict[int, ActorReport] = {}
         self._pending: dict[int, list[tuple[int, Any]]] = {}
+        self._sent: dict[int, list[int]] = {}  # window -> the actors it went to
 
     @property
     def depth(self) -> int:
@@ -252,14 +286,19 @@ class RayRun:
         if not any(window.needs.values()):
             return window
         ref = self.ray.put(window)
-        calls = []
+        roles = list(dict.fromkeys(self._roles))
         with self._lock:
-            for role in dict.fromkeys(self._roles):
-                index = min(
-                    (i for i, r in enumerate(self._roles) if r == role), key=self._load.__getitem__
-                )
-                self._load[index] += 1
-                calls.append((index, self.actors[index].encode.remote(ref)))
+            chosen = {role: self._least_busy(role) for role in roles}
+        target = self.target
+        if "write" in chosen:
+            # Both halves go to a writer, which waits for them, joins them and writes.
+            halves = [self._call(chosen[r], ref) for r in roles if r != "write"]
+            calls = [self._call(chosen["write"], ref, *(c for _, c in halves), target=target)]
+        elif len(roles) == 1:
+            calls = [self._call(chosen[roles[0]], ref, target=target)]
+        else:
+            calls = [self._call(chosen[role], ref) for role in roles]
+        self._sent[id(window)] = list(chosen.values())
         self._pending[id(window)] = calls
         return window
 
@@ -274,18 +313,25 @@ class RayRun:
             raise self._failure(calls, exc) from exc
         finally:
             with self._lock:
-                for index, _ in calls:
+                for index in self._sent.pop(id(window), []):
                     self._load[index] -= 1
         for part in parts:
-            window.vectors.update(part.vectors)
-            window.dense_ms = max(window.dense_ms, part.dense_ms)
-            if part.sparse is not None:
-                window.sparse = part.sparse
-                window.fallbacks = part.fallbacks
-                window.sparse_empty = part.sparse_empty
-            self._reports[part.report.index] = part.report
+            merge(window, part)
+            for report in part.reports:
+                self._reports[report.index] = report
+            if part.written is not None:
+                add_counts(self.record.writes, part.written)
+                window.written = True
         self._publish()
         return window
+
+    def _least_busy(self, role: Role) -> int:
+        index = min((i for i, r in enumerate(self._roles) if r == role), key=self._load.__getitem__)
+        self._load[index] += 1
+        return index
+
+    def _call(self, index: int, *args: Any, target: WriteTarget | None = None) -> tuple[int, Any]:
+        return index, self.actors[index].encode.remote(*args, target=target)
 
     def _failure(self, calls: Sequence[tuple[int, Any]], exc: Exception) -> Exception:
         cause = getattr(exc, "cause", None)
@@ -326,7 +372,7 @@ class RayRun:
                 NodeUsage(
                     node=node,
                     workers=len(on),
-                    chunks=sum(r.chunks for r in on),
+                    chunks=sum(r.chunks for r in on if r.role != "write"),
                     devices=sorted({d for r in on for d in r.device.split(",")}),
                     gpus=[DeviceUsage.model_validate(u) for r in on for u in r.devices],
                 )

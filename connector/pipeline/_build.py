@@ -44,26 +44,41 @@ class Builder:
         self.telemetry = telemetry
 
     def __call__(self, window: Window) -> WriteBatch:
+        """Counts the window into the record and returns its writes."""
+        self.count(window)
+        return self.writes(window)
+
+    def count(self, window: Window) -> None:
+        """Counts the window into the record (alone where a Ray actor wrote its points)."""
         self._note_encoding(window)
-        record = self.record
-        counts = record.counts
+        counts = self.record.counts
         counts.chunks_seen += len(window.items)
+        before = (counts.encoded, counts.skipped_unchanged, counts.payload_only)
+        for kind, _ in window.plans:
+            if kind == "skip":
+                counts.skipped_unchanged += 1
+            elif kind == "payload":
+                counts.payload_only += 1
+            else:
+                counts.encoded += 1
+        self.telemetry.count_chunks(counts.encoded - before[0], "encoded")
+        self.telemetry.count_chunks(counts.skipped_unchanged - before[1], "unchanged")
+        self.telemetry.count_chunks(counts.payload_only - before[2], "metadata_only")
+
+    def writes(self, window: Window) -> WriteBatch:
+        """The window's points, vector updates and payload overwrites (nothing is counted)."""
         batch = WriteBatch()
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        before = (counts.encoded, counts.skipped_unchanged, counts.payload_only)
         vectors = window.vectors
         for index, ((chunk, pid), (kind, missing)) in enumerate(
             zip(window.items, window.plans, strict=True)
         ):
             if kind == "skip":
-                counts.skipped_unchanged += 1
                 continue
             payload = self._payload(chunk, now, window.fallbacks.get(index))
             if kind == "payload":
-                counts.payload_only += 1
                 batch.payload_overwrites.append((pid, payload))
                 continue
-            counts.encoded += 1
             point_vectors = {name: vectors[name][index] for name in missing}
             point_vectors = {k: v for k, v in point_vectors.items() if v is not None}
             if kind == "full":
@@ -73,9 +88,6 @@ class Builder:
                 batch.vector_updates.append((pid, point_vectors))
             # The whole payload is rewritten so that a fallback note of an earlier run goes too.
             batch.payload_overwrites.append((pid, payload))
-        self.telemetry.count_chunks(counts.encoded - before[0], "encoded")
-        self.telemetry.count_chunks(counts.skipped_unchanged - before[1], "unchanged")
-        self.telemetry.count_chunks(counts.payload_only - before[2], "metadata_only")
         return batch
 
     def _note_encoding(self, window: Window) -> None:

@@ -37,6 +37,8 @@ class Window:
     sparse: Any = None
     """The sparse generator's result for the window, for the run's record."""
     sparse_empty: int = 0
+    written: bool = False
+    """Its points were written by the Ray actor that encoded it: the driver only counts it."""
 
 
 class Planner:

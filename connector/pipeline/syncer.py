@@ -239,7 +239,8 @@ class Syncer:
     def _flow(self, source: Source, planner: Planner, record: RunRecord) -> None:
         """Read and plan window k+1 and build and submit window k-1 while window k encodes."""
         if self.compute is not None:
-            with self.compute.run(record, planner.signatures, bool(self.dense)) as engine:
+            dense_names = [e.name for e in self.dense]
+            with self.compute.run(record, planner.signatures, dense_names) as engine:
                 self._stages(source, planner, record, self.sparse, engine)
             return
         workers = self.workers or auto_workers(source.total_bytes)
@@ -289,7 +290,10 @@ class Syncer:
         flow: Flow[Window] = Flow(depth=depth, busy_s=record.stage_busy_s)
 
         def write(window: Window) -> None:
-            self.writer.submit(flow.timed("build", build, window))
+            if window.written:
+                flow.timed("build", build.count, window)  # a Ray actor wrote its points
+            else:
+                self.writer.submit(flow.timed("build", build, window))
             record.progress.advance(len(window.items), window.bytes_read)
             self.progress.advance(len(window.items), window.bytes_read)
 

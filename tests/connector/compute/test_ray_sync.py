@@ -16,15 +16,23 @@ from connector.runs import RunRecord
 from connector.settings import load_settings
 from connector.store.edge import EdgeClient
 from connector.wiring import build_syncer
+from tests.connector.compute.rest import RestWrites, serving
+from tests.connector.store.servers import ServerLike
 from tests.connector.test_parallel import comparable
 
 RATE = {"encoder": "connector.dense_plugins:RateEncoder", "name": "vec", "options": {"dim": 16}}
 
 
 def settings_for(
-    workdir: Path, ray: str | None, dense: dict[str, Any] = RATE, gpu: bool = False, **compute: Any
+    workdir: Path,
+    ray: str | None,
+    dense: dict[str, Any] = RATE,
+    gpu: bool = False,
+    qdrant: dict[str, Any] | None = None,
+    **compute: Any,
 ) -> Any:
     overrides: dict[str, Any] = {
+        "qdrant": qdrant or {},
         "gpu": {"enabled": gpu, "lease_timeout_s": 0.1},
         "state_dir": str(workdir / "state"),
         "source": {"path": str(workdir / "corpus.jsonl"), "name": "docs"},
@@ -40,10 +48,13 @@ def settings_for(
 def sync(
     workdir: Path, ray: str | None, store: str = "qdrant", **options: Any
 ) -> tuple[RunRecord, dict[str, dict[str, Any]]]:
-    """One recorded run; its record and the stored points by chunk id (run id and clock left
-    out)."""
-    settings = settings_for(workdir, ray, **options)
-    with build_syncer(settings, client=EdgeClient(workdir / store)) as job:
+    """One recorded run into the embedded store ``store``; its record and the stored points by
+    chunk id (run id and clock left out)."""
+    return sync_into(settings_for(workdir, ray, **options), EdgeClient(workdir / store))
+
+
+def sync_into(settings: Any, client: Any) -> tuple[RunRecord, dict[str, dict[str, Any]]]:
+    with build_syncer(settings, client=client) as job:
         record = job.run()
         points, _ = job.store.scroll(job.writer.collection, limit=1000, with_vectors=True)
     return record, dict(comparable(p) for p in points)
@@ -117,3 +128,26 @@ def test_an_actor_that_keeps_dying_fails_the_run_and_a_rerun_converges(
     assert record.status == "succeeded"
     assert stored == expected
     assert record.counts.skipped_unchanged > 0  # what the failed run wrote stayed
+
+
+def test_against_a_server_the_actors_write_the_points(workdir: Path, ray_cluster: str) -> None:
+    # The same kind of store for both runs: engines differ in how they round stored floats.
+    _, expected = sync_into(settings_for(workdir, None), ServerLike())
+    server = ServerLike()
+    writes = RestWrites(server.inner)
+    with serving(writes) as url:
+        qdrant = {"url": url, "cluster": {"write_ordering": "strong"}}
+        settings = settings_for(workdir, ray_cluster, gpu=True, qdrant=qdrant)
+        record, stored = sync_into(settings, server)
+    assert record.status == "succeeded"
+    assert stored == expected
+    # Every point came from the actors, over HTTP, with the configured ordering.
+    sent = [(method, query) for method, _, query in writes.received]
+    assert sent and {method for method, _ in sent} == {"upsert"}
+    assert all(query.get("ordering") == "strong" for _, query in sent)
+    assert record.writes.upserted == 40
+    assert sorted({a.role for a in record.actors}) == ["dense", "sparse", "write"]
+    # The driver wrote the run's record, never a chunk: every upsert it sent went to the runs
+    # collection (payload only).
+    for request in server.requests("upsert"):
+        assert request == {"wait": True, "ordering": request.get("ordering")}
