@@ -60,7 +60,9 @@ def settings_for(args: argparse.Namespace, state: Path, corpus: Path, ray: str |
     return load_settings(None, overrides)
 
 
-def sync(args: argparse.Namespace, work: Path, name: str, corpus: Path, ray: str | None) -> dict[str, Any]:
+def sync(
+    args: argparse.Namespace, work: Path, name: str, corpus: Path, ray: str | None
+) -> dict[str, Any]:
     """One first sync into a new store; its wall time from the collection's creation on."""
     from connector.wiring import build_syncer
 
@@ -123,7 +125,8 @@ def main() -> None:
             cluster.shutdown()
 
     nodes = 1 + args.gpu_nodes
-    print(f"simulated cluster: {nodes} nodes, {args.gpu_nodes} logical GPU(s), started in {start_s:.1f} s")
+    gpus = args.gpu_nodes
+    print(f"simulated cluster: {nodes} nodes, {gpus} logical GPU(s), started in {start_s:.1f} s")
     print(f"{'engine':>7} {'seconds':>8} {'chunks/s':>9} {'nodes':>6} {'actors':>7}  roles")
     for name, run in (("local", local), ("ray", over)):
         print(

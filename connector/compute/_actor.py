@@ -98,6 +98,7 @@ class EncodeActor:
         avg_len: float | None = None,
         node: str | None = None,
     ) -> None:
+        from connector.telemetry import setup_telemetry
         from connector.wiring import dense_encoders, dense_stage, device_executor, sparse_target
 
         self.settings = settings
@@ -105,16 +106,21 @@ class EncodeActor:
         self.index = index
         self.node = node or socket.gethostname()
         holder = f"connector sync (ray actor {index})"
-        self.executor = device_executor(settings, holder=holder)
-        self.dense_stage = dense_stage(settings, self.executor)
-        telemetry = self.dense_stage.telemetry
+        # Its spans (dense, sparse_inference, upsert) go where the driver's go, as traces of
+        # their own: an actor is a process of its own.
+        telemetry = setup_telemetry(settings.telemetry)
+        self.telemetry = telemetry
+        self.executor = device_executor(settings, holder=holder, telemetry=telemetry)
+        self.dense_stage = dense_stage(settings, self.executor, telemetry=telemetry)
         self.encode_dense: DenseEncode | None = None
         self.encode_sparse: SparseEncode | None = None
         self.signatures: dict[str, str] = {}
         # The sparse model's names go into payloads (a fallback's note) of what it writes.
         self.sparse_target: SparseTarget | None = None
         if sparse:
-            self.sparse_target = sparse_target(settings, self.executor, avg_len=avg_len)
+            self.sparse_target = sparse_target(
+                settings, self.executor, avg_len=avg_len, telemetry=telemetry
+            )
         if role in ("dense", "encode"):
             encoders = dense_encoders(settings)
             device = "gpu" if settings.gpu.enabled else "cpu"
@@ -197,7 +203,8 @@ class EncodeActor:
         )
 
     def close(self) -> None:
-        """Gives back a GPU still leased and closes its connection to Qdrant."""
+        """Gives back a GPU still leased, closes its connection to Qdrant and exports the spans
+        it still holds."""
         try:
             self.dense_stage.close()
         finally:
@@ -205,6 +212,7 @@ class EncodeActor:
             if self._writer is not None:
                 self._writer.close()
                 self._writer.store.close()
+            self.telemetry.shutdown()
 
     def _write(self, window: Window, target: WriteTarget) -> WriteCounts:
         """Writes the window's points and waits for Qdrant to acknowledge them."""

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install "qdrant-hybrid-connector[ray]"'
 _MAX_CPU_ACTORS = 64
+_CLOSE_S = 10.0
+"""How long the actors of a run that ended may take to close."""
 
 
 def import_ray() -> Any:
@@ -132,8 +134,7 @@ class RayCompute:
             run.check(signatures)
             yield run
         finally:
-            for actor in actors:
-                ray.kill(actor, no_restart=True)
+            _stop(ray, actors)
             if started:
                 ray.shutdown()
 
@@ -379,6 +380,15 @@ class RayRun:
                 for node, on in sorted(nodes.items())
             ],
         )
+
+
+def _stop(ray: Any, actors: list[Any]) -> None:
+    """Lets each actor give back its GPU and export its spans, then ends it (one that does not
+    answer in time, or died, is ended all the same)."""
+    closing = [actor.close.remote() for actor in actors]
+    ray.wait(closing, num_returns=len(closing), timeout=_CLOSE_S)
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
 
 
 def _connect(ray: Any, address: str) -> bool:

@@ -13,7 +13,7 @@ import pytest
 from tests.paths import REPO
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_cluster() -> Iterator[str]:
     """The address of the two-node cluster, this process connected to it."""
     import ray

@@ -113,21 +113,32 @@ def test_an_actor_that_dies_is_restarted_and_the_run_stores_every_point(
     assert stored == expected
 
 
-def test_an_actor_that_keeps_dying_fails_the_run_and_a_rerun_converges(
+def test_an_actor_that_keeps_dying_fails_the_run_deleting_nothing_and_a_rerun_converges(
     workdir: Path, ray_cluster: str
 ) -> None:
+    sync(workdir, ray_cluster)
+    # The source changes: five records gone, five edited (to encode again).
+    corpus = workdir / "corpus.jsonl"
+    records = [json.loads(line) for line in corpus.read_text().splitlines()]
+    for record in records[10:15]:
+        record["text"] += " (revised)"
+    del records[30:35]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
     _, expected = sync(workdir, None, store="local")
     dying = {
         "encoder": "tests.connector.compute.plugins:DyingEncoder",
         "name": "vec",
-        "options": {"marker": str(workdir / "deaths"), "die_at": 3, "deaths": 1},
+        "options": {"marker": str(workdir / "deaths"), "die_at": 1, "deaths": 1},
     }
     with pytest.raises(ComputeError, match="compute.max_restarts"):
         sync(workdir, ray_cluster, dense=dying, max_restarts=0)
+    with build_syncer(settings_for(workdir, None), client=EdgeClient(workdir / "qdrant")) as job:
+        kept = job.store.count(job.writer.collection)
+    assert kept == 40  # the run that did not finish deleted nothing
     record, stored = sync(workdir, ray_cluster, dense=dying, max_restarts=0)
     assert record.status == "succeeded"
+    assert (record.counts.encoded, record.writes.deleted) == (5, 5)
     assert stored == expected
-    assert record.counts.skipped_unchanged > 0  # what the failed run wrote stayed
 
 
 def test_against_a_server_the_actors_write_the_points(workdir: Path, ray_cluster: str) -> None:
