@@ -33,6 +33,9 @@ from typing import Any
 from _corpus import DEFAULT_DATASET, read_docs, short_chunks, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
+# This file is named after the benchmark, ray.py: with its folder first on the path,
+# `import ray` would import it again instead of Ray.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def settings_for(args: argparse.Namespace, state: Path, corpus: Path, ray: str | None) -> Any:
