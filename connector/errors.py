@@ -9,6 +9,7 @@
     │   └── SourceUnavailable      the source could not be reached in time         (transient)
     ├── ModelError                 a model cannot be found, loaded or run          (terminal)
     ├── GpuLeaseUnavailable        no GPU could be leased in time                  (transient)
+    ├── SyncInProgress             another run holds the source's sync lease       (transient)
     ├── SinkError                  Qdrant refused or failed a request              (terminal)
     │   ├── SinkUnavailable        Qdrant timed out, dropped the connection, 5xx   (transient)
     │   ├── CollectionMismatch     the collection's layout does not fit the config (terminal)
@@ -35,6 +36,7 @@ __all__ = [
     "SinkUnavailable",
     "SourceError",
     "SourceUnavailable",
+    "SyncInProgress",
     "TerminalError",
     "TransientError",
     "UnsafeDelete",
@@ -94,6 +96,11 @@ class ModelError(TerminalError):
 
 class GpuLeaseUnavailable(TransientError):
     """No GPU could be leased (none present, or all busy past the timeout)."""
+
+
+class SyncInProgress(TransientError):
+    """Another run holds the lease on (collection, source): it syncs that source now, or did
+    until lately and its lease has not lapsed yet; or this run lost its lease to another."""
 
 
 class SinkError(TerminalError):

@@ -6,7 +6,7 @@ import gc
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,8 @@ class Syncer:
             writes to it (:meth:`Writer.in_writer_process`; on a server, writes stay in this
             process), and the others run the sparse model when it runs on the CPU. ``None``:
             :func:`auto_workers` of the source's size.
+        guard: Called right before a run deletes what disappeared from the source; what it
+            raises fails the run with nothing deleted (a sync lease lost to another run).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Syncer:
         dense_stage: DenseStage | None = None,
         overlap: bool = True,
         workers: int | None = 1,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         self.writer = writer
         self.dense = list(dense)
@@ -92,6 +95,7 @@ class Syncer:
         self.dense_stage = dense_stage or DenseStage(telemetry=self.telemetry)
         self.overlap = overlap
         self.workers = workers
+        self.guard = guard
         self.record: RunRecord | None = None
         """The record of the run in progress or last run, also when it failed."""
 
@@ -316,6 +320,8 @@ class Syncer:
                 f"{self.max_delete_fraction:.0%}, sync.max_delete_fraction); nothing was deleted "
                 "(pass --allow-mass-delete if the source really shrank)"
             )
+        if self.guard is not None:
+            self.guard()
         log.info("deleting %d points no longer in %s", len(stale), source)
         self.writer.delete(stale)
 
