@@ -116,14 +116,20 @@ class SyncLease:
         current = self.read()
         if current is not None and not self._free(current):
             raise SyncInProgress(self._describe(current))
-        self._since = _iso(_now())
-        self._write()
-        if self.settle_s > 0:
-            time.sleep(self.settle_s)
-            current = self.read()
-            if not self._ours(current):
-                raise SyncInProgress(self._describe(current))
+        now = _now()
+        self._since = _iso(now)
+        self._lost = None
+        self._write(now)
         self._held = True
+        if self.settle_s > 0:
+            try:
+                time.sleep(self.settle_s)
+                current = self.read()
+                if not self._ours(current):
+                    raise SyncInProgress(self._describe(current))
+            except BaseException:
+                self.release()  # the claim, if it is still there, is this run's to take back
+                raise
         self._stop.clear()
         self._heartbeat = threading.Thread(
             target=self._beat, name=f"sync-lease-{self.run_id[:8]}", daemon=True
@@ -182,13 +188,12 @@ class SyncLease:
                     self._lose(current)
                     log.error("%s", self._lost)
                     return
-                self._write()
+                self._write(_now())
             except ConnectorError as exc:
                 # Not fatal yet: the lease holds until it expires, and check() reads it again.
                 log.warning("could not renew the sync lease of run %s: %s", self.run_id, exc)
 
-    def _write(self) -> None:
-        now = _now()
+    def _write(self, now: datetime) -> None:
         payload = {
             "kind": LEASE_KIND,
             "collection": self.collection,
