@@ -10,6 +10,7 @@
     ├── ModelError                 a model cannot be found, loaded or run          (terminal)
     ├── GpuLeaseUnavailable        no GPU could be leased in time                  (transient)
     ├── ComputeError               the Ray cluster is unusable or lost the run's actors (terminal)
+    ├── SyncInProgress             another run holds the source's sync lease       (transient)
     ├── SinkError                  Qdrant refused or failed a request              (terminal)
     │   ├── SinkUnavailable        Qdrant timed out, dropped the connection, 5xx   (transient)
     │   ├── CollectionMismatch     the collection's layout does not fit the config (terminal)
@@ -37,6 +38,7 @@ __all__ = [
     "SinkUnavailable",
     "SourceError",
     "SourceUnavailable",
+    "SyncInProgress",
     "TerminalError",
     "TransientError",
     "UnsafeDelete",
@@ -101,6 +103,11 @@ class GpuLeaseUnavailable(TransientError):
 class ComputeError(TerminalError):
     """The Ray cluster cannot be used for the run: it cannot be reached, a node runs other
     models, or an actor died more often than it may be restarted."""
+
+
+class SyncInProgress(TransientError):
+    """Another run holds the lease on (collection, source): it syncs that source now, or did
+    until lately and its lease has not lapsed yet; or this run lost its lease to another."""
 
 
 class SinkError(TerminalError):

@@ -428,6 +428,13 @@ class SyncSettings(_Section):
     """Processes that take a sync's CPU work (1: all in the sync's process). Default: one per
     core the process may use but one (up to 16; the sync's own process needs a core), or 1 for
     a source under 8 MiB, where starting them costs more than they save."""
+    lease_ttl_s: float = Field(default=60.0, gt=0, le=86_400)
+    """How long a sync's lease on (collection, source) in the runs collection holds without
+    being renewed: a run renews it every third of this; a run whose process died (on another
+    host, where its pid cannot be checked) keeps others out this long."""
+    lease_settle_s: float = Field(default=0.5, ge=0, le=60)
+    """Against a server, how long a sync waits after writing its claim on the lease before
+    reading it back: of two claims that cross, the later one wins and the other run stops."""
 
 
 class ComputeSettings(_Section):

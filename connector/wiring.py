@@ -79,10 +79,13 @@ class SyncJob(AbstractContextManager["SyncJob"]):
 
     def run(self) -> RunRecord:
         """Bring a missing collection to the latest schema (refuse one that is behind), then
-        sync the source, recorded as a run.
+        sync the source, recorded as a run, holding the source's sync lease (which lives in the
+        runs collection: a run not recorded takes none).
 
         Raises:
             SchemaOutdated: The collection exists and its schema is behind.
+            SyncInProgress: Another run (of any host) holds the lease on syncing this source
+                into this collection.
             ConnectorError: The run failed (see :meth:`Syncer.run`); it is recorded as such.
         """
         from connector.store.migrator import Migrator
@@ -95,18 +98,33 @@ class SyncJob(AbstractContextManager["SyncJob"]):
         if not self.record:
             with self.executor, self.syncer.dense_stage:
                 return self.syncer.run(self.source)
-        from connector.runs import RunRecorder, RunStore, config_digest
+        from connector.runs import RunRecorder, RunStore, SyncLease, config_digest
 
+        runs = RunStore(self.store, runs_collection)
         recorder = RunRecorder(
             self.syncer,
             self.source.name,
             settings.state_dir,
-            RunStore(self.store, runs_collection),
+            runs,
             config_digest=config_digest(settings),
             devices=lambda: device_usage(self.syncer.dense_stage.executors, settings.gpu),
         )
-        with recorder, _sigterm_stops(), self.executor, self.syncer.dense_stage:
-            return self.syncer.run(self.source, run_id=recorder.run_id)
+        lease = SyncLease(
+            runs,
+            self.writer.collection,
+            self.source.name,
+            recorder.run_id,
+            ttl_s=settings.sync.lease_ttl_s,
+            # No other process can write an embedded store meanwhile: its folder is locked.
+            settle_s=settings.sync.lease_settle_s if settings.qdrant.url is not None else 0.0,
+        )
+        # A run that finds the source's lease held is no run: it fails before it is recorded.
+        with lease, recorder, _sigterm_stops(), self.executor, self.syncer.dense_stage:
+            self.syncer.guard = lease.check
+            try:
+                return self.syncer.run(self.source, run_id=recorder.run_id)
+            finally:
+                self.syncer.guard = None
 
     def close(self) -> None:
         """Give back a GPU still leased, stop the writer (nothing queued is dropped) and close

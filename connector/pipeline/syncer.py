@@ -6,7 +6,7 @@ import gc
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,8 @@ class Syncer:
         compute: Encode on a Ray cluster instead (``workers`` then does not apply): this
             process still reads, plans, writes (unless the actors write to a server
             themselves), deletes and records.
+        guard: Called right before a run deletes what disappeared from the source; what it
+            raises fails the run with nothing deleted (a sync lease lost to another run).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class Syncer:
         overlap: bool = True,
         workers: int | None = 1,
         compute: RayCompute | None = None,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         self.writer = writer
         self.dense = list(dense)
@@ -98,6 +101,7 @@ class Syncer:
         self.overlap = overlap
         self.workers = workers
         self.compute = compute
+        self.guard = guard
         self.record: RunRecord | None = None
         """The record of the run in progress or last run, also when it failed."""
 
@@ -341,6 +345,8 @@ class Syncer:
                 f"{self.max_delete_fraction:.0%}, sync.max_delete_fraction); nothing was deleted "
                 "(pass --allow-mass-delete if the source really shrank)"
             )
+        if self.guard is not None:
+            self.guard()
         log.info("deleting %d points no longer in %s", len(stale), source)
         self.writer.delete(stale)
 

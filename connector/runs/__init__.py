@@ -1,10 +1,12 @@
 """Runs: the record a sync fills as it goes, and what is derived from it: the manifest each sync
-leaves, its point in the runs collection, its live progress in the state folder; and whether the
-process that runs it is still there."""
+leaves, its point in the runs collection, its live progress in the state folder; whether the
+process that runs it is still there; and its lease on the source, which keeps a second sync of the
+same source, from any host, out while it runs."""
 
 from __future__ import annotations
 
 from connector.runs._collection import RunStore, config_digest, mark_dead_runs
+from connector.runs._lease import SyncLease
 from connector.runs._process import process_alive, this_process
 from connector.runs._recorder import RunRecorder
 from connector.runs.live import LiveProgress, read_progress, write_progress
@@ -31,6 +33,7 @@ __all__ = [
     "Skips",
     "SparseInferenceRun",
     "SparseStats",
+    "SyncLease",
     "config_digest",
     "iter_summaries",
     "mark_dead_runs",

@@ -4,6 +4,11 @@ A run writes its record when it starts (``running``), updates its progress as it
 once more when it ends (``succeeded``, ``failed`` or ``interrupted``, with the reason). A process
 killed mid-way cannot do the last write; the next run finds its ``running`` record, sees that the
 process is gone, and marks it ``interrupted``.
+
+The collection also holds the sync leases of the runs going on (one point per collection and
+source, ``kind = "sync_lease"``, see :class:`connector.runs.SyncLease`): they are no runs, and no
+reader here returns one. Lists never meet them (a lease has neither ``run.started_at`` to order by
+nor ``run.status`` to filter on); reads by id skip them.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["RunStore", "config_digest", "mark_dead_runs"]
 
 log = logging.getLogger(__name__)
+
+LEASE_KIND = "sync_lease"
+"""The ``kind`` of the payload of a point of the runs collection that is a sync lease, not a run."""
 
 
 class RunStore:
@@ -74,7 +82,8 @@ class RunStore:
         return found[0] if found else None
 
     def payload(self, run_id: str) -> dict[str, Any] | None:
-        """The record of ``run_id`` as stored; ``None`` when there is none.
+        """The record of ``run_id`` as stored; ``None`` when there is none (a sync lease's id
+        names no run).
 
         Raises:
             ConfigError: ``run_id`` is not a run id (a UUID).
@@ -86,7 +95,8 @@ class RunStore:
         if not self.exists():
             return None
         records = self.store.retrieve(self.collection, [key], with_payload=True)
-        return dict(records[0].payload or {}) if records else None
+        payload = dict(records[0].payload or {}) if records else None
+        return None if payload is None or payload.get("kind") == LEASE_KIND else payload
 
     def latest(self, limit: int = 20) -> list[ProcessingSummary]:
         """The newest ``limit`` runs, newest first."""
