@@ -240,6 +240,7 @@ class RayRun:
         self.max_restarts = max_restarts
         self._lock = threading.Lock()
         self._load = [0] * len(actors)
+        self._given = [0] * len(actors)
         self._roles: list[Role] = []
         self._per_role: dict[str, int] = {}
         self._reports: dict[int, ActorReport] = {}

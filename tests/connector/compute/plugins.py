@@ -31,8 +31,12 @@ class DyingEncoder(RateEncoder):
         self.calls += 1
         if self.calls == self.die_at:
             self.marker.mkdir(parents=True, exist_ok=True)
-            died = len(list(self.marker.iterdir()))
-            if died < self.deaths:
-                (self.marker / f"death-{died}-{os.getpid()}").touch()
+            # Each death claims its file atomically: two actors at their fatal call at once
+            # cannot both take the last one.
+            for death in range(self.deaths):
+                try:
+                    os.close(os.open(self.marker / f"death-{death}", os.O_CREAT | os.O_EXCL))
+                except FileExistsError:
+                    continue
                 os._exit(1)
         return super().encode(texts)
