@@ -144,13 +144,13 @@ class Snapshot:
 
         Runs are matched by id: the stored record wins (the runs collection is written at least
         as often as a manifest), runs only in the state folder stay. Both lists hold their newest
-        runs, so the merge keeps the newest of their longer length. A read that failed leaves the
-        state folder's history and adds a one-line problem.
+        runs, so the newest of the merge are right up to the longer of their limits. A read that
+        failed leaves the state folder's history and adds a one-line problem.
         """
         rows = {row.run_id: row for row in self.runs}
         rows.update((s.run.id, RunRow.from_summary(s)) for s in stored.summaries)
         merged = sorted(rows.values(), key=lambda row: row.started_at, reverse=True)
-        merged = merged[: max(len(self.runs), len(stored.summaries))]
+        merged = merged[: max(len(self.runs), stored.limit)]
         if self.live and self.progress is not None:
             merged = [row.with_progress(self.progress, self.taken_at) for row in merged]
         problems = self.problems

@@ -29,6 +29,8 @@ class StoredRuns:
 
     target: str
     """The server URL (never an API key)."""
+    limit: int
+    """How many runs the read asked for: it holds the newest ``limit`` runs of every host."""
     summaries: tuple[ProcessingSummary, ...] = ()
     """The newest runs, newest first."""
     problem: str | None = None
@@ -77,5 +79,5 @@ class RunsReader:
                 if self.client is None:  # a client passed in is its owner's to close
                     store.close()
         except Exception as exc:  # whatever the client raises, the dashboard stays up
-            return StoredRuns(self.target, problem=failure(exc))
-        return StoredRuns(self.target, summaries)
+            return StoredRuns(self.target, self.limit, problem=failure(exc))
+        return StoredRuns(self.target, self.limit, summaries)
