@@ -180,8 +180,9 @@ class ClusterPanel(Static):
     """A Ray run's cluster: nodes and workers in the title, one row per encoding actor (node,
     role, device, batch size, chunks, chunks/s); hidden unless a Ray run is live."""
 
-    MAX_ROWS = 8
-    """Actors listed; the rest are summed up in one last line."""
+    MAX_ROWS = 4
+    """Actors listed (the run history below keeps its room); the rest are counted in one last
+    line."""
 
     rows: list[tuple[str, ...]]
     """What the table shows, cell by cell (for tests and screen readers alike)."""

@@ -156,8 +156,8 @@ class Snapshot:
         problems = self.problems
         if stored.problem is not None:
             problems += (
-                f"Run history: this host's manifests only; the runs collection at "
-                f"{stored.target} could not be read ({stored.problem}).",
+                f"Run history: this host's manifests only (the runs collection at "
+                f"{stored.target} is unreadable: {stored.problem})",
             )
         return replace(self, runs=tuple(merged), problems=problems, stored=stored)
 

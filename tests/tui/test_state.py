@@ -7,10 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from connector.runs import RunRecord, write_progress, write_summary
-from connector.runs.live import ActorProgress
 from connector.runs.manifest import (
-    ComputeSection,
-    NodeUsage,
     ProcessInfo,
     ProcessingSummary,
     RunStatus,
@@ -19,6 +16,7 @@ from connector.settings import Settings
 from connector.switches import RuntimeState, save_runtime
 from tests.fakes import FakeProbe
 from tests.tui.conftest import run_sync
+from tests.tui.scripted import ray_run
 from tui.state import Collector, RunRow
 from tui.stored import StoredRuns
 
@@ -96,33 +94,6 @@ def test_a_row_is_derived_from_the_manifest_and_a_running_one_from_its_progress(
     run.status = "succeeded"
     ended = RunRow.from_summary(run.summary())
     assert ended.with_progress(run.live(), later) is ended  # an ended run keeps its manifest's
-
-
-def ray_run(run_id: str = "00000000-0000-4000-8000-00000000a001") -> RunRecord:
-    """A Ray run as its engine leaves the record after a window: two nodes, three actors."""
-    run = RunRecord(run_id=run_id, source="memory://x", collection="chunks", batch_size=64)
-    run.cluster = ComputeSection(
-        engine="ray",
-        nodes=2,
-        workers=3,
-        per_node=[
-            NodeUsage(node="10.0.0.2 9f3a", workers=2, chunks=300, devices=["cuda:0", "cpu"]),
-            NodeUsage(node="10.0.0.1 04be", workers=1, chunks=0, devices=["cpu"]),
-        ],
-    )
-    run.actors = [
-        ActorProgress(node="10.0.0.2 9f3a", role="sparse", device="cpu", batch_size=32, chunks=100),
-        ActorProgress(
-            node="10.0.0.2 9f3a",
-            role="dense",
-            device="cuda:0",
-            batch_size=256,
-            chunks=200,
-            chunks_per_s=812.5,
-        ),
-        ActorProgress(node="10.0.0.1 04be", role="encode", device="cpu"),
-    ]
-    return run
 
 
 def test_a_ray_runs_cluster_and_actors_come_from_its_progress_file(settings: Settings) -> None:
@@ -210,8 +181,8 @@ def test_a_runs_collection_that_cannot_be_read_keeps_the_local_history(settings:
     assert merged.runs == local.runs
     (notice,) = merged.problems
     assert notice == (
-        "Run history: this host's manifests only; the runs collection at http://qdrant:6333 "
-        "could not be read (no answer from Qdrant)."
+        "Run history: this host's manifests only (the runs collection at http://qdrant:6333 "
+        "is unreadable: no answer from Qdrant)"
     )
 
 
