@@ -16,6 +16,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.widgets import DataTable, Footer
 
 from connector.errors import ConfigError
@@ -90,9 +91,8 @@ class DashboardApp(App[None]):
             self.health = QdrantHealth(target="embedded", reachable=None)
         self.sync: SyncProcess | None = None
         """The sync started from here, while it runs."""
-        self._collecting = False
-        self._checking = False
-        self._reading = False
+        self._asking: set[str] = set()
+        """Groups of the workers that are asking now."""
 
     def compose(self) -> ComposeResult:
         yield StatusLine("loading…", id="status")
@@ -126,42 +126,32 @@ class DashboardApp(App[None]):
 
     def action_refresh(self) -> None:
         """Gather a new snapshot (skipped while the last one is still being gathered)."""
-        if not self._collecting:
-            self._collecting = True
-            self._gather()
-
-    @work(thread=True, group="collect", exit_on_error=False)
-    def _gather(self) -> None:
-        try:
-            self.post_message(SnapshotReady(self._collect()))
-        finally:
-            self._collecting = False
+        self._ask("collect", lambda: SnapshotReady(self._collect()))
 
     def _start_health_check(self) -> None:
-        if not self._checking:
-            self._checking = True
-            self._ask_qdrant()
-
-    @work(thread=True, group="health", exit_on_error=False)
-    def _ask_qdrant(self) -> None:
-        try:
-            assert self._check_health is not None
-            self.post_message(HealthChecked(self._check_health()))
-        finally:
-            self._checking = False
+        check = self._check_health
+        if check is not None:
+            self._ask("health", lambda: HealthChecked(check()))
 
     def _start_history_read(self) -> None:
-        if not self._reading:
-            self._reading = True
-            self._read_runs()
+        read = self._read_history
+        if read is not None:
+            self._ask("history", lambda: HistoryRead(read()))
 
-    @work(thread=True, group="history", exit_on_error=False)
-    def _read_runs(self) -> None:
-        try:
-            assert self._read_history is not None
-            self.post_message(HistoryRead(self._read_history()))
-        finally:
-            self._reading = False
+    def _ask(self, group: str, ask: Callable[[], Message]) -> None:
+        """Post what ``ask`` answers, from a thread worker of ``group``; skipped while the last
+        one of that group is still asking (a slow server must not pile up requests)."""
+        if group in self._asking:
+            return
+        self._asking.add(group)
+
+        def answer() -> None:
+            try:
+                self.post_message(ask())
+            finally:
+                self._asking.discard(group)
+
+        self.run_worker(answer, group=group, thread=True, exit_on_error=False)
 
     @work(thread=True, group="sync", exit_on_error=False)
     def _watch_sync(self, process: SyncProcess) -> None:

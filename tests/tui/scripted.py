@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from connector.gpu import DeviceInfo, LeaseRecord
 from connector.runs import RunRecord
@@ -117,16 +118,10 @@ def ray_run(run_id: str = "00000000-0000-4000-8000-00000000a001") -> RunRecord:
             NodeUsage(node="10.0.0.1 04be", workers=1, chunks=0, devices=["cpu"]),
         ],
     )
+    dense: dict[str, Any] = {"batch_size": 256, "chunks": 200, "chunks_per_s": 812.5}
     run.actors = [
         ActorProgress(node="10.0.0.2 9f3a", role="sparse", device="cpu", batch_size=32, chunks=100),
-        ActorProgress(
-            node="10.0.0.2 9f3a",
-            role="dense",
-            device="cuda:0",
-            batch_size=256,
-            chunks=200,
-            chunks_per_s=812.5,
-        ),
+        ActorProgress(node="10.0.0.2 9f3a", role="dense", device="cuda:0", **dense),
         ActorProgress(node="10.0.0.1 04be", role="encode", device="cpu"),
     ]
     return run
