@@ -2,8 +2,9 @@
 
 Nothing here blocks the UI: the state folder and the probe are read in a thread worker every
 ``refresh_s``; the Qdrant server (when one is configured) is asked in another every
-``health_every_s``, and its runs collection read in a third as often; a sync started here runs as a
-child process watched by a fourth. Their results come back as messages.
+``health_every_s``, and its runs collection read in a third after each answer (so the banner says
+first whether the server answers at all); a sync started here runs as a child process watched by a
+fourth. Their results come back as messages.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ class DashboardApp(App[None]):
         new_sync: Builds the sync process that ``g`` starts; raises ``ValueError`` with the
             reason when none can be started (no source configured). ``None``: starting is off.
         refresh_s: Seconds between snapshots.
-        health_every_s: Seconds between Qdrant checks and reads of the runs collection (also
-            the retry delay while the server is down).
+        health_every_s: Seconds between Qdrant checks (also the retry delay while it is down);
+            the runs collection is read after each (on its own at this pace when there is no
+            check).
     """
 
     CSS_PATH = "dashboard.tcss"
@@ -118,7 +120,7 @@ class DashboardApp(App[None]):
         if self._check_health is not None:
             self._start_health_check()
             self.set_interval(self.health_every_s, self._start_health_check)
-        if self._read_history is not None:
+        elif self._read_history is not None:
             self._start_history_read()
             self.set_interval(self.health_every_s, self._start_history_read)
 
@@ -175,6 +177,7 @@ class DashboardApp(App[None]):
     def on_health_checked(self, message: HealthChecked) -> None:
         self.health = message.health
         self.show(None)
+        self._start_history_read()
 
     def on_history_read(self, message: HistoryRead) -> None:
         self.stored = message.stored
