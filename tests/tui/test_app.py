@@ -154,10 +154,15 @@ async def test_a_live_ray_run_shows_its_cluster_and_one_row_per_actor(
     state = settings.state_dir
     state.mkdir(parents=True)
     run = ray_run()  # recorded by this process: it is live while the test runs
-    write_progress(state, run.live())
+    actors, run.actors = run.actors, []
+    write_progress(state, run.live())  # the cluster is up, no actor has finished a window
     app = build_app(settings, probe=no_gpu, refresh_s=0.2)
     async with app.run_test(size=(100, 30)) as pilot:
         panel = app.query_one(ClusterPanel)
+        await wait_for(pilot, lambda: panel.display)
+        assert str(panel.content) == "No actor has reported yet."
+        run.actors = actors
+        write_progress(state, run.live())
         await wait_for(pilot, lambda: panel.rows)
         assert panel.display and panel.border_title == "Ray cluster · 2 nodes · 3 workers"
         assert panel.rows == [
