@@ -1,6 +1,7 @@
 """The operator dashboard (Textual): GPUs and leases, the current run, run history, the sparse
 switch, and starting or stopping a sync. A thin view over what :mod:`connector` exposes; it reads
-the state folder and never needs the embedded Qdrant that a running sync holds."""
+the state folder and never needs the embedded Qdrant that a running sync holds. Against a Qdrant
+server it also reads the runs collection, for the runs of every host."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """The dashboard app: a thin view over snapshots gathered by workers.
 
 Nothing here blocks the UI: the state folder and the probe are read in a thread worker every
-``refresh_s``, the Qdrant server (when one is configured) is asked in another every
-``health_every_s``, and a sync started here runs as a child process watched by a third. Their
-results come back as messages.
+``refresh_s``; the Qdrant server (when one is configured) is asked in another every
+``health_every_s``, and its runs collection read in a third after each answer (so the banner says
+first whether the server answers at all); a sync started here runs as a child process watched by a
+fourth. Their results come back as messages.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.widgets import DataTable, Footer
 
 from connector.errors import ConfigError
@@ -24,10 +26,11 @@ from connector.switches import RuntimeState, load_runtime, save_runtime
 from tui.control import SyncProcess, stop_live_sync
 from tui.health import QdrantHealth
 from tui.history import HistoryTable
-from tui.messages import HealthChecked, SnapshotReady, SyncEnded
-from tui.panels import Banner, GpuPanel, RunPanel, StatusLine, TrendPanel
+from tui.messages import HealthChecked, HistoryRead, SnapshotReady, SyncEnded
+from tui.panels import Banner, ClusterPanel, GpuPanel, RunPanel, StatusLine, TrendPanel
 from tui.screens import ConfirmScreen, ManifestScreen
 from tui.state import Snapshot
+from tui.stored import StoredRuns
 
 __all__ = ["DashboardApp"]
 
@@ -41,10 +44,14 @@ class DashboardApp(App[None]):
         collect: Gathers a snapshot (a :class:`tui.state.Collector`'s ``snapshot``); runs in a
             worker thread.
         check_health: Asks the Qdrant server; ``None`` when there is none to ask (embedded).
+        read_history: Reads the runs collection on the server (every host's runs), merged into
+            the snapshots' history; ``None``: the state folder's manifests only (embedded).
         new_sync: Builds the sync process that ``g`` starts; raises ``ValueError`` with the
             reason when none can be started (no source configured). ``None``: starting is off.
         refresh_s: Seconds between snapshots.
-        health_every_s: Seconds between Qdrant checks (also the retry delay while it is down).
+        health_every_s: Seconds between Qdrant checks (also the retry delay while it is down);
+            the runs collection is read after each (on its own at this pace when there is no
+            check).
     """
 
     CSS_PATH = "dashboard.tcss"
@@ -63,6 +70,7 @@ class DashboardApp(App[None]):
         collect: Callable[[], Snapshot],
         *,
         check_health: Callable[[], QdrantHealth] | None = None,
+        read_history: Callable[[], StoredRuns] | None = None,
         new_sync: Callable[[], SyncProcess] | None = None,
         refresh_s: float = 1.0,
         health_every_s: float = 5.0,
@@ -70,17 +78,23 @@ class DashboardApp(App[None]):
         super().__init__()
         self._collect = collect
         self._check_health = check_health
+        self._read_history = read_history
         self._new_sync = new_sync
         self.refresh_s = refresh_s
         self.health_every_s = health_every_s
         self.snapshot: Snapshot | None = None
+        """What the screen shows: the last collected snapshot with the runs collection's history
+        merged in."""
+        self._collected: Snapshot | None = None
+        self.stored: StoredRuns | None = None
+        """The last read of the runs collection."""
         self.health: QdrantHealth | None = None
         if check_health is None:
             self.health = QdrantHealth(target="embedded", reachable=None)
         self.sync: SyncProcess | None = None
         """The sync started from here, while it runs."""
-        self._collecting = False
-        self._checking = False
+        self._asking: set[str] = set()
+        """Groups of the workers that are asking now."""
 
     def compose(self) -> ComposeResult:
         yield StatusLine("loading…", id="status")
@@ -89,7 +103,8 @@ class DashboardApp(App[None]):
         with Horizontal(id="middle"):
             yield RunPanel(id="run", classes="panel")
             yield TrendPanel(id="trends", classes="panel")
-        yield HistoryTable(id="history", classes="panel")
+        yield ClusterPanel(id="cluster", classes="panel")
+        yield HistoryTable(hosts=self._read_history is not None, id="history", classes="panel")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -98,40 +113,47 @@ class DashboardApp(App[None]):
         self.query_one("#trends").border_title = "Recent runs"
         self.query_one("#history").border_title = "Run history (Enter: manifest)"
         self.query_one(Banner).display = False
+        self.query_one(ClusterPanel).display = False
         self.query_one(HistoryTable).focus()
         self.action_refresh()
         self.set_interval(self.refresh_s, self.action_refresh)
         if self._check_health is not None:
             self._start_health_check()
             self.set_interval(self.health_every_s, self._start_health_check)
+        elif self._read_history is not None:
+            self._start_history_read()
+            self.set_interval(self.health_every_s, self._start_history_read)
 
     # -- workers -------------------------------------------------------------------------------
 
     def action_refresh(self) -> None:
         """Gather a new snapshot (skipped while the last one is still being gathered)."""
-        if not self._collecting:
-            self._collecting = True
-            self._gather()
-
-    @work(thread=True, group="collect", exit_on_error=False)
-    def _gather(self) -> None:
-        try:
-            self.post_message(SnapshotReady(self._collect()))
-        finally:
-            self._collecting = False
+        self._ask("collect", lambda: SnapshotReady(self._collect()))
 
     def _start_health_check(self) -> None:
-        if not self._checking:
-            self._checking = True
-            self._ask_qdrant()
+        check = self._check_health
+        if check is not None:
+            self._ask("health", lambda: HealthChecked(check()))
 
-    @work(thread=True, group="health", exit_on_error=False)
-    def _ask_qdrant(self) -> None:
-        try:
-            assert self._check_health is not None
-            self.post_message(HealthChecked(self._check_health()))
-        finally:
-            self._checking = False
+    def _start_history_read(self) -> None:
+        read = self._read_history
+        if read is not None:
+            self._ask("history", lambda: HistoryRead(read()))
+
+    def _ask(self, group: str, ask: Callable[[], Message]) -> None:
+        """Post what ``ask`` answers, from a thread worker of ``group``; skipped while the last
+        one of that group is still asking (a slow server must not pile up requests)."""
+        if group in self._asking:
+            return
+        self._asking.add(group)
+
+        def answer() -> None:
+            try:
+                self.post_message(ask())
+            finally:
+                self._asking.discard(group)
+
+        self.run_worker(answer, group=group, thread=True, exit_on_error=False)
 
     @work(thread=True, group="sync", exit_on_error=False)
     def _watch_sync(self, process: SyncProcess) -> None:
@@ -154,6 +176,11 @@ class DashboardApp(App[None]):
 
     def on_health_checked(self, message: HealthChecked) -> None:
         self.health = message.health
+        self.show(None)
+        self._start_history_read()
+
+    def on_history_read(self, message: HistoryRead) -> None:
+        self.stored = message.stored
         self.show(None)
 
     def on_sync_ended(self, message: SyncEnded) -> None:
@@ -181,10 +208,12 @@ class DashboardApp(App[None]):
     # -- rendering -----------------------------------------------------------------------------
 
     def show(self, snapshot: Snapshot | None) -> None:
-        """Render ``snapshot`` (``None``: the last one again, with the latest health)."""
-        snapshot = snapshot or self.snapshot
-        if snapshot is None:
+        """Render ``snapshot`` (``None``: the last one again, with the latest health and
+        history)."""
+        collected = self._collected = snapshot or self._collected
+        if collected is None:
             return
+        snapshot = collected if self.stored is None else collected.with_stored(self.stored)
         self.snapshot = snapshot
         if not self.screen_stack:
             # A worker's message can arrive while the app shuts down: nothing is left to draw on.
@@ -204,15 +233,24 @@ class DashboardApp(App[None]):
         main.query_one(GpuPanel).show(snapshot)
         main.query_one(RunPanel).show(snapshot, pid)
         main.query_one(TrendPanel).show(snapshot)
+        main.query_one(ClusterPanel).show(snapshot)
         main.query_one(HistoryTable).show(snapshot.runs)
 
     # -- actions -------------------------------------------------------------------------------
 
     def open_manifest(self, run_id: str) -> None:
-        """Show the manifest of ``run_id`` as stored in the state folder."""
+        """Show the manifest of ``run_id`` as stored in the state folder, or its record in the
+        runs collection when it ran on another host."""
         if self.snapshot is None:
             return
         path = summary_path(self.snapshot.state_dir, run_id)
+        stored = self.snapshot.stored
+        record = stored.record(run_id) if stored is not None else None
+        if stored is not None and record is not None and not path.exists():
+            text = json.dumps(record.model_dump(mode="json"), indent=2, sort_keys=True)
+            where = f"runs collection at {stored.target}"
+            self.push_screen(ManifestScreen(f"run {run_id}", where, text))
+            return
         try:
             text = json.dumps(json.loads(path.read_text(encoding="utf-8")), indent=2)
         except (OSError, ValueError) as exc:

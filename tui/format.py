@@ -18,6 +18,7 @@ __all__ = [
     "gib",
     "megabytes",
     "parse_time",
+    "rate",
     "ratio",
     "spark",
     "stamp",
@@ -73,6 +74,11 @@ def clock(iso: str | None) -> str:
 
 def count(value: int | None) -> str:
     return DASH if value is None else f"{value:,}"
+
+
+def rate(value: float | None) -> str:
+    """A rate such as chunks per second, ``1,205.3``; a dash when unknown."""
+    return DASH if value is None else f"{value:,.1f}"
 
 
 def ratio(value: float | None) -> str:

@@ -13,7 +13,7 @@ from connector.errors import ConnectorError
 from connector.redact import redact
 from connector.settings import Settings
 
-__all__ = ["CHECK_TIMEOUT_S", "QdrantHealth", "check_qdrant"]
+__all__ = ["CHECK_TIMEOUT_S", "QdrantHealth", "check_qdrant", "failure", "quick"]
 
 CHECK_TIMEOUT_S = 3.0
 """Longest wait for the server's answer (the configured request timeout may be much longer)."""
@@ -41,22 +41,28 @@ def check_qdrant(settings: Settings) -> QdrantHealth:
     url = settings.qdrant.url
     if url is None:
         return QdrantHealth(target="embedded", reachable=None)
-    quick = settings.model_copy(
-        update={
-            "qdrant": settings.qdrant.model_copy(
-                update={"timeout_s": min(settings.qdrant.timeout_s, CHECK_TIMEOUT_S)}
-            )
-        }
-    )
     now = datetime.now(UTC)
     try:
-        store = Store(make_client(quick))
+        store = Store(make_client(quick(settings)))
         try:
             store.ping(f"reach Qdrant at {url}")
         finally:
             store.close()
-    except ConnectorError as exc:
-        return QdrantHealth(url, False, redact(str(exc)), now)
     except Exception as exc:  # whatever the client raises, the dashboard stays up
-        return QdrantHealth(url, False, f"{type(exc).__name__}", now)
+        return QdrantHealth(url, False, failure(exc), now)
     return QdrantHealth(url, True, None, now)
+
+
+def quick(settings: Settings) -> Settings:
+    """``settings`` for the dashboard's own requests: a short timeout and no retries (it asks
+    again a few seconds later anyway, and an answer that is late is no use on the screen)."""
+    qdrant = settings.qdrant.model_copy(
+        update={"timeout_s": min(settings.qdrant.timeout_s, CHECK_TIMEOUT_S), "retries": 0}
+    )
+    return settings.model_copy(update={"qdrant": qdrant})
+
+
+def failure(exc: Exception) -> str:
+    """What went wrong, for the screen: the connector's message with secrets masked; for any
+    other error only its type (a client's message may carry request details)."""
+    return redact(str(exc)) if isinstance(exc, ConnectorError) else type(exc).__name__

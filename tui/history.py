@@ -1,4 +1,8 @@
-"""The run history table: one row per recorded run, newest first; Enter opens its manifest."""
+"""The run history table: one row per recorded run, newest first; Enter opens its manifest.
+
+Against a Qdrant server the history holds every host's runs, and a Host column tells them apart;
+with the embedded store every run listed is this host's, and the column is left out.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from textual.widgets import DataTable
 from tui import format as fmt
 from tui.state import RunRow
 
-__all__ = ["COLUMNS", "HistoryTable", "row_cells"]
+__all__ = ["COLUMNS", "HOST_COLUMN", "HistoryTable", "row_cells"]
 
 COLUMNS = (
     ("started", "Started UTC"),
@@ -23,6 +27,12 @@ COLUMNS = (
     ("schema", "Ver"),
 )
 
+HOST_COLUMN = ("host", "Host")
+"""Shown after the status when runs of several hosts are listed."""
+
+_STATUS = 2
+"""Where the status cell is; the host cell follows it."""
+
 _STATUS_STYLE = {
     "succeeded": "text-success",
     "failed": "text-error",
@@ -31,9 +41,9 @@ _STATUS_STYLE = {
 }
 
 
-def row_cells(run: RunRow) -> tuple[str, ...]:
-    """The cells of ``run``'s row, as plain text."""
-    return (
+def row_cells(run: RunRow, *, host: bool = False) -> tuple[str, ...]:
+    """The cells of ``run``'s row, as plain text; with ``host``, its host's after the status."""
+    cells = (
         fmt.stamp(run.started_at),
         fmt.duration(run.duration_s),
         run.status,
@@ -44,17 +54,28 @@ def row_cells(run: RunRow) -> tuple[str, ...]:
         run.device,
         run.schema_version,
     )
+    if not host:
+        return cells
+    return (*cells[: _STATUS + 1], run.host or fmt.DASH, *cells[_STATUS + 1 :])
 
 
 class HistoryTable(DataTable[Text | str]):
-    """Recent runs; the row key is the run id."""
+    """Recent runs; the row key is the run id.
 
-    def __init__(self, **kwargs: object) -> None:
+    Args:
+        hosts: Whether to show each run's host (runs of several hosts are listed).
+    """
+
+    def __init__(self, *, hosts: bool = False, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
+        self.hosts = hosts
         self._shown: tuple[RunRow, ...] = ()
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
+        columns = list(COLUMNS)
+        if self.hosts:
+            columns.insert(_STATUS + 1, HOST_COLUMN)
+        for key, label in columns:
             self.add_column(label, key=key)
 
     def show(self, runs: tuple[RunRow, ...], *, force: bool = False) -> None:
@@ -65,9 +86,9 @@ class HistoryTable(DataTable[Text | str]):
         self._shown = runs
         self.clear()
         for run in runs:
-            cells: list[Text | str] = list(row_cells(run))
+            cells: list[Text | str] = list(row_cells(run, host=self.hosts))
             style = self.app.theme_variables.get(_STATUS_STYLE.get(run.status, ""), "")
-            cells[2] = Text(run.status, style=f"bold {style}".strip())
+            cells[_STATUS] = Text(run.status, style=f"bold {style}".strip())
             self.add_row(*cells, key=run.run_id)
         if selected is not None and selected in {r.run_id for r in runs}:
             self.move_cursor(row=self.get_row_index(selected))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from connector.gpu import DeviceProbe
 from connector.redact import RedactingFilter
@@ -13,6 +14,10 @@ from tui.app import DashboardApp
 from tui.control import SyncProcess, sync_command
 from tui.health import check_qdrant
 from tui.state import Collector
+from tui.stored import RunsReader
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
 
 __all__ = ["LOG_FILE", "build_app", "run_dashboard"]
 
@@ -26,6 +31,7 @@ def build_app(
     *,
     probe: DeviceProbe | None = None,
     refresh_s: float = 1.0,
+    runs_client: QdrantClient | None = None,
 ) -> DashboardApp:
     """The dashboard over ``settings``' state folder, collection, source and Qdrant.
 
@@ -34,6 +40,8 @@ def build_app(
         config_path: The settings file, passed on to syncs started from the dashboard.
         probe: Lists the GPUs (default: NVML).
         refresh_s: Seconds between refreshes.
+        runs_client: The client the runs collection is read with, when ``qdrant.url`` is set
+            (tests pass one standing for the server). Default: one of the configured server.
     """
     collector = Collector(
         settings.state_dir,
@@ -46,9 +54,15 @@ def build_app(
     def new_sync() -> SyncProcess:
         return SyncProcess(sync_command(settings, config_path), settings.state_dir)
 
+    server = settings.qdrant.url is not None
     return DashboardApp(
         collector.snapshot,
-        check_health=partial(check_qdrant, settings) if settings.qdrant.url else None,
+        check_health=partial(check_qdrant, settings) if server else None,
+        read_history=(
+            RunsReader(settings, client=runs_client, limit=collector.history).read
+            if server
+            else None
+        ),
         new_sync=new_sync,
         refresh_s=refresh_s,
     )

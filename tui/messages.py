@@ -9,8 +9,9 @@ from textual.message import Message
 
 from tui.health import QdrantHealth
 from tui.state import Snapshot
+from tui.stored import StoredRuns
 
-__all__ = ["HealthChecked", "SnapshotReady", "SyncEnded"]
+__all__ = ["HealthChecked", "HistoryRead", "SnapshotReady", "SyncEnded"]
 
 
 @dataclass
@@ -25,6 +26,13 @@ class HealthChecked(Message):
     """The answer of the Qdrant server (or its silence)."""
 
     health: QdrantHealth
+
+
+@dataclass
+class HistoryRead(Message):
+    """The runs collection's history (or why it could not be read)."""
+
+    stored: StoredRuns
 
 
 @dataclass

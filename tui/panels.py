@@ -15,7 +15,7 @@ from tui import format as fmt
 from tui.health import QdrantHealth
 from tui.state import Snapshot
 
-__all__ = ["Banner", "GpuPanel", "RunPanel", "StatusLine", "TrendPanel"]
+__all__ = ["Banner", "ClusterPanel", "GpuPanel", "RunPanel", "StatusLine", "TrendPanel"]
 
 
 class StatusLine(Static):
@@ -120,7 +120,23 @@ class RunPanel(Static):
     """The sync running now (from its progress file), or the last one that ran."""
 
     def show(self, snapshot: Snapshot, dashboard_pid: int | None = None) -> None:
+        self.border_title = _run_title(snapshot)
         self.update(_run_text(snapshot, dashboard_pid))
+
+
+def _run_title(snapshot: Snapshot) -> str:
+    """The panel's title, with where the running sync encodes when it says (a Ray run's
+    cluster has a panel of its own)."""
+    compute = snapshot.compute
+    if compute is None:
+        return "Current run"
+    if compute.engine == "ray":
+        return "Current run · ray"
+    return f"Current run · local, {_plural(compute.workers, 'worker')}"
+
+
+def _plural(number: int, word: str) -> str:
+    return f"{number} {word}" if number == 1 else f"{number} {word}s"
 
 
 def _run_text(snapshot: Snapshot, dashboard_pid: int | None) -> Text:
@@ -149,7 +165,7 @@ def _run_text(snapshot: Snapshot, dashboard_pid: int | None) -> Text:
             else f"{fmt.megabytes(progress.bytes_done)} read (size unknown)"
         ),
         Text(
-            f"chunks {fmt.count(progress.chunks_done)} · {_rate(progress.chunks_per_s)}/s · "
+            f"chunks {fmt.count(progress.chunks_done)} · {fmt.rate(progress.chunks_per_s)}/s · "
             f"ETA {fmt.duration(progress.eta_s)}"
         ),
         Text(f"batch {progress.batch_size} · dense {progress.dense_device or fmt.DASH}"),
@@ -160,8 +176,57 @@ def _run_text(snapshot: Snapshot, dashboard_pid: int | None) -> Text:
     return Text("\n").join(lines)
 
 
-def _rate(value: float | None) -> str:
-    return fmt.DASH if value is None else f"{value:,.1f}"
+class ClusterPanel(Static):
+    """A Ray run's cluster: nodes and workers in the title, one row per encoding actor (node,
+    role, device, batch size, chunks, chunks/s); hidden unless a Ray run is live."""
+
+    MAX_ROWS = 4
+    """Actors listed (the run history below keeps its room); the rest are counted in one last
+    line."""
+
+    rows: list[tuple[str, ...]]
+    """What the table shows, cell by cell (for tests and screen readers alike)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.rows = []
+
+    def show(self, snapshot: Snapshot) -> None:
+        compute = snapshot.compute
+        self.display = compute is not None and compute.engine == "ray"
+        if compute is None or not self.display:
+            self.rows = []
+            return
+        nodes, workers = _plural(compute.nodes, "node"), _plural(compute.workers, "worker")
+        self.border_title = f"Ray cluster · {nodes} · {workers}"
+        self.rows = [
+            (
+                actor.node,
+                actor.role,
+                actor.device,
+                fmt.count(actor.batch_size),
+                fmt.count(actor.chunks),
+                fmt.rate(actor.chunks_per_s),
+            )
+            for actor in snapshot.actors
+        ]
+        self.update(self._render_rows())
+
+    def _render_rows(self) -> RenderableType:
+        if not self.rows:
+            return Text("No actor has reported yet.")
+        table = Table(box=None, expand=True, padding=(0, 1), show_edge=False)
+        table.add_column("Node", no_wrap=True, overflow="ellipsis", ratio=1)
+        table.add_column("Role", no_wrap=True)
+        table.add_column("Device", no_wrap=True)
+        for label in ("Batch", "Chunks", "Chunks/s"):
+            table.add_column(label, no_wrap=True, justify="right")
+        for row in self.rows[: self.MAX_ROWS]:
+            table.add_row(*row)
+        left = len(self.rows) - self.MAX_ROWS
+        if left > 0:
+            table.add_row(Text(f"… {_plural(left, 'more actor')}", style="italic"))
+        return table
 
 
 class TrendPanel(Vertical):
@@ -183,7 +248,7 @@ class TrendPanel(Vertical):
             _trend_label("sparse fallback", ratios, fmt.ratio, "sparse off in every run")
         )
         self.query_one("#rate-label", Label).update(
-            _trend_label("chunks/s", rates, _rate, "no run finished yet")
+            _trend_label("chunks/s", rates, fmt.rate, "no run finished yet")
         )
         self._series = (ratios, rates)
         self._draw()

@@ -2,7 +2,9 @@
 
 Everything here reads files (``progress.json``, the manifests, the lease files, ``runtime.json``)
 and asks NVML; nothing opens Qdrant. A sync running in another process holds the embedded Qdrant
-folder, and the dashboard must still show it.
+folder, and the dashboard must still show it. Against a Qdrant server, the runs collection's
+history (every host's runs, read by :mod:`tui.stored` in a worker of its own) is merged into a
+snapshot with :meth:`Snapshot.with_stored`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 
 from connector.errors import ConfigError
 from connector.gpu import DeviceInfo, DeviceProbe, LeaseRecord, NvmlProbe, read_leases
-from connector.runs.live import LiveProgress, read_progress
-from connector.runs.manifest import FILE_NAME, ProcessingSummary, read_summary
+from connector.runs.live import ActorProgress, LiveProgress, read_progress
+from connector.runs.manifest import FILE_NAME, ComputeSection, ProcessingSummary, read_summary
 from connector.switches import sparse_enabled
+from tui.stored import StoredRuns
 
 __all__ = ["Collector", "RunRow", "Snapshot", "SparseSwitch"]
 
@@ -39,6 +42,8 @@ class RunRow:
     device: str
     schema_version: str
     reason: str | None = None
+    host: str | None = None
+    """The host that ran it (``None`` in manifests that do not say)."""
 
     @classmethod
     def from_summary(cls, summary: ProcessingSummary) -> RunRow:
@@ -57,6 +62,7 @@ class RunRow:
             device=summary.dense.device if summary.dense else "none",
             schema_version=summary.schema_version,
             reason=run.reason,
+            host=run.process.host if run.process is not None else None,
         )
 
     def with_progress(self, progress: LiveProgress, now: datetime) -> RunRow:
@@ -114,9 +120,46 @@ class Snapshot:
     sparse: SparseSwitch = field(default_factory=lambda: SparseSwitch(True, "settings"))
     problems: tuple[str, ...] = ()
     """Files that could not be read, said plainly (the rest of the snapshot is still good)."""
+    stored: StoredRuns | None = None
+    """The runs collection's history merged into ``runs`` (see :meth:`with_stored`)."""
 
     def lease_on(self, device: int) -> LeaseRecord | None:
         return next((lease for lease in self.leases if lease.device == device), None)
+
+    @property
+    def compute(self) -> ComputeSection | None:
+        """Where the sync running now encodes; ``None`` when none runs or its version does not
+        say."""
+        return self.progress.compute if self.live and self.progress is not None else None
+
+    @property
+    def actors(self) -> tuple[ActorProgress, ...]:
+        """The Ray actors of the sync running now, by node, role and device."""
+        if not self.live or self.progress is None:
+            return ()
+        return tuple(sorted(self.progress.actors, key=lambda a: (a.node, a.role, a.device)))
+
+    def with_stored(self, stored: StoredRuns) -> Snapshot:
+        """This snapshot with the runs collection's history merged into ``runs``.
+
+        Runs are matched by id: the stored record wins (the runs collection is written at least
+        as often as a manifest), runs only in the state folder stay. Both lists hold their newest
+        runs, so the newest of the merge are right up to the longer of their limits. A read that
+        failed leaves the state folder's history and adds a one-line problem.
+        """
+        rows = {row.run_id: row for row in self.runs}
+        rows.update((s.run.id, RunRow.from_summary(s)) for s in stored.summaries)
+        merged = sorted(rows.values(), key=lambda row: row.started_at, reverse=True)
+        merged = merged[: max(len(self.runs), stored.limit)]
+        if self.live and self.progress is not None:
+            merged = [row.with_progress(self.progress, self.taken_at) for row in merged]
+        problems = self.problems
+        if stored.problem is not None:
+            problems += (
+                f"Run history: this host's manifests only (the runs collection at "
+                f"{stored.target} is unreadable: {stored.problem})",
+            )
+        return replace(self, runs=tuple(merged), problems=problems, stored=stored)
 
 
 class Collector:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,13 @@ async def wait_for(pilot: Pilot, ready: Callable[[], object], timeout_s: float =
     while not ready():
         assert time.monotonic() < deadline, "the dashboard never showed it"
         await pilot.pause(0.05)
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (a Qdrant server that does not answer)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from connector.gpu import DeviceInfo, LeaseRecord
-from connector.runs.live import LiveProgress
-from connector.runs.manifest import ProcessInfo
+from connector.runs import RunRecord
+from connector.runs.live import ActorProgress, LiveProgress
+from connector.runs.manifest import ComputeSection, NodeUsage, ProcessInfo
 from tui.state import RunRow, Snapshot, SparseSwitch
 
 GIB = 1 << 30
@@ -102,3 +104,24 @@ IDLE_NO_GPU = replace(
     sparse=SparseSwitch(False, "settings"),
 )
 """A CPU-only host with no sync running, sparse off by the settings."""
+
+
+def ray_run(run_id: str = "00000000-0000-4000-8000-00000000a001") -> RunRecord:
+    """A Ray run as its engine leaves the record after a window: two nodes, three actors."""
+    run = RunRecord(run_id=run_id, source="memory://x", collection="chunks", batch_size=64)
+    run.cluster = ComputeSection(
+        engine="ray",
+        nodes=2,
+        workers=3,
+        per_node=[
+            NodeUsage(node="10.0.0.2 9f3a", workers=2, chunks=300, devices=["cuda:0", "cpu"]),
+            NodeUsage(node="10.0.0.1 04be", workers=1, chunks=0, devices=["cpu"]),
+        ],
+    )
+    dense: dict[str, Any] = {"batch_size": 256, "chunks": 200, "chunks_per_s": 812.5}
+    run.actors = [
+        ActorProgress(node="10.0.0.2 9f3a", role="sparse", device="cpu", batch_size=32, chunks=100),
+        ActorProgress(node="10.0.0.2 9f3a", role="dense", device="cuda:0", **dense),
+        ActorProgress(node="10.0.0.1 04be", role="encode", device="cpu"),
+    ]
+    return run

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from connector.runs import write_progress
+from connector.runs.live import ActorProgress
 from connector.runs.manifest import read_summary, summary_path
 from connector.settings import Settings, load_settings
 from connector.switches import load_runtime
 from tests.fakes import FakeProbe
 from tests.paths import REPO
 from tests.processes import Reaper, survivors
-from tests.tui.conftest import run_sync, wait_for
+from tests.tui.conftest import closed_port, run_sync, wait_for
+from tests.tui.scripted import ray_run
 from tui import build_app
 from tui.health import QdrantHealth
 from tui.history import HistoryTable
-from tui.panels import Banner, GpuPanel, RunPanel, StatusLine
+from tui.panels import Banner, ClusterPanel, GpuPanel, RunPanel, StatusLine
 from tui.screens import ConfirmScreen, ManifestScreen
 from tui.state import Collector
 
@@ -145,16 +148,72 @@ async def test_no_gpu_is_said_plainly(settings: Settings, no_gpu) -> None:
         assert str(panel.content).startswith("No GPU found")
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+async def test_a_live_ray_run_shows_its_cluster_and_one_row_per_actor(
+    settings: Settings, no_gpu
+) -> None:
+    state = settings.state_dir
+    state.mkdir(parents=True)
+    run = ray_run()  # recorded by this process: it is live while the test runs
+    actors, run.actors = run.actors, []
+    write_progress(state, run.live())  # the cluster is up, no actor has finished a window
+    app = build_app(settings, probe=no_gpu, refresh_s=0.2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        panel = app.query_one(ClusterPanel)
+        await wait_for(pilot, lambda: panel.display)
+        assert str(panel.content) == "No actor has reported yet."
+        run.actors = actors
+        write_progress(state, run.live())
+        await wait_for(pilot, lambda: panel.rows)
+        assert panel.display and panel.border_title == "Ray cluster · 2 nodes · 3 workers"
+        assert panel.rows == [
+            ("10.0.0.1 04be", "encode", "cpu", "—", "0", "—"),
+            ("10.0.0.2 9f3a", "dense", "cuda:0", "256", "200", "812.5"),
+            ("10.0.0.2 9f3a", "sparse", "cpu", "32", "100", "—"),
+        ]
+        console = Console(width=96, color_system=None)
+        with console.capture() as shown:
+            console.print(panel.content)
+        header, *lines = shown.get().splitlines()
+        assert header.split() == ["Node", "Role", "Device", "Batch", "Chunks", "Chunks/s"]
+        assert lines[1].split() == ["10.0.0.2", "9f3a", "dense", "cuda:0", "256", "200", "812.5"]
+        assert app.query_one(RunPanel).border_title == "Current run · ray"
+
+        run.actors += [  # more than the panel lists: the rest are counted
+            ActorProgress(node=f"10.0.0.{n} 77aa", role="dense", device="cuda:0") for n in (3, 4)
+        ]
+        write_progress(state, run.live())
+        await wait_for(pilot, lambda: len(panel.rows) == 5)
+        with console.capture() as shown:
+            console.print(panel.content)
+        assert len(shown.get().splitlines()) == 1 + ClusterPanel.MAX_ROWS + 1
+        assert shown.get().splitlines()[-1].strip() == "… 1 more actor"
+
+        run.status = "succeeded"  # the run ends: the panel goes
+        write_progress(state, run.live())
+        await wait_for(pilot, lambda: not panel.display)
+        assert panel.rows == [] and app.query_one(RunPanel).border_title == "Current run"
+
+
+async def test_a_live_local_run_says_local_and_its_workers_in_one_title(
+    settings: Settings, no_gpu
+) -> None:
+    from connector.runs import RunRecord
+
+    run = RunRecord(run_id="r", source="memory://x", collection="chunks", batch_size=8)
+    run.workers = 2
+    settings.state_dir.mkdir(parents=True)
+    write_progress(settings.state_dir, run.live())
+    app = build_app(settings, probe=no_gpu)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None and app.snapshot.live)
+        assert app.query_one(RunPanel).border_title == "Current run · local, 2 workers"
+        assert not app.query_one(ClusterPanel).display
 
 
 async def test_qdrant_unreachable_shows_a_banner_and_the_dashboard_keeps_working(
     workdir: Path, no_gpu
 ) -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{closed_port()}"
     settings = load_settings(None, {"qdrant": {"url": url, "api_key": "s3cret-key"}})
     app = build_app(settings, probe=no_gpu)
     async with app.run_test(size=(80, 24)) as pilot:

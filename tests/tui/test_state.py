@@ -6,12 +6,19 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from connector.runs import RunRecord
+from connector.runs import RunRecord, write_progress, write_summary
+from connector.runs.manifest import (
+    ProcessInfo,
+    ProcessingSummary,
+    RunStatus,
+)
 from connector.settings import Settings
 from connector.switches import RuntimeState, save_runtime
 from tests.fakes import FakeProbe
 from tests.tui.conftest import run_sync
+from tests.tui.scripted import ray_run
 from tui.state import Collector, RunRow
+from tui.stored import StoredRuns
 
 
 def test_a_real_sync_is_read_back_from_the_state_folder(workdir: Path, settings: Settings) -> None:
@@ -87,3 +94,108 @@ def test_a_row_is_derived_from_the_manifest_and_a_running_one_from_its_progress(
     run.status = "succeeded"
     ended = RunRow.from_summary(run.summary())
     assert ended.with_progress(run.live(), later) is ended  # an ended run keeps its manifest's
+
+
+def test_a_ray_runs_cluster_and_actors_come_from_its_progress_file(settings: Settings) -> None:
+    state = settings.state_dir
+    state.mkdir(parents=True)
+    write_progress(state, ray_run().live())
+
+    live = Collector(state, probe=FakeProbe(0), liveness=lambda _: True).snapshot()
+    assert live.compute is not None
+    assert (live.compute.engine, live.compute.nodes, live.compute.workers) == ("ray", 2, 3)
+    assert [
+        (a.node, a.role, a.device, a.batch_size, a.chunks, a.chunks_per_s) for a in live.actors
+    ] == [
+        ("10.0.0.1 04be", "encode", "cpu", None, 0, None),
+        ("10.0.0.2 9f3a", "dense", "cuda:0", 256, 200, 812.5),
+        ("10.0.0.2 9f3a", "sparse", "cpu", 32, 100, None),
+    ]
+
+    ended = Collector(state, probe=FakeProbe(0), liveness=lambda _: False).snapshot()
+    assert ended.progress is not None and ended.progress.actors  # still in the file...
+    assert ended.compute is None and ended.actors == ()  # ...but no run is live
+
+
+def test_a_local_runs_progress_says_local_and_its_workers(settings: Settings) -> None:
+    run = RunRecord(run_id="r", source="memory://x", collection="chunks", batch_size=8)
+    run.workers = 4
+    settings.state_dir.mkdir(parents=True)
+    write_progress(settings.state_dir, run.live())
+    snapshot = Collector(settings.state_dir, probe=FakeProbe(0), liveness=lambda _: True).snapshot()
+    assert snapshot.compute is not None
+    assert (snapshot.compute.engine, snapshot.compute.workers, snapshot.actors) == ("local", 4, ())
+
+
+def summary_of(
+    n: int, host: str, status: RunStatus = "succeeded", chunks: int = 10
+) -> ProcessingSummary:
+    """Run ``n`` (started ``n`` minutes after 10:00) of ``host``."""
+    run = RunRecord(
+        run_id=f"00000000-0000-4000-8000-{n:012d}",
+        source="memory://x",
+        collection="chunks",
+        batch_size=8,
+        started_at=f"2026-03-01T10:{n:02d}:00.000+00:00",
+        process=ProcessInfo(host=host, pid=100 + n),
+    )
+    run.status = status
+    run.counts.chunks_seen = chunks
+    return run.summary()
+
+
+def test_the_runs_collection_is_merged_by_run_id_and_its_record_wins(settings: Settings) -> None:
+    for n in (1, 3):  # this host's manifests; run 3 ended as the store says only later
+        write_summary(
+            settings.state_dir, summary_of(n, "here", "running" if n == 3 else "succeeded")
+        )
+    local = Collector(settings.state_dir, probe=FakeProbe(0)).snapshot()
+    assert [(r.run_id[-1], r.host) for r in local.runs] == [("3", "here"), ("1", "here")]
+
+    stored = StoredRuns(
+        "http://qdrant:6333",
+        50,
+        (summary_of(4, "gpu-7"), summary_of(3, "here", chunks=40), summary_of(2, "gpu-8")),
+    )
+    merged = local.with_stored(stored)
+
+    assert [(r.run_id[-1], r.host, r.status, r.chunks) for r in merged.runs] == [
+        ("4", "gpu-7", "succeeded", 10),
+        ("3", "here", "succeeded", 40),
+        ("2", "gpu-8", "succeeded", 10),
+        ("1", "here", "succeeded", 10),
+    ]
+    assert merged.problems == () and merged.stored is stored
+    assert stored.record(local.runs[0].run_id) is stored.summaries[1]
+    # Both lists hold the newest runs up to their limit: so does the merge.
+    newest = local.with_stored(StoredRuns("x", 1, stored.summaries[:1]))
+    assert [r.run_id[-1] for r in newest.runs] == ["4", "3"]
+
+
+def test_a_runs_collection_that_cannot_be_read_keeps_the_local_history(settings: Settings) -> None:
+    write_summary(settings.state_dir, summary_of(1, "here"))
+    local = Collector(settings.state_dir, probe=FakeProbe(0)).snapshot()
+    merged = local.with_stored(
+        StoredRuns("http://qdrant:6333", 50, problem="no answer from Qdrant")
+    )
+    assert merged.runs == local.runs
+    (notice,) = merged.problems
+    assert notice == (
+        "Run history: this host's manifests only (the runs collection at http://qdrant:6333 "
+        "is unreadable: no answer from Qdrant)"
+    )
+
+
+def test_a_running_run_from_the_store_still_counts_from_the_live_progress(
+    settings: Settings,
+) -> None:
+    run = RunRecord(
+        run_id="00000000-0000-4000-8000-000000000009", source="m", collection="c", batch_size=8
+    )
+    run.progress.advance(chunks=7, bytes_read=70)
+    settings.state_dir.mkdir(parents=True)
+    write_progress(settings.state_dir, run.live())
+    collector = Collector(settings.state_dir, probe=FakeProbe(0), liveness=lambda _: True)
+    merged = collector.snapshot().with_stored(StoredRuns("http://q:6333", 50, (run.summary(),)))
+    (row,) = merged.runs
+    assert (row.status, row.chunks, row.encoded) == ("running", 7, None)
