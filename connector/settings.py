@@ -460,6 +460,9 @@ class ComputeSettings(_Section):
     max_restarts: int = Field(default=2, ge=0, le=100)
     """Times Ray restarts an actor whose process died (its windows are sent again); past
     that, the run fails and deletes nothing."""
+    start_timeout_s: float = Field(default=600.0, gt=0)
+    """How long the run's actors may take to be placed on the cluster and load their models;
+    past it the run fails in one line (the cluster's resources are taken by other work)."""
 
 
 class TelemetrySettings(_Section):

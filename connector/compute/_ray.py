@@ -130,7 +130,15 @@ class RayCompute:
                 target = WriteTarget(
                     record.run_id, record.source, record.collection, signatures, dense_names
                 )
-            run = RayRun(ray, record, actors, compute.in_flight, compute.max_restarts, target)
+            run = RayRun(
+                ray,
+                record,
+                actors,
+                compute.in_flight,
+                compute.max_restarts,
+                target,
+                start_s=compute.start_timeout_s,
+            )
             run.check(signatures)
             yield run
         finally:
@@ -221,6 +229,7 @@ class RayRun:
         in_flight: Windows one actor may hold at once.
         max_restarts: Times Ray restarts a dead actor (named when it gives up).
         target: Where the actors write the points; ``None``: the driver writes them.
+        start_s: How long the actors may take to be placed and load their models.
     """
 
     def __init__(
@@ -231,9 +240,11 @@ class RayRun:
         in_flight: int,
         max_restarts: int,
         target: WriteTarget | None = None,
+        start_s: float = 600.0,
     ) -> None:
         self.ray = ray
         self.target = target
+        self.start_s = start_s
         self.record = record
         self.actors = actors
         self.in_flight = in_flight
@@ -260,7 +271,14 @@ class RayRun:
                 models write other vectors.
         """
         try:
-            ready = self.ray.get([actor.ready.remote() for actor in self.actors])
+            ready = self.ray.get([a.ready.remote() for a in self.actors], timeout=self.start_s)
+        except self.ray.exceptions.GetTimeoutError as exc:
+            raise ComputeError(
+                f"the run's {len(self.actors)} Ray actors did not all start within "
+                f"{self.start_s:g} s (compute.start_timeout_s): the cluster's CPUs or GPUs are "
+                "taken by other work (see `ray status`; set compute.gpu_actors / cpu_actors "
+                "lower), or loading the models takes longer"
+            ) from exc
         except Exception as exc:
             raise ComputeError(f"a Ray actor of the run could not start: {_cause(exc)}") from exc
         for index, info in enumerate(ready):

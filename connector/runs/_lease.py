@@ -189,7 +189,7 @@ class SyncLease:
                     log.error("%s", self._lost)
                     return
                 self._write(_now())
-            except ConnectorError as exc:
+            except Exception as exc:  # a thread of its own: what it cannot do, it says
                 # Not fatal yet: the lease holds until it expires, and check() reads it again.
                 log.warning("could not renew the sync lease of run %s: %s", self.run_id, exc)
 

@@ -71,3 +71,26 @@ def test_more_gpu_actors_than_the_cluster_has_gpus_is_refused(
     with build_syncer(settings) as job, pytest.raises(ComputeError, match="has 1 GPUs"):
         job.run()
     assert job.syncer.record is not None and job.syncer.record.status == "failed"
+
+
+def test_actors_that_cannot_be_placed_fail_the_run_in_time(
+    workdir: Path, config: Path, ray_cluster: str
+) -> None:
+    import ray
+
+    # Other work holds the head node's CPU: an actor asking for one per CPU waits for it.
+    @ray.remote(num_cpus=1)
+    class Squatter:
+        def node(self) -> str:
+            return str(ray.get_runtime_context().get_node_id())
+
+    squatters = [Squatter.remote() for _ in range(2)]
+    ray.get([s.node.remote() for s in squatters])
+    try:
+        compute = {"engine": "ray", "address": ray_cluster, "start_timeout_s": 2}
+        settings = load_settings(config, {"compute": compute})
+        with build_syncer(settings) as job, pytest.raises(ComputeError, match="start_timeout_s"):
+            job.run()
+    finally:
+        for squatter in squatters:
+            ray.kill(squatter)

@@ -102,8 +102,10 @@ def test_a_second_holder_fails_with_one_line_naming_the_first(runs: RunStore) ->
         assert holder(first) == RUN_A
 
         # Another source, or another collection, is another lease.
-        SyncLease(runs, "chunks", "memory://other", RUN_B, process=HOST_B, settle_s=0).take()
-        SyncLease(runs, "docs", SOURCE, RUN_B, process=HOST_B, settle_s=0).take()
+        with SyncLease(runs, "chunks", "memory://other", RUN_B, process=HOST_B, settle_s=0):
+            pass
+        with SyncLease(runs, "docs", SOURCE, RUN_B, process=HOST_B, settle_s=0):
+            pass
     with lease(runs, RUN_B, HOST_B) as second:
         assert holder(second) == RUN_B
 
