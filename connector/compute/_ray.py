@@ -346,8 +346,14 @@ class RayRun:
         return window
 
     def _least_busy(self, role: Role) -> int:
-        index = min((i for i, r in enumerate(self._roles) if r == role), key=self._load.__getitem__)
+        """The actor of ``role`` with the fewest windows in flight; of those, the one given the
+        fewest so far (a fast actor, idle again at every window, must not get them all)."""
+        index = min(
+            (i for i, r in enumerate(self._roles) if r == role),
+            key=lambda i: (self._load[i], self._given[i]),
+        )
         self._load[index] += 1
+        self._given[index] += 1
         return index
 
     def _call(self, index: int, *args: Any, target: WriteTarget | None = None) -> tuple[int, Any]:
@@ -378,7 +384,7 @@ class RayRun:
             )
             for r in reports
         ]
-        dense = {r.device for r in reports if r.role != "sparse"}
+        dense = {r.device for r in reports if r.role in ("dense", "encode")}
         if dense:
             self.record.dense.device = ",".join(sorted(dense))
         nodes: dict[str, list[ActorReport]] = {}
