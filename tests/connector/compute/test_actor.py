@@ -58,7 +58,7 @@ def test_the_dense_and_sparse_halves_are_the_vectors_of_one_encode_actor(
     assert dense.reports[0].batch_size == 256  # the plug-in's own batch size, on the CPU
 
 
-def test_a_writer_joins_the_halves_and_writes_the_points_a_local_sync_writes(
+def test_a_writer_joins_the_halves_and_writes_every_point_of_the_run(
     tmp_path: Path,
 ) -> None:
     server = ServerLike()
