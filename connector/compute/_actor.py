@@ -19,9 +19,11 @@ from connector import __version__
 from connector.pipeline._build import Builder
 from connector.pipeline._encode import DenseEncode, SparseEncode
 from connector.pipeline._plan import Window
+from connector.sources._reading import FileChunks, cut_data
 from connector.store import WriteCounts
 
 if TYPE_CHECKING:
+    from connector.chunking import TokenChunker
     from connector.settings import Settings
     from connector.sparse.target import SparseTarget
     from connector.store import Writer
@@ -46,6 +48,8 @@ class ActorReport:
     busy_s: float
     devices: list[dict[str, Any]] = field(default_factory=list)
     """The GPUs it ran on, as :class:`~connector.runs.manifest.DeviceUsage` fields."""
+    files: int = 0
+    """Files of a folder it read and cut into chunks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,8 @@ class EncodeActor:
             self.encode_sparse = SparseEncode(self.sparse_target, telemetry)
             self.signatures[self.sparse_target.vector_name] = self.sparse_target.signature
         self._writer: Writer | None = None
+        self._chunker: TokenChunker | None = None
+        self._files = 0
         self._chunks = 0
         self._busy_s = 0.0
         self._batch: int | None = None
@@ -177,6 +183,22 @@ class EncodeActor:
             written=written,
         )
 
+    def take_chunker(self, chunker: TokenChunker) -> None:
+        """Keeps the chunker that cuts the files it is given (once per read of a folder)."""
+        self._chunker = chunker
+
+    def cut(self, data: bytes, suffix: str, where: str, relative: str) -> FileChunks:
+        """A folder's file read by its format and cut into chunk records, as the driver's own
+        readers would (see :func:`connector.sources._reading.cut_data`)."""
+        if self._chunker is None:
+            raise RuntimeError("cut() before take_chunker()")
+        started = time.perf_counter()
+        try:
+            return cut_data(self._chunker, data, suffix, where, relative)
+        finally:
+            self._files += 1
+            self._busy_s += time.perf_counter() - started
+
     def report(self) -> ActorReport:
         """Its account as of now."""
         from connector.wiring import device_usage
@@ -200,6 +222,7 @@ class EncodeActor:
                 usage.model_dump(mode="json")
                 for usage in device_usage(executors, self.settings.gpu)
             ],
+            files=self._files,
         )
 
     def close(self) -> None:

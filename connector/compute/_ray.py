@@ -11,11 +11,14 @@ the actors stay busy while the driver plans the next ones and writes the last on
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector import __version__
@@ -32,8 +35,10 @@ from connector.errors import ComputeError, ConfigError, ConnectorError
 from connector.pipeline._plan import Window
 from connector.runs.live import ActorProgress
 from connector.runs.manifest import ComputeSection, DeviceUsage, NodeUsage
+from connector.sources._reading import FileChunks, load_file
 
 if TYPE_CHECKING:
+    from connector.chunking import TokenChunker
     from connector.runs.record import RunRecord
     from connector.settings import Settings
 
@@ -345,6 +350,62 @@ class RayRun:
         self._publish()
         return window
 
+    @contextmanager
+    def reading(self, source: object) -> Iterator[None]:
+        """While the block runs, a folder source's files are read and cut by the run's CPU
+        actors (the driver reads each file's bytes, an actor parses and chunks them); other
+        sources read as they always do."""
+        if not hasattr(source, "cutter"):
+            yield
+            return
+        source.cutter = self.cut_files
+        try:
+            yield
+        finally:
+            source.cutter = None
+
+    def cut_files(
+        self, chunker: TokenChunker, files: Sequence[tuple[Path, str]]
+    ) -> Generator[FileChunks, None, None]:
+        """Each of ``files`` (path, document id) read and cut by the actors, in order, a few
+        files per actor in flight (see :class:`connector.sources.FolderSource`'s ``cutter``).
+
+        Raises:
+            ComputeError: Ray lost an actor more often than it may restart it.
+        """
+        cpu = [i for i, role in enumerate(self._roles) if role in ("sparse", "encode")]
+        readers = cpu or list(range(len(self.actors)))
+        chunker_ref = self.ray.put(chunker)
+        self.ray.get([self.actors[i].take_chunker.remote(chunker_ref) for i in readers])
+        turn = itertools.cycle(readers)
+
+        def send(path: Path, relative: str) -> FileChunks | Any:
+            data = load_file(path)
+            if isinstance(data, FileChunks):
+                return data  # not readable here: no actor needed to say so
+            return self.actors[next(turn)].cut.remote(data, path.suffix, str(path), relative)
+
+        upcoming = iter(files)
+        first = itertools.islice(upcoming, self.in_flight * len(readers))
+        pending = deque(send(*item) for item in first)
+        while pending:
+            head = pending.popleft()
+            if not isinstance(head, FileChunks):
+                try:
+                    head = self.ray.get(head)
+                except Exception as exc:
+                    raise ComputeError(
+                        f"Ray lost the run's work (reading a file; an actor is restarted up to "
+                        f"{self.max_restarts} times, compute.max_restarts): {_cause(exc)}"
+                    ) from exc
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append(send(*following))
+            yield head
+        for report in self.ray.get([self.actors[i].report.remote() for i in readers]):
+            self._reports[report.index] = report
+        self._publish()
+
     def _least_busy(self, role: Role) -> int:
         """The actor of ``role`` with the fewest windows in flight; of those, the one given the
         fewest so far (a fast actor, idle again at every window, must not get them all)."""
@@ -380,6 +441,7 @@ class RayRun:
                 device=r.device,
                 batch_size=r.batch_size,
                 chunks=r.chunks,
+                files=r.files,
                 chunks_per_s=round(r.chunks / r.busy_s, 3) if r.busy_s > 0 else None,
             )
             for r in reports

@@ -14,7 +14,15 @@ from pathlib import Path
 from connector.documents import _html, _office, _pdf, _text
 from connector.documents._model import Block, Document, UnreadableDocument
 
-__all__ = ["SUFFIXES", "Block", "Document", "UnreadableDocument", "parse_document", "read_document"]
+__all__ = [
+    "SUFFIXES",
+    "Block",
+    "Document",
+    "UnreadableDocument",
+    "parse_document",
+    "read_document",
+    "read_file",
+]
 
 _READERS: dict[str, Callable[[bytes, str], Document]] = {
     ".pdf": _pdf.read_pdf,
@@ -45,15 +53,26 @@ def read_document(path: Path) -> Document:
             as its format (the ``kind`` says why; the location is ``path``).
         SourceError: The file cannot be opened at all (permissions, a vanished file).
     """
+    return parse_document(read_file(path), path.suffix, str(path))
+
+
+def read_file(path: Path) -> bytes:
+    """The bytes of a file in a format :func:`parse_document` reads (checked before it is read:
+    a large file of another kind is not read for nothing).
+
+    Raises:
+        UnreadableDocument: The suffix is not in :data:`SUFFIXES` (kind
+            ``unsupported_format``).
+        SourceError: The file cannot be opened at all (permissions, a vanished file).
+    """
     where = str(path)
-    _reader(path.suffix, where)  # an unsupported file is refused before it is read
+    _reader(path.suffix, where)
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         from connector.errors import SourceError
 
         raise SourceError(where, f"cannot read: {exc.strerror or exc}") from None
-    return parse_document(data, path.suffix, where)
 
 
 def parse_document(data: bytes, suffix: str, where: str) -> Document:

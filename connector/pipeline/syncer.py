@@ -244,7 +244,10 @@ class Syncer:
         """Read and plan window k+1 and build and submit window k-1 while window k encodes."""
         if self.compute is not None:
             dense_names = [e.name for e in self.dense]
-            with self.compute.run(record, planner.signatures, dense_names) as engine:
+            with (
+                self.compute.run(record, planner.signatures, dense_names) as engine,
+                engine.reading(source),
+            ):
                 self._stages(source, planner, record, self.sparse, engine)
             return
         workers = self.workers or auto_workers(source.total_bytes)

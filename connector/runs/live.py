@@ -30,13 +30,16 @@ class ActorProgress(BaseModel):
     node: str
     """Its machine, as in :class:`~connector.runs.manifest.NodeUsage`."""
     role: str
-    """``dense`` (the dense models), ``sparse`` (the sparse model) or ``encode`` (both)."""
+    """``dense`` (the dense models), ``sparse`` (the sparse model), ``encode`` (both) or
+    ``write`` (joins a window's halves and writes its points to a server)."""
     device: str
     """Where its models run now (``cuda:0``, ``cpu``)."""
     batch_size: int | None = None
     """Chunks per model call of its last window (the adaptive batch on a GPU)."""
     chunks: int = 0
     """Chunks it encoded so far."""
+    files: int = 0
+    """Files of a folder it read and cut into chunks so far."""
     chunks_per_s: float | None = None
     """Its rate over the time it was busy."""
 

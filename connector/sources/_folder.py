@@ -11,7 +11,7 @@ from connector.chunking import TokenChunker
 from connector.chunks import ChunkRecord
 from connector.documents import UnreadableDocument
 from connector.errors import SourceError
-from connector.sources._reading import cut_files
+from connector.sources._reading import Cutter, cut_files
 from connector.sources._skips import SkipLog
 
 __all__ = ["FolderSource"]
@@ -45,6 +45,10 @@ class FolderSource:
         skips: Files the current iteration skipped; raised instead when strict.
         truncated: Chunks of the current iteration longer than a dense model's window.
         workers: Processes that read and cut the files (``1``: none started).
+        cutter: Reads and cuts the files instead of this process and its ``workers``, when
+            set: given the chunker and the (path, document id) pairs, it yields each file's
+            :class:`~connector.sources._reading.FileChunks` in order (a Ray run lends its
+            actors this way for the run).
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class FolderSource:
 
             workers = auto_workers(self.total_bytes)
         self.workers = workers
+        self.cutter: Cutter | None = None
 
     def _walk(self) -> list[tuple[Path, int]]:
         found: list[tuple[Path, int]] = []
@@ -95,7 +100,11 @@ class FolderSource:
         self.skips.reset()
         files = [(path, path.relative_to(self.root).as_posix()) for path, _ in self._files]
         # Closed with this iteration, however it ends: the pool's processes end with it.
-        with closing(cut_files(self.chunker, files, self.workers)) as results:
+        if self.cutter is not None:
+            reading = self.cutter(self.chunker, files)
+        else:
+            reading = cut_files(self.chunker, files, self.workers)
+        with closing(reading) as results:
             for (_, size), (_, relative), cut in zip(self._files, files, results, strict=True):
                 if cut.unread is not None:
                     error = cut.unread.error()

@@ -12,7 +12,7 @@ import itertools
 import os
 import signal
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +20,20 @@ from pathlib import Path
 from connector._processes import exit_with_parent, process_context
 from connector.chunking import Chunk, TokenChunker, truncated
 from connector.chunks import ChunkRecord
-from connector.documents import UnreadableDocument, read_document
+from connector.documents import UnreadableDocument, parse_document, read_file
 from connector.errors import SourceError
 
-__all__ = ["FileChunks", "Unread", "chunk_metadata", "cut_file", "cut_files", "start_reader"]
+__all__ = [
+    "Cutter",
+    "FileChunks",
+    "Unread",
+    "chunk_metadata",
+    "cut_data",
+    "cut_file",
+    "cut_files",
+    "load_file",
+    "start_reader",
+]
 
 IN_FLIGHT_PER_WORKER = 2
 """Files submitted to the pool per worker and not yet consumed: enough that a worker never
@@ -68,15 +78,39 @@ class FileChunks:
     unread: Unread | None = None
 
 
+Cutter = Callable[[TokenChunker, Sequence[tuple[Path, str]]], Generator[FileChunks, None, None]]
+"""Reads and cuts a folder's files, given as (path, document id), yielding them in order."""
+
+
 def cut_file(chunker: TokenChunker, path: Path, relative: str) -> FileChunks:
     """Read ``path`` by its format and cut it with ``chunker`` into records of document
     ``relative`` (ids ``relative#index``)."""
+    data = load_file(path)
+    if isinstance(data, FileChunks):
+        return data
+    return cut_data(chunker, data, path.suffix, str(path), relative)
+
+
+def load_file(path: Path) -> bytes | FileChunks:
+    """The bytes of ``path`` when its format is one the connector reads; else why not, as the
+    file's (empty) result."""
     try:
-        document = read_document(path)
+        return read_file(path)
     except UnreadableDocument as exc:
         return FileChunks(unread=Unread(exc.location, exc.problem, exc.kind))
     except SourceError as exc:
         return FileChunks(unread=Unread(exc.location, exc.problem, None))
+
+
+def cut_data(
+    chunker: TokenChunker, data: bytes, suffix: str, where: str, relative: str
+) -> FileChunks:
+    """A file's bytes read by its format (``suffix``) and cut into records of document
+    ``relative``; ``where`` names the file in locations and errors (its path)."""
+    try:
+        document = parse_document(data, suffix, where)
+    except UnreadableDocument as exc:
+        return FileChunks(unread=Unread(exc.location, exc.problem, exc.kind))
     chunks = chunker.chunk_document(document)
     records = [
         ChunkRecord(
@@ -84,7 +118,7 @@ def cut_file(chunker: TokenChunker, path: Path, relative: str) -> FileChunks:
             metadata=chunk_metadata(relative, chunk, len(chunks), document.title)
             | {"path": relative},
             chunk_id=f"{relative}#{chunk.index}",
-            location=f"{path}#{chunk.index}",
+            location=f"{where}#{chunk.index}",
         )
         for chunk in chunks
     ]

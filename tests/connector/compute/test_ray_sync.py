@@ -17,6 +17,7 @@ from connector.settings import load_settings
 from connector.store.edge import EdgeClient
 from connector.wiring import build_syncer
 from tests.connector.compute.rest import RestWrites, serving
+from tests.connector.sources.test_folder_workers import _folder
 from tests.connector.store.servers import ServerLike
 from tests.connector.test_parallel import comparable
 
@@ -29,13 +30,14 @@ def settings_for(
     dense: dict[str, Any] = RATE,
     gpu: bool = False,
     qdrant: dict[str, Any] | None = None,
+    source: Path | None = None,
     **compute: Any,
 ) -> Any:
     overrides: dict[str, Any] = {
         "qdrant": qdrant or {},
         "gpu": {"enabled": gpu, "lease_timeout_s": 0.1},
         "state_dir": str(workdir / "state"),
-        "source": {"path": str(workdir / "corpus.jsonl"), "name": "docs"},
+        "source": {"path": str(source or workdir / "corpus.jsonl"), "name": "docs"},
         "sync": {"batch_size": 8, "workers": 1},
         "dense": {"models": [dense]},
         "sparse": {"model": "qdrant-bm25"},
@@ -162,3 +164,23 @@ def test_against_a_server_the_actors_write_the_points(workdir: Path, ray_cluster
     # collection (payload only).
     for request in server.requests("upsert"):
         assert request == {"wait": True, "ordering": request.get("ordering")}
+
+
+def test_a_folders_files_are_read_and_cut_by_the_actors(workdir: Path, ray_cluster: str) -> None:
+    docs = _folder(workdir)
+    local, expected = sync(workdir, None, store="local", source=docs)
+    record, stored = sync(workdir, ray_cluster, source=docs, cpu_actors=2)
+    assert stored == expected
+    assert record.totals() == local.totals()
+    assert (
+        record.skips.by_kind
+        == local.skips.by_kind
+        == {
+            "broken_file": 1,
+            "not_utf8": 1,
+            "unsupported_format": 1,
+        }
+    )
+    # Every file in a format the connector reads went to an actor (the PNG is refused unread).
+    files = [actor.files for actor in record.actors]
+    assert sum(files) == 26 and all(files)
