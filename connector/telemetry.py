@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 
@@ -30,9 +30,11 @@ __all__ = [
     "DEFAULT_SERVICE_NAME",
     "AttributeValue",
     "Telemetry",
+    "context_from",
     "current_context",
     "in_context",
     "setup_telemetry",
+    "trace_carrier",
 ]
 
 _SCOPE = "connector"
@@ -158,6 +160,20 @@ def current_context() -> object:
     """The calling thread's trace context, to continue in another thread with
     :func:`in_context` (spans opened there get the current span as their parent)."""
     return otel_context.get_current()
+
+
+def trace_carrier() -> dict[str, str]:
+    """The calling thread's trace context as W3C ``traceparent`` headers, to continue the trace
+    in another process (a Ray actor) with :func:`context_from`."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+def context_from(carrier: Mapping[str, str] | None) -> object | None:
+    """The context in headers from :func:`trace_carrier`, for :meth:`Telemetry.span`'s
+    ``parent``; ``None`` (a trace of its own) when there are none."""
+    return propagate.extract(carrier) if carrier else None
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from connector.pipeline._encode import DenseEncode, SparseEncode
 from connector.pipeline._plan import Window
 from connector.sources._reading import FileChunks, cut_data
 from connector.store import WriteCounts
+from connector.telemetry import context_from, setup_telemetry
 
 if TYPE_CHECKING:
     from connector.chunking import TokenChunker
@@ -102,7 +103,6 @@ class EncodeActor:
         avg_len: float | None = None,
         node: str | None = None,
     ) -> None:
-        from connector.telemetry import setup_telemetry
         from connector.wiring import dense_encoders, dense_stage, device_executor, sparse_target
 
         self.settings = settings
@@ -150,14 +150,35 @@ class EncodeActor:
             "signatures": dict(self.signatures),
         }
 
-    def encode(self, window: Window, *parts: Encoded, target: WriteTarget | None = None) -> Encoded:
+    def encode(
+        self,
+        window: Window,
+        *parts: Encoded,
+        target: WriteTarget | None = None,
+        trace: dict[str, str] | None = None,
+    ) -> Encoded:
         """Computes the window's vectors of this actor's role, with what other actors computed
         (``parts``) merged in; with ``target``, also writes the window's points.
+
+        Its ``ray_window`` span, and the ``dense``, ``sparse_inference`` and ``upsert`` spans
+        under it, continue the driver's trace given in ``trace`` (W3C headers).
 
         Raises:
             ConnectorError: A model failed as it would in a local sync, or Qdrant refused a
                 write.
         """
+        attributes = {
+            "role": self.role,
+            "actor": self.index,
+            "node": self.node,
+            "chunk_count": len(window.items),
+        }
+        with self.telemetry.span("ray_window", attributes, parent=context_from(trace)):
+            return self._encode(window, parts, target)
+
+    def _encode(
+        self, window: Window, parts: tuple[Encoded, ...], target: WriteTarget | None
+    ) -> Encoded:
         started = time.perf_counter()
         for part in parts:
             merge(window, part)

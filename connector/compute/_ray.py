@@ -36,6 +36,7 @@ from connector.pipeline._plan import Window
 from connector.runs.live import ActorProgress
 from connector.runs.manifest import ComputeSection, DeviceUsage, NodeUsage
 from connector.sources._reading import FileChunks, load_file
+from connector.telemetry import trace_carrier
 
 if TYPE_CHECKING:
     from connector.chunking import TokenChunker
@@ -315,14 +316,17 @@ class RayRun:
         with self._lock:
             chosen = {role: self._least_busy(role) for role in roles}
         target = self.target
+        # The actors' spans of this window continue the sync's trace.
+        trace = trace_carrier()
         if "write" in chosen:
             # Both halves go to a writer, which waits for them, joins them and writes.
-            halves = [self._call(chosen[r], ref) for r in roles if r != "write"]
-            calls = [self._call(chosen["write"], ref, *(c for _, c in halves), target=target)]
+            halves = [self._call(chosen[r], ref, trace=trace) for r in roles if r != "write"]
+            joined = [c for _, c in halves]
+            calls = [self._call(chosen["write"], ref, *joined, target=target, trace=trace)]
         elif len(roles) == 1:
-            calls = [self._call(chosen[roles[0]], ref, target=target)]
+            calls = [self._call(chosen[roles[0]], ref, target=target, trace=trace)]
         else:
-            calls = [self._call(chosen[role], ref) for role in roles]
+            calls = [self._call(chosen[role], ref, trace=trace) for role in roles]
         self._sent[id(window)] = list(chosen.values())
         self._pending[id(window)] = calls
         return window
@@ -417,8 +421,14 @@ class RayRun:
         self._given[index] += 1
         return index
 
-    def _call(self, index: int, *args: Any, target: WriteTarget | None = None) -> tuple[int, Any]:
-        return index, self.actors[index].encode.remote(*args, target=target)
+    def _call(
+        self,
+        index: int,
+        *args: Any,
+        target: WriteTarget | None = None,
+        trace: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        return index, self.actors[index].encode.remote(*args, target=target, trace=trace)
 
     def _failure(self, calls: Sequence[tuple[int, Any]], exc: Exception) -> Exception:
         cause = getattr(exc, "cause", None)
