@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +35,15 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from tokenizers import Tokenizer
-
     from connector.chunking import TokenChunker
-    from connector.dense import resolve_model_path
+    from connector.chunking._models import load_tokenizer
+    from connector.dense import DEFAULT_DENSE_MODEL
 
     docs = read_docs(args.dataset)
-    abstracts: list[str] = []
-    while sum(map(len, abstracts)) < args.kb * 1000:
-        abstracts += [text for _, text in docs]
-    abstracts = _fit(abstracts, args.kb * 1000)
+    abstracts = _fit(itertools.cycle([text for _, text in docs]), args.kb * 1000)
     work = Path(tempfile.mkdtemp(prefix="connector-documents-bench-"))
-    chunker = TokenChunker.for_models({"m": "all-MiniLM-L6-v2"}, overlap_tokens=32)
-    tokenizer = Tokenizer.from_file(
-        str(Path(resolve_model_path("all-MiniLM-L6-v2"), "tokenizer.json"))
-    )
+    chunker = TokenChunker.for_models({"m": DEFAULT_DENSE_MODEL}, overlap_tokens=32)
+    tokenizer = load_tokenizer(DEFAULT_DENSE_MODEL)
     tokenizer.no_truncation()
     tokenizer.no_padding()
     print(
@@ -88,7 +83,7 @@ def main() -> int:
     return 0
 
 
-def _fit(abstracts: list[str], chars: int) -> list[str]:
+def _fit(abstracts: Iterable[str], chars: int) -> list[str]:
     kept, total = [], 0
     for text in abstracts:
         if total >= chars:

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _corpus import DEFAULT_DATASET
+from _corpus import DEFAULT_DATASET, read_docs
 from _retrieval import K_RECALL, evaluate, read_qrels, read_queries
 
 MODES = ("dense", "sparse", "hybrid")
@@ -63,14 +63,7 @@ def main() -> int:
 
 def long_documents(corpus: Path, out: Path, per_document: int) -> dict[str, str]:
     """Write the long documents as JSONL records; each abstract's id → its document's id."""
-    abstracts = []
-    with corpus.open(encoding="utf-8") as handle:
-        for line in filter(str.strip, handle):
-            obj = json.loads(line)
-            text = str(obj.get("text") or "").strip()
-            if text:
-                title = str(obj.get("title") or "").strip()
-                abstracts.append((str(obj["_id"]), f"{title}\n{text}" if title else text))
+    abstracts = read_docs(corpus)
     owner: dict[str, str] = {}
     with out.open("w", encoding="utf-8") as handle:
         for start in range(0, len(abstracts), per_document):

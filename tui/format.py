@@ -6,7 +6,10 @@ no clock and tests can script it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
+
+# Timestamps as the connector writes them (the dashboard shows manifests and progress files).
+from connector.runs.manifest import parse_time
 
 __all__ = [
     "DASH",
@@ -25,17 +28,6 @@ __all__ = [
 ]
 
 DASH = "—"
-
-
-def parse_time(iso: str | None) -> datetime | None:
-    """An ISO 8601 time as an aware UTC datetime; ``None`` when missing or unreadable."""
-    if not iso:
-        return None
-    try:
-        value = datetime.fromisoformat(iso)
-    except ValueError:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def duration(seconds: float | None) -> str:

@@ -119,9 +119,10 @@ class EncodeActor:
         self.encode_dense: DenseEncode | None = None
         self.encode_sparse: SparseEncode | None = None
         self.signatures: dict[str, str] = {}
-        # The sparse model's names go into payloads (a fallback's note) of what it writes.
+        # The sparse model runs here, or its names go into the payloads (a fallback's note) of
+        # what this actor writes; a dense actor beside sparse ones needs neither.
         self.sparse_target: SparseTarget | None = None
-        if sparse:
+        if sparse and role != "dense":
             self.sparse_target = sparse_target(
                 settings, self.executor, avg_len=avg_len, telemetry=telemetry
             )

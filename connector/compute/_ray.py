@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RayCompute", "RayRun", "import_ray"]
 
-log = logging.getLogger(__name__)
-
 INSTALL_HINT = 'pip install "qdrant-hybrid-connector[ray]"'
 _MAX_CPU_ACTORS = 64
 _CLOSE_S = 10.0

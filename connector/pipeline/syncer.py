@@ -271,25 +271,14 @@ class Syncer:
         sparse: SparseTarget | None,
         engine: RayRun | None = None,
     ) -> None:
-        stages: list[Stage[Window]] = []
-        depth = _DEPTH if self.overlap else 0
         if engine is not None:
             # Out to the actors in one stage, back in order in the next: the windows between
             # the two are the ones the actors work on.
             stages = [Stage("submit", engine.submit), Stage("encode", engine.collect)]
             depth = engine.depth
-        encode_dense = DenseEncode(
-            self.dense, self.dense_stage, self.telemetry, record.dense.device or "cpu"
-        )
-        if self.dense and engine is None:
-            stages.append(Stage("dense", encode_dense))
-        if sparse is not None and engine is None:
-            encode_sparse = SparseEncode(sparse, self.telemetry)
-            if self.dense and sparse.use_gpu and self.dense_stage.use_gpu:
-                # Both lease a GPU: one after the other, as they would not share it anyway.
-                stages[-1] = Stage("dense", lambda w: encode_sparse(encode_dense(w)))
-            else:
-                stages.append(Stage("sparse", encode_sparse))
+        else:
+            stages = self._encode_stages(record, sparse)
+            depth = _DEPTH if self.overlap else 0
         build = Builder(
             record, planner.signatures, [e.name for e in self.dense], sparse, self.telemetry
         )
@@ -305,6 +294,23 @@ class Syncer:
             self.progress.advance(len(window.items), window.bytes_read)
 
         flow.run(("read", lambda: planner.windows(source, self.batch_size)), stages, write)
+
+    def _encode_stages(self, record: RunRecord, sparse: SparseTarget | None) -> list[Stage[Window]]:
+        """The dense and sparse stages of a sync encoding in this process (and its workers)."""
+        stages: list[Stage[Window]] = []
+        encode_dense = DenseEncode(
+            self.dense, self.dense_stage, self.telemetry, record.dense.device or "cpu"
+        )
+        if self.dense:
+            stages.append(Stage("dense", encode_dense))
+        if sparse is not None:
+            encode_sparse = SparseEncode(sparse, self.telemetry)
+            if self.dense and sparse.use_gpu and self.dense_stage.use_gpu:
+                # Both lease a GPU: one after the other, as they would not share it anyway.
+                stages[-1] = Stage("dense", lambda w: encode_sparse(encode_dense(w)))
+            else:
+                stages.append(Stage("sparse", encode_sparse))
+        return stages
 
     def _note_skips(self, record: RunRecord, *logs: SkipLog) -> None:
         kinds: dict[str, int] = {}

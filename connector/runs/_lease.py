@@ -22,7 +22,6 @@ well within the time to live.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -35,7 +34,7 @@ from qdrant_client import models as qm
 from connector.errors import ConnectorError, SyncInProgress
 from connector.runs._collection import LEASE_KIND
 from connector.runs._process import process_alive, this_process
-from connector.runs.manifest import ProcessInfo
+from connector.runs.manifest import ProcessInfo, iso, parse_time
 
 if TYPE_CHECKING:
     from connector.runs._collection import RunStore
@@ -117,7 +116,7 @@ class SyncLease:
         if current is not None and not self._free(current):
             raise SyncInProgress(self._describe(current))
         now = _now()
-        self._since = _iso(now)
+        self._since = iso(now)
         self._lost = None
         self._write(now)
         self._held = True
@@ -198,15 +197,10 @@ class SyncLease:
             "kind": LEASE_KIND,
             "collection": self.collection,
             "source": self.source,
-            "holder": {
-                "host": self.process.host,
-                "pid": self.process.pid,
-                "start_ticks": self.process.start_ticks,
-                "run_id": self.run_id,
-            },
+            "holder": self.process.model_dump() | {"run_id": self.run_id},
             "since": self._since,
-            "heartbeat_at": _iso(now),
-            "expires_at": _iso(now + timedelta(seconds=self.ttl_s)),
+            "heartbeat_at": iso(now),
+            "expires_at": iso(now + timedelta(seconds=self.ttl_s)),
         }
         point = qm.PointStruct(id=self.id, vector={}, payload=payload)
         self.runs.store.upsert(self.runs.collection, [point])
@@ -218,7 +212,7 @@ class SyncLease:
         if self._ours(current):
             return True
         holder = _holder(current)
-        expires = _parse(current.get("expires_at"))
+        expires = parse_time(current.get("expires_at"))
         if expires is None or expires < _now():
             log.info("the sync lease of run %s has lapsed; taken over", holder.get("run_id"))
             return True
@@ -226,7 +220,7 @@ class SyncLease:
             process = ProcessInfo.model_validate(holder)
         except ValueError:
             return False
-        if process.host == socket.gethostname() and process_alive(process) is False:
+        if process_alive(process) is False:  # of this host, and gone (another's is unknown)
             log.info(
                 "the sync lease of run %s is held by a process of this host that is gone (pid "
                 "%d); taken over",
@@ -266,19 +260,3 @@ def _holder(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    """As a run's timestamps: UTC, to the millisecond."""
-    return moment.isoformat(timespec="milliseconds")
-
-
-def _parse(value: object) -> datetime | None:
-    """A timestamp of a lease; ``None`` when it is not one (an unreadable lease is free)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

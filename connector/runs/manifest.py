@@ -40,8 +40,10 @@ __all__ = [
     "SkippedSection",
     "SparseInferenceRun",
     "UpsertStage",
+    "iso",
     "iter_summaries",
     "now_iso",
+    "parse_time",
     "read_summary",
     "summary_json_schema",
     "summary_path",
@@ -55,7 +57,24 @@ RunStatus = Literal["running", "succeeded", "failed", "interrupted"]
 
 def now_iso() -> str:
     """Now, UTC, to the millisecond (runs started in one second still sort)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return iso(datetime.now(UTC))
+
+
+def iso(moment: datetime) -> str:
+    """``moment`` as a run's timestamps are written: ISO 8601, to the millisecond."""
+    return moment.isoformat(timespec="milliseconds")
+
+
+def parse_time(value: object) -> datetime | None:
+    """A timestamp as written by :func:`iso` (or any ISO 8601 time) as an aware UTC datetime;
+    ``None`` when missing or unreadable (a time without a zone is taken as UTC)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class _Model(BaseModel):

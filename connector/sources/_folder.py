@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -87,8 +88,11 @@ class FolderSource:
                     continue
                 path = Path(dirpath, filename)
                 try:
-                    if path.is_file():
-                        found.append((path, path.stat().st_size))
+                    status = path.stat()  # one call: whether it is a file, and its size
+                    if stat.S_ISREG(status.st_mode):
+                        found.append((path, status.st_size))
+                except FileNotFoundError:
+                    continue  # a broken link, or a file gone since the listing: not a file
                 except OSError as exc:
                     raise SourceError(str(path), f"cannot read: {exc.strerror or exc}") from None
         found.sort(key=lambda item: item[0].relative_to(self.root).parts)
@@ -106,13 +110,12 @@ class FolderSource:
             reading = cut_files(self.chunker, files, self.workers)
         with closing(reading) as results:
             for (_, size), (_, relative), cut in zip(self._files, files, results, strict=True):
+                self.bytes_read += size
                 if cut.unread is not None:
                     error = cut.unread.error()
                     if not isinstance(error, UnreadableDocument):
                         raise error  # the file cannot be opened at all
-                    self.bytes_read += size
                     self.skips.skip(error, document=relative)  # its stored chunks stay
                     continue
-                self.bytes_read += size
                 self.truncated += cut.truncated
                 yield from cut.records

@@ -74,6 +74,8 @@ class HttpJsonlSource:
         total_bytes: The Content-Length, once the response has arrived and if it has one.
         bytes_read: Bytes downloaded by the current iteration so far.
         skips: The records the current iteration skipped (malformed, or lines too long).
+        truncated: Chunks of a document at the URL longer than a dense model's window.
+        cut: Whether the current iteration read a document and cut it into chunks itself.
     """
 
     def __init__(
@@ -110,11 +112,13 @@ class HttpJsonlSource:
         self.max_line_bytes = max_line_bytes
         self.chunker = chunker
         self.truncated = 0
+        self.cut = False
 
     def __iter__(self) -> Iterator[ChunkRecord]:
         self.bytes_read = 0
         self.attempts = 0
         self.truncated = 0
+        self.cut = False
         self.skips.reset()
         client = httpx.Client(
             timeout=httpx.Timeout(self._timeout_s), transport=self._transport, follow_redirects=True
@@ -165,9 +169,9 @@ class HttpJsonlSource:
         return _DOCUMENT_TYPES.get(kind)
 
     def _document(self, response: httpx.Response, suffix: str) -> Iterator[ChunkRecord]:
-        from connector.chunking import TokenChunker, truncated
-        from connector.documents import UnreadableDocument, parse_document
-        from connector.sources._reading import chunk_metadata
+        from connector.chunking import TokenChunker
+        from connector.documents import UnreadableDocument
+        from connector.sources._reading import cut_data
 
         parts: list[bytes] = []
         size = 0
@@ -189,23 +193,20 @@ class HttpJsonlSource:
                 self.safe_url, f"connection lost while reading: {self._reason(exc)}"
             ) from None
         doc_id = PurePosixPath(urlsplit(self.url).path).name or urlsplit(self.url).hostname or ""
-        try:
-            document = parse_document(b"".join(parts), suffix, self.safe_url)
-        except UnreadableDocument as exc:
-            self.skips.skip(exc, document=doc_id)
-            return
         chunker = self.chunker if self.chunker is not None else TokenChunker.for_models({})
-        chunks = chunker.chunk_document(document)
-        for chunk in chunks:
-            if truncated(chunk.tokens, chunker.windows):
-                self.truncated += 1
-            yield ChunkRecord(
-                text=chunk.text,
-                metadata=chunk_metadata(doc_id, chunk, len(chunks), document.title)
-                | {"url": self.safe_url},
-                chunk_id=f"{doc_id}#{chunk.index}",
-                location=f"{self.safe_url}#{chunk.index}",
-            )
+        data = b"".join(parts)
+        cut = cut_data(chunker, data, suffix, self.safe_url, doc_id, extra={"url": self.safe_url})
+        if cut.unread is not None:
+            error = cut.unread.error()
+            if not isinstance(error, UnreadableDocument):
+                raise error
+            self.skips.skip(error, document=doc_id)
+            return
+        self.truncated += cut.truncated
+        # Chunks of the model's tokens already: a wrapper that cuts long records has nothing
+        # left to count (SplitRecords).
+        self.cut = True
+        yield from cut.records
 
     def _records(self, response: httpx.Response) -> Iterator[ChunkRecord]:
         lines = _Lines(self.max_line_bytes)

@@ -103,10 +103,16 @@ def load_file(path: Path) -> bytes | FileChunks:
 
 
 def cut_data(
-    chunker: TokenChunker, data: bytes, suffix: str, where: str, relative: str
+    chunker: TokenChunker,
+    data: bytes,
+    suffix: str,
+    where: str,
+    relative: str,
+    extra: dict[str, object] | None = None,
 ) -> FileChunks:
     """A file's bytes read by its format (``suffix``) and cut into records of document
-    ``relative``; ``where`` names the file in locations and errors (its path)."""
+    ``relative``; ``where`` names the file in locations and errors (its path or URL), ``extra``
+    goes into each record's metadata (default: ``{"path": relative}``)."""
     try:
         document = parse_document(data, suffix, where)
     except UnreadableDocument as exc:
@@ -116,7 +122,7 @@ def cut_data(
         ChunkRecord(
             text=chunk.text,
             metadata=chunk_metadata(relative, chunk, len(chunks), document.title)
-            | {"path": relative},
+            | (extra if extra is not None else {"path": relative}),
             chunk_id=f"{relative}#{chunk.index}",
             location=f"{where}#{chunk.index}",
         )

@@ -67,6 +67,13 @@ class SplitRecords:
         at_once = _BATCH if self.source.total_bytes is not None else 1
         records = iter(self.source)
         while batch := list(itertools.islice(records, at_once)):
+            if getattr(self.source, "cut", False):
+                # The source cut its records itself (a document at a URL): counting them again
+                # would only tokenize the document twice.
+                yield from batch
+                yield from records
+                self.truncated = getattr(self.source, "truncated", 0)
+                return
             counts = self.chunker.count_tokens_batch([record.text for record in batch])
             for record, tokens in zip(batch, counts, strict=True):
                 if tokens <= size or not self.split:

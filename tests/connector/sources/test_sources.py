@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from connector.chunking import TokenChunker
+from connector.chunking import TokenChunker, truncated
 from connector.errors import InvalidRecord, SourceError, SourceUnavailable
 from connector.sources import (
     FolderSource,
@@ -661,6 +661,23 @@ def test_a_url_naming_a_document_is_read_whole_and_cut_into_chunks() -> None:
     assert record.metadata["headings"] == ["Wings"]
     assert record.metadata["url"] == "https://example.com/docs/page.html"  # no query, no secret
     assert source.bytes_read == len(page)
+
+
+def test_a_documents_chunks_longer_than_a_window_are_counted_once() -> None:
+    page = f"<html><body><main><p>{_document(paragraphs=3, sentences=6, words=9)}</p></main>"
+    answer = httpx.Response(200, content=page.encode(), headers={"Content-Type": "text/html"})
+    chunker = _chunker(max_tokens=48, overlap_tokens=8)
+    chunker.windows = {"small": 32}  # smaller than most chunks: they count as truncated
+    source = open_source(
+        "https://example.com/long.html",
+        transport=httpx.MockTransport(_Recorder(answer)),
+        chunker=chunker,
+    )
+    records = list(source)
+    counts = chunker.count_tokens_batch([r.text for r in records])
+    assert len(records) > 2
+    over = sum(1 for n in counts if truncated(n, chunker.windows))
+    assert source.truncated == over > 0  # type: ignore[attr-defined]
 
 
 def test_a_document_is_known_by_its_content_type_and_keeps_its_pages() -> None:
