@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import socket
 import threading
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
@@ -47,6 +48,8 @@ __all__ = ["RayCompute", "RayRun", "import_ray"]
 
 INSTALL_HINT = 'pip install "qdrant-hybrid-connector[ray]"'
 _MAX_CPU_ACTORS = 64
+_CONNECT_S = 5.0
+"""How long the head node of a ``HOST:PORT`` address may take to accept a connection."""
 _CLOSE_S = 10.0
 """How long the actors of a run that ended may take to close."""
 
@@ -493,6 +496,7 @@ def _connect(ray: Any, address: str) -> bool:
     Raises:
         ComputeError: No cluster answers at ``address``.
     """
+    _answers(address)
     if ray.is_initialized():
         return False
     options: dict[str, Any] = {"logging_level": logging.WARNING, "include_dashboard": False}
@@ -507,6 +511,26 @@ def _connect(ray: Any, address: str) -> bool:
             "`ray start --head`, pass its address with --ray HOST:PORT, or use --ray local)"
         ) from exc
     return True
+
+
+def _answers(address: str) -> None:
+    """Fails at once when nothing listens at a ``HOST:PORT`` address: Ray itself would wait
+    minutes for a cluster there before it gives up.
+
+    Raises:
+        ComputeError: The connection is refused or times out.
+    """
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return  # "auto" or "local": Ray finds (or starts) the cluster itself
+    try:
+        socket.create_connection((host, int(port)), timeout=_CONNECT_S).close()
+    except OSError as exc:
+        raise ComputeError(
+            f"no Ray cluster answers at compute.address = {address!r} "
+            f"({exc.strerror or type(exc).__name__}): check the head node's address and port "
+            "(`ray status` on the head), or use --ray local"
+        ) from None
 
 
 def _cause(exc: BaseException) -> str:

@@ -4,7 +4,9 @@ user gets when Ray is missing or the cluster cannot run the configured actors.""
 from __future__ import annotations
 
 import json
+import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,17 @@ def test_actors_that_cannot_be_placed_fail_the_run_in_time(
     finally:
         for squatter in squatters:
             ray.kill(squatter)
+
+
+def test_an_address_where_no_cluster_answers_fails_at_once_in_one_line(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    code, _, err = run(capsys, "sync", "--config", str(config), "--ray", f"127.0.0.1:{port}")
+    assert code == 1
+    (line,) = err.strip().splitlines()
+    assert f"no Ray cluster answers at compute.address = '127.0.0.1:{port}'" in line
+    assert time.monotonic() - started < 30  # Ray alone would wait minutes
